@@ -1,0 +1,43 @@
+# Two commands: `make demo` and `make test`. Each creates .venv and installs what it needs,
+# once; running again skips the install unless pyproject.toml or the lock file changed.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip install --disable-pip-version-check -q -c requirements/lock.txt
+RUNTIME_STAMP := $(VENV)/.installed-runtime
+DEV_STAMP := $(VENV)/.installed-dev
+# Tests never touch the network.
+TEST_ENV := HF_HUB_OFFLINE=1 NO_ALBUMENTATIONS_UPDATE=1 DVC_NO_ANALYTICS=1 DO_NOT_TRACK=1
+
+.PHONY: demo test lint format install clean
+
+$(BIN)/python:
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or run make PYTHON=/path/to/python3.11"; exit 2; }
+	$(PYTHON) -m venv $(VENV)
+
+$(RUNTIME_STAMP): pyproject.toml requirements/lock.txt | $(BIN)/python
+	@echo "installing medclf and pinned dependencies into $(VENV) (first time: a few minutes)"
+	$(PIP) -e .
+	@touch $@
+
+$(DEV_STAMP): $(RUNTIME_STAMP)
+	$(PIP) -e '.[dev]'
+	@touch $@
+
+install: $(RUNTIME_STAMP)
+
+demo: $(RUNTIME_STAMP)
+	$(BIN)/medclf demo
+
+test: $(DEV_STAMP)
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+	$(TEST_ENV) $(BIN)/pytest
+
+format: $(DEV_STAMP)
+	$(BIN)/ruff format src tests benchmarks
+	$(BIN)/ruff check --fix src tests benchmarks
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache

@@ -1,0 +1,304 @@
+"""medclf command line. Heavy libraries are imported inside commands, so --help is instant."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import typer
+
+from medclf.errors import MedclfError
+
+app = typer.Typer(
+    name="medclf",
+    help="Medical image classification: data -> train -> evaluate -> export -> serve.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+config_app = typer.Typer(help="Inspect the packaged configuration.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+_state = {"debug": False}
+F = TypeVar("F", bound=Callable[..., Any])
+OVERRIDES_HELP = "key=value overrides of the packaged config, e.g. data.path=DIR model=resnet18"
+log = logging.getLogger("medclf")
+
+
+def _setup_logging() -> None:
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False
+
+
+def handles_errors(fn: F) -> F:
+    """MedclfError -> one line on stderr and exit code 2 (traceback only with --debug)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        _setup_logging()
+        try:
+            return fn(*args, **kwargs)
+        except MedclfError as exc:
+            if _state["debug"]:
+                raise
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            typer.echo("interrupted", err=True)
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def split_kv(args: list[str] | None, keys: set[str]) -> tuple[dict[str, str], list[str]]:
+    """Pull ``key=value`` items whose key is in ``keys`` out of ``args``; return (found, rest)."""
+    found: dict[str, str] = {}
+    rest: list[str] = []
+    for item in args or []:
+        key, sep, value = item.partition("=")
+        if sep and key in keys:
+            found[key] = value
+        else:
+            rest.append(item)
+    return found, rest
+
+
+def _require(found: dict[str, str], key: str, usage: str) -> str:
+    if not found.get(key):
+        raise MedclfError(f"missing {key}=...; usage: {usage}")
+    return found[key]
+
+
+def _reject_extra(rest: list[str], command: str) -> None:
+    if rest:
+        raise MedclfError(f"unknown argument '{rest[0]}' for 'medclf {command}' (see --help)")
+
+
+@app.callback()
+def _main(
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
+) -> None:
+    _state["debug"] = debug
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+
+@config_app.command("show")
+@handles_errors
+def config_show(overrides: list[str] = typer.Argument(None, help=OVERRIDES_HELP)) -> None:
+    """Print the resolved configuration (with overrides applied)."""
+    from omegaconf import OmegaConf
+
+    from medclf.config import compose
+
+    typer.echo(OmegaConf.to_yaml(compose(overrides or [])), nl=False)
+
+
+@app.command()
+@handles_errors
+def synth(
+    out: Path = typer.Argument(..., help="Output folder for the dataset."),
+    per_class: int = typer.Option(150, "--per-class", help="Images per class."),
+    size: int = typer.Option(128, "--size", help="Image side in pixels."),
+    seed: int = typer.Option(0, "--seed", help="Random seed; same seed, same files."),
+) -> None:
+    """Write a synthetic chest-CT phantom dataset (4 classes, 16-bit PNG + manifest.csv)."""
+    from medclf.data.synth import generate
+
+    manifest = generate(out, per_class=per_class, size=size, seed=seed)
+    typer.echo(
+        f"wrote {len(manifest)} images of {manifest['patient_id'].nunique()} patients "
+        f"({', '.join(sorted(manifest['label'].unique()))}) to {out}"
+    )
+
+
+@app.command()
+@handles_errors
+def train(overrides: list[str] = typer.Argument(None, help=OVERRIDES_HELP)) -> None:
+    """Train a model; prints the run folder and the best epoch's metrics."""
+    from medclf.config import compose
+    from medclf.training.run import train as run_training
+
+    result = run_training(compose(overrides or []))
+    typer.echo(f"run: {result.run.root}")
+    typer.echo("best epoch: " + _fmt_metrics(result.best_metrics))
+
+
+def _fmt_metrics(metrics: dict[str, float]) -> str:
+    return ", ".join(
+        f"{k}={int(v)}" if k == "epoch" else f"{k}={v:.4f}" for k, v in metrics.items()
+    )
+
+
+@app.command()
+@handles_errors
+def evaluate(args: list[str] = typer.Argument(None, help="run=RUN [split=test]")) -> None:
+    """Evaluate a run's best checkpoint: metrics.json, predictions.csv, confusion matrix."""
+    from medclf.evaluation.evaluate import evaluate as run_eval
+
+    found, rest = split_kv(args, {"run", "split"})
+    _reject_extra(rest, "evaluate")
+    result = run_eval(
+        _require(found, "run", "medclf evaluate run=RUN [split=test]"),
+        split=found.get("split", "test"),
+    )
+    m = result.metrics
+    typer.echo(
+        f"{m['split']}: n={m['n']} accuracy={m['accuracy']:.4f} macro_f1={m['macro_f1']:.4f}"
+    )
+    for name, pc in m["per_class"].items():
+        typer.echo(
+            f"  {name:<24} precision={pc['precision']:.3f} recall={pc['recall']:.3f} "
+            f"f1={pc['f1']:.3f} n={pc['support']}"
+        )
+    typer.echo(f"results: {result.out_dir}")
+
+
+@app.command()
+@handles_errors
+def export(args: list[str] = typer.Argument(None, help="run=RUN [format=onnx]")) -> None:
+    """Export the best checkpoint to ONNX and verify it against PyTorch on test images."""
+    from medclf.export.onnx import export_onnx
+
+    found, rest = split_kv(args, {"run", "format"})
+    _reject_extra(rest, "export")
+    fmt = found.get("format", "onnx")
+    if fmt != "onnx":
+        raise MedclfError(f"format={fmt} is not supported; use format=onnx")
+    result = export_onnx(_require(found, "run", "medclf export run=RUN format=onnx"))
+    p = result.parity
+    typer.echo(f"exported: {result.onnx_path}")
+    typer.echo(
+        f"parity on {p['images']} images: max |dp| = {p['max_abs_diff']:.2e} "
+        f"(limit {p['tolerance']:.0e}), top-1 agreement {p['top1_agreement']:.3f}"
+    )
+
+
+def _expand_images(items: list[str]) -> list[Path]:
+    from medclf.data.io import is_image_file
+
+    paths: list[Path] = []
+    for item in items:
+        p = Path(item).expanduser()
+        if p.is_dir():
+            found = sorted(q for q in p.rglob("*") if q.is_file() and is_image_file(q))
+            if not found:
+                raise MedclfError(f"{p}: folder contains no images")
+            paths += found
+        elif p.exists():
+            paths.append(p)
+        else:
+            raise MedclfError(f"{p}: no such file or folder")
+    return paths
+
+
+@app.command()
+@handles_errors
+def predict(
+    args: list[str] = typer.Argument(None, help="model=RUN|FILE.onnx PATH..."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """Classify image files or folders with a run or an exported ONNX model."""
+    from medclf.serving.predictor import load_predictor
+
+    found, items = split_kv(args, {"model"})
+    usage = "medclf predict model=RUN|FILE.onnx PATH..."
+    spec = _require(found, "model", usage)
+    if not items:
+        raise MedclfError(f"no images given; usage: {usage}")
+    paths = _expand_images(items)
+    predictor = load_predictor(spec)
+    results: list[dict[str, Any]] = []
+    for path in paths:
+        try:
+            results.append({"path": str(path), **predictor.predict_one(path)})
+        except MedclfError as exc:
+            results.append({"path": str(path), "error": str(exc)})
+    if as_json:
+        typer.echo(json.dumps({"model": predictor.info(), "results": results}, indent=2))
+    else:
+        _print_predictions(results, predictor.class_names)
+    failed = [r for r in results if "error" in r]
+    if failed:
+        raise MedclfError(
+            f"{len(failed)} of {len(results)} images could not be read "
+            f"(first: {failed[0]['error']})"
+        )
+
+
+def _print_predictions(results: list[dict[str, Any]], classes: tuple[str, ...]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(show_header=True, header_style="bold")
+    table.add_column("image", overflow="fold")
+    table.add_column("class")
+    table.add_column("confidence", justify="right")
+    for c in classes:
+        table.add_column(f"p({c})", justify="right")
+    for r in results:
+        if "error" in r:
+            table.add_row(r["path"], "[red]error[/red]", "", *([""] * len(classes)))
+            continue
+        probs = r["probabilities"]
+        table.add_row(
+            r["path"],
+            r["prediction"]["class"],
+            f"{r['prediction']['confidence']:.4f}",
+            *(f"{probs[c]:.4f}" for c in classes),
+        )
+    Console(width=max(120, 40 + 14 * len(classes))).print(table)
+
+
+@app.command()
+@handles_errors
+def serve(
+    args: list[str] = typer.Argument(None, help="model=RUN|FILE.onnx [host=127.0.0.1] [port=8000]"),
+) -> None:
+    """Serve a model over HTTP: POST /predict (multipart 'file'), GET /health."""
+    import uvicorn
+
+    from medclf.serving.app import create_app
+    from medclf.serving.predictor import load_predictor
+
+    found, rest = split_kv(args, {"model", "host", "port"})
+    _reject_extra(rest, "serve")
+    spec = _require(found, "model", "medclf serve model=RUN|FILE.onnx [host=..] [port=..]")
+    try:
+        port = int(found.get("port", "8000"))
+    except ValueError:
+        raise MedclfError(f"port={found['port']} is not a number") from None
+    predictor = load_predictor(spec)
+    host = found.get("host", "127.0.0.1")
+    typer.echo(
+        f"serving {predictor.name} ({predictor.backend}) on http://{host}:{port} - "
+        f"try: curl -F file=@scan.png http://{host}:{port}/predict"
+    )
+    uvicorn.run(create_app(predictor), host=host, port=port, log_level="info")
+
+
+@app.command()
+@handles_errors
+def demo(overrides: list[str] = typer.Argument(None, help=OVERRIDES_HELP)) -> None:
+    """Synthetic CT -> train -> evaluate -> export -> predict, in a few minutes on a CPU."""
+    from medclf.demo import run_demo
+
+    run_demo(overrides or [])
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,111 @@
+"""Compose the packaged Hydra config with command-line ``key=value`` overrides.
+
+One config tree (``medclf/conf``) serves every command. Overrides use Hydra's grammar, so
+``model=resnet18`` picks a config group option and ``train.lr=1e-3`` sets a value. A model name
+that has no packaged file (``model=efficientnet_b3``) is taken as a timm architecture name.
+Unknown keys are rejected with the nearest valid key, never silently added.
+"""
+
+from __future__ import annotations
+
+import difflib
+from importlib import resources
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from medclf.errors import MedclfError
+
+CONF_MODULE = "medclf.conf"
+
+
+def _group_options(group: str) -> list[str]:
+    folder = resources.files(CONF_MODULE) / group
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def _rewrite_model_override(overrides: list[str]) -> list[str]:
+    """``model=NAME`` without a packaged NAME.yaml means "the timm architecture NAME"."""
+    options = _group_options("model")
+    out: list[str] = []
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if sep and key.strip() == "model" and value and value not in options:
+            out += ["model=timm", f"model.name={value}"]
+        else:
+            out.append(item)
+    return out
+
+
+def _all_keys(cfg: DictConfig, prefix: str = "") -> list[str]:
+    keys: list[str] = []
+    for k, v in cfg.items():
+        full = f"{prefix}{k}"
+        keys.append(full)
+        if isinstance(v, DictConfig):
+            keys += _all_keys(v, f"{full}.")
+    return keys
+
+
+def compose(overrides: list[str] | None = None) -> DictConfig:
+    """The resolved packaged config with ``overrides`` applied; raises MedclfError on bad keys."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    overrides = _rewrite_model_override(list(overrides or []))
+    for item in overrides:
+        if "=" not in item:
+            raise MedclfError(
+                f"'{item}' is not a key=value override (for example: data.path=PATH model=resnet18)"
+            )
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_module(config_module=CONF_MODULE, version_base="1.3"):
+            base = hydra_compose(config_name="config")
+            try:
+                cfg = hydra_compose(config_name="config", overrides=overrides)
+            except (HydraException, OmegaConfBaseException) as exc:
+                raise MedclfError(_explain_override_error(exc, overrides, base)) from exc
+    finally:
+        GlobalHydra.instance().clear()
+    OmegaConf.set_struct(cfg, True)
+    return cfg
+
+
+def _explain_override_error(exc: Exception, overrides: list[str], base: DictConfig) -> str:
+    known = _all_keys(base)
+    for item in overrides:
+        key = item.split("=", 1)[0].lstrip("+~")
+        if key in known or key in ("data", "model", "train"):
+            continue
+        hint = difflib.get_close_matches(key, known, n=1)
+        suggestion = f" Did you mean '{hint[0]}'?" if hint else ""
+        return (
+            f"unknown config key '{key}'.{suggestion} Run 'medclf config show' to list every key."
+        )
+    first_line = str(exc).strip().splitlines()[0]
+    return f"invalid override: {first_line}. Run 'medclf config show' to list every key."
+
+
+def load_run_config(run_dir: Path, overrides: list[str] | None = None) -> DictConfig:
+    """The resolved config saved by a training run, with ``key=value`` overrides applied."""
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        raise MedclfError(
+            f"{run_dir} is not a medclf run directory (no config.yaml). "
+            "Pass the folder that 'medclf train' printed."
+        )
+    cfg = OmegaConf.load(path)
+    assert isinstance(cfg, DictConfig)
+    OmegaConf.set_struct(cfg, True)
+    for item in overrides or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise MedclfError(f"'{item}' is not a key=value override")
+        if OmegaConf.select(cfg, key, default="__missing__") == "__missing__":
+            raise MedclfError(f"unknown config key '{key}' for run {run_dir}")
+        OmegaConf.update(cfg, key, OmegaConf.from_dotlist([f"v={value}"]).v, merge=False)
+    return cfg

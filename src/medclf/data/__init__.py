@@ -1,0 +1,1 @@
+"""Data layer: discovery, decoding, splitting, synthetic data and the training DataModule."""

@@ -1,0 +1,143 @@
+"""Stratified, patient-grouped train/val/test splits and the ``split.csv`` manifest.
+
+scikit-learn has ratio-based stratified splits (``train_test_split``) and grouped k-fold
+(``StratifiedGroupKFold``), but nothing that does both at arbitrary ratios such as 70/15/15.
+So groups (patients; each image alone when there are no patient ids) are assigned greedily:
+in a seeded random order, largest groups first, each goes to the split whose per-class
+shortfall against its target is largest. One algorithm for grouped and ungrouped data keeps
+the split deterministic for a seed and never puts a patient in two splits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from medclf.atomic import atomic_path
+from medclf.data.discover import SPLITS
+from medclf.errors import MedclfError
+
+SPLIT_COLUMNS = ["path", "sha256", "label", "patient_id", "split"]
+
+
+def _groups(df: pd.DataFrame) -> pd.Series:
+    """Group key per row: the patient id, or the row itself when it has none."""
+    pid = df["patient_id"].astype(str)
+    return pid.where(pid != "", "__row__" + df.index.astype(str))
+
+
+def assign_splits(
+    df: pd.DataFrame, ratios: dict[str, float], seed: int, classes: list[str]
+) -> pd.Series:
+    """A split name per row of ``df`` for the splits named in ``ratios``."""
+    names = [s for s in SPLITS if ratios.get(s, 0) > 0]
+    weights = np.array([ratios[s] for s in names], dtype=float)
+    if len(names) == 0 or np.any(weights < 0):
+        raise MedclfError("data.split_ratios must be non-negative with at least one positive")
+    weights = weights / weights.sum()
+    class_idx = {c: i for i, c in enumerate(classes)}
+    groups = _groups(df)
+    table = pd.crosstab(groups, df["label"].map(class_idx)).reindex(
+        columns=range(len(classes)), fill_value=0
+    )
+    counts = table.to_numpy(dtype=float)
+    group_keys = table.index.to_numpy()
+    totals = counts.sum(axis=0)
+    targets = weights[:, None] * totals[None, :]
+    current = np.zeros_like(targets)
+
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(group_keys))
+    order = order[np.argsort(-counts[order].sum(axis=1), kind="stable")]
+    assignment: dict[str, str] = {}
+    safe_totals = np.where(totals > 0, totals, 1.0)
+    for g in order:
+        need = ((targets - current) * counts[g][None, :] / safe_totals).sum(axis=1)
+        best = int(np.argmax(need + 1e-9 * weights))  # ties -> the larger split
+        current[best] += counts[g]
+        assignment[group_keys[g]] = names[best]
+    return groups.map(assignment)
+
+
+def make_splits(df: pd.DataFrame, ratios: list[float], seed: int) -> pd.DataFrame:
+    """Fill in missing splits: all of them for unsplit data, or val/test carved from train."""
+    if len(ratios) != 3:
+        raise MedclfError("data.split_ratios needs three numbers: train, val, test")
+    by_name = dict(zip(SPLITS, (float(r) for r in ratios), strict=True))
+    classes = sorted(df["label"].unique())
+    df = df.copy()
+    present = set(df["split"]) - {""}
+    if not present:
+        df["split"] = assign_splits(df, by_name, seed, classes)
+    elif "" in set(df["split"]):
+        raise MedclfError(
+            "the manifest gives a split for some rows but not others; fill the split column "
+            "for every row or leave it empty everywhere"
+        )
+    else:
+        missing = [s for s in ("val", "test") if s not in present]
+        if missing:
+            train = df[df["split"] == "train"]
+            carve = {"train": by_name["train"], **{s: by_name[s] for s in missing}}
+            df.loc[train.index, "split"] = assign_splits(train, carve, seed, classes)
+    _check_splits(df, classes)
+    return df
+
+
+def _check_splits(df: pd.DataFrame, classes: list[str]) -> None:
+    for split in SPLITS:
+        part = df[df["split"] == split]
+        if part.empty:
+            raise MedclfError(f"the {split} split is empty; add images or adjust data.split_ratios")
+    train_classes = set(df.loc[df["split"] == "train", "label"])
+    absent = sorted(set(classes) - train_classes)
+    if absent:
+        raise MedclfError(
+            f"class(es) {', '.join(absent)} have no training images; "
+            "add training images or remove the class"
+        )
+    if not df["patient_id"].eq("").all():
+        spread = df[df["patient_id"] != ""].groupby("patient_id")["split"].nunique()
+        leaked = spread[spread > 1]
+        if len(leaked):
+            raise MedclfError(
+                f"{len(leaked)} patient(s) appear in more than one split "
+                f"(e.g. patient {leaked.index[0]}); every image of a patient must share a split"
+            )
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def save_split(df: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """Write ``split.csv`` (path, sha256, label, patient_id, split); returns the written table."""
+    out = df.copy()
+    if "sha256" not in out.columns:
+        out["sha256"] = [file_sha256(p) for p in out["path"]]
+    out = out[SPLIT_COLUMNS]
+    with atomic_path(path) as tmp:
+        out.to_csv(tmp, index=False)
+    return out
+
+
+def load_split(path: str | Path) -> pd.DataFrame:
+    """Read a ``split.csv`` to reproduce a split; every listed file must still exist unchanged."""
+    path = Path(path)
+    if not path.is_file():
+        raise MedclfError(f"data.split_file={path}: file not found")
+    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    missing = set(SPLIT_COLUMNS) - set(df.columns)
+    if missing:
+        raise MedclfError(f"{path}: not a medclf split.csv (missing {', '.join(sorted(missing))})")
+    gone = [p for p in df["path"] if not Path(p).is_file()]
+    if gone:
+        raise MedclfError(f"{path}: listed image no longer exists: {gone[0]}")
+    return df[SPLIT_COLUMNS]

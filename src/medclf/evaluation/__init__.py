@@ -1,0 +1,1 @@
+"""Evaluation of a run's best checkpoint on one of its splits."""

@@ -1,0 +1,1 @@
+"""Export a run's best weights to self-describing ONNX, verified against PyTorch."""

@@ -1,0 +1,160 @@
+"""ONNX export: dynamic batch, preprocessing and classes embedded, parity-checked.
+
+The graph takes the normalized NCHW input at the trained size and returns ``logits`` and
+``probabilities``. The preprocessing record (size, channels, normalization, class names) is
+embedded as ONNX metadata and written to ``metadata.json``, so a consumer needs nothing else.
+The ONNX file only lands in ``export/`` after the parity check on real test images passes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from medclf import __version__
+from medclf.atomic import atomic_path, write_json
+from medclf.errors import MedclfError
+from medclf.rundir import RunDir
+from medclf.serving.predictor import (
+    ONNX_META_MODEL_NAME,
+    ONNX_META_MODEL_VERSION,
+    ONNX_META_PREPROCESSING,
+    OnnxPredictor,
+    TorchPredictor,
+)
+
+log = logging.getLogger("medclf")
+PARITY_TOLERANCE = 1e-4
+PARITY_MAX_IMAGES = 64
+OPSET = 18
+
+
+@dataclass
+class ExportResult:
+    onnx_path: Path
+    parity: dict[str, Any]
+
+
+def _parity_images(run: RunDir, limit: int) -> list[str]:
+    table = pd.read_csv(run.split, dtype=str, keep_default_na=False)
+    for split in ("test", "val", "train"):
+        paths = table.loc[table["split"] == split, "path"].tolist()
+        if paths:
+            return paths[:limit]
+    raise MedclfError(f"run={run.root}: split.csv lists no images for the parity check")
+
+
+def parity_report(reference: TorchPredictor, candidate: OnnxPredictor, paths: list[str]) -> dict:
+    inputs = [reference.prep(p) for p in paths]
+    ref = reference.predict_arrays(inputs)
+    got = candidate.predict_arrays(inputs)
+    # batch-1 path too: a dynamic-batch bug often shows only at one of the two
+    single = np.concatenate([candidate.predict_batch(x[None]) for x in inputs[:4]])
+    diff = float(max(np.abs(ref - got).max(), np.abs(ref[: len(single)] - single).max()))
+    return {
+        "images": len(paths),
+        "max_abs_diff": diff,
+        "top1_agreement": float((ref.argmax(1) == got.argmax(1)).mean()),
+        "tolerance": PARITY_TOLERANCE,
+        "passed": diff <= PARITY_TOLERANCE,
+    }
+
+
+def export_onnx(run_dir: str | Path) -> ExportResult:
+    import onnx
+    import torch
+
+    run = RunDir.open(run_dir)
+    reference = TorchPredictor(run.root)
+    prep = reference.prep
+
+    class WithSoftmax(torch.nn.Module):
+        def __init__(self, model: torch.nn.Module) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            logits = self.model(x)
+            return logits, torch.softmax(logits, dim=1)
+
+    wrapped = WithSoftmax(reference.model).eval()
+    example = torch.zeros(2, prep.channels, prep.image_size, prep.image_size)
+    out_dir = run.export_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out_dir, prefix=".export-") as tmp_dir:
+        tmp_onnx = Path(tmp_dir) / "model.onnx"
+        try:
+            program = torch.onnx.export(
+                wrapped,
+                (example,),
+                None,
+                dynamo=True,
+                opset_version=OPSET,
+                input_names=["input"],
+                output_names=["logits", "probabilities"],
+                dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=65536)},),
+                external_data=False,
+                verbose=False,
+            )
+        except Exception as exc:  # the exporter raises many internal types
+            raise MedclfError(
+                f"ONNX export of '{reference.name}' failed: {type(exc).__name__}: "
+                f"{str(exc).splitlines()[0] if str(exc) else ''} (run with --debug for details)"
+            ) from exc
+        proto = program.model_proto
+        metadata = {
+            ONNX_META_PREPROCESSING: json.dumps(prep.to_dict()),
+            ONNX_META_MODEL_NAME: reference.name,
+            ONNX_META_MODEL_VERSION: reference.version,
+            "medclf.version": __version__,
+        }
+        del proto.metadata_props[:]
+        for key, value in metadata.items():
+            proto.metadata_props.add(key=key, value=value)
+        proto.producer_name = "medclf"
+        proto.producer_version = __version__
+        onnx.checker.check_model(proto)
+        onnx.save_model(proto, tmp_onnx)
+
+        parity = parity_report(
+            reference, OnnxPredictor(tmp_onnx), _parity_images(run, PARITY_MAX_IMAGES)
+        )
+        write_json(out_dir / "parity.json", parity)
+        if not parity["passed"]:
+            raise MedclfError(
+                f"ONNX parity check failed: max |p_onnx - p_torch| = {parity['max_abs_diff']:.2e} "
+                f"> {PARITY_TOLERANCE:.0e} on {parity['images']} images; model.onnx not written "
+                f"(details in {out_dir / 'parity.json'})"
+            )
+        final = out_dir / "model.onnx"
+        with atomic_path(final) as tmp:
+            tmp.write_bytes(tmp_onnx.read_bytes())
+    write_json(
+        out_dir / "metadata.json",
+        {
+            "format": "onnx",
+            "opset": OPSET,
+            "inputs": [
+                {
+                    "name": "input",
+                    "shape": ["batch", prep.channels, prep.image_size, prep.image_size],
+                    "dtype": "float32",
+                }
+            ],
+            "outputs": [
+                {"name": "logits", "shape": ["batch", len(prep.class_names)]},
+                {"name": "probabilities", "shape": ["batch", len(prep.class_names)]},
+            ],
+            "model": {"name": reference.name, "version": reference.version},
+            "preprocessing": prep.to_dict(),
+            "medclf_version": __version__,
+        },
+    )
+    return ExportResult(onnx_path=final, parity=parity)

@@ -1,0 +1,63 @@
+"""Build a model from the ``model`` config section: ``custom_cnn`` or any timm architecture."""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any
+
+from torch import nn
+
+from medclf.errors import MedclfError
+
+CUSTOM_MODELS = ("custom_cnn",)
+
+
+def _unknown_model(name: str) -> MedclfError:
+    import timm
+
+    candidates = list(CUSTOM_MODELS) + timm.list_models()
+    close = difflib.get_close_matches(name, candidates, n=3, cutoff=0.6)
+    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    return MedclfError(
+        f"unknown model.name '{name}'.{hint} Use custom_cnn or any timm architecture "
+        "(python -c \"import timm; print(timm.list_models('resnet*'))\")"
+    )
+
+
+def build_model(model_cfg: Any, num_classes: int, in_chans: int) -> nn.Module:
+    """A freshly initialized (or timm-pretrained) network with ``num_classes`` outputs."""
+    name = str(model_cfg.name)
+    if name == "custom_cnn":
+        from medclf.models.custom_cnn import CustomCNN
+
+        try:
+            return CustomCNN(
+                num_classes=num_classes,
+                in_chans=in_chans,
+                hidden_dims=list(model_cfg.hidden_dims),
+                kernel_size=int(model_cfg.kernel_size),
+                batch_norm=bool(model_cfg.batch_norm),
+                fc_hidden=int(model_cfg.fc_hidden or 0),
+                dropout=float(model_cfg.dropout),
+                global_pool=str(model_cfg.global_pool),
+            )
+        except ValueError as exc:
+            raise MedclfError(str(exc)) from exc
+
+    import timm
+
+    if not timm.is_model(name):
+        raise _unknown_model(name)
+    pretrained = bool(model_cfg.get("pretrained", False))
+    kwargs: dict[str, Any] = {"num_classes": num_classes, "in_chans": in_chans}
+    if model_cfg.get("drop_rate") is not None:
+        kwargs["drop_rate"] = float(model_cfg.drop_rate)
+    try:
+        return timm.create_model(name, pretrained=pretrained, **kwargs)
+    except (OSError, RuntimeError) as exc:
+        if pretrained:
+            raise MedclfError(
+                f"could not load pretrained weights for '{name}' ({type(exc).__name__}); "
+                "go online, or set model.pretrained=false"
+            ) from exc
+        raise

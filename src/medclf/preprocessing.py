@@ -1,0 +1,158 @@
+"""The one preprocessing definition shared by training, evaluation, export, predict and serve.
+
+A ``Preprocessing`` record is built once at training time (config + training-split statistics),
+saved as ``preprocessing.json`` in the run directory and embedded in every export. Nothing
+downstream hard-codes an image size, normalization or class list: it reads the record.
+
+The pipeline is: decode to [0, 1] at full depth (``medclf.data.io``) -> channel conversion
+(grayscale <-> RGB) -> bilinear resize to ``image_size`` x ``image_size`` (PIL, antialiased,
+float32, per channel) -> ``(x - mean) / std`` per channel. The result is CHW float32.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from medclf.atomic import write_json
+from medclf.data.io import read_image
+from medclf.errors import MedclfError
+
+RECORD_VERSION = 1
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# ITU-R 601 luma weights, the same ones PIL uses for RGB -> L.
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    image_size: int
+    channels: int
+    class_names: tuple[str, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    resize: str = "bilinear"
+    normalize: str = "dataset"
+    version: int = RECORD_VERSION
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.channels not in (1, 3):
+            raise MedclfError(f"data.channels must be 1 or 3, got {self.channels}")
+        if len(self.mean) != self.channels or len(self.std) != self.channels:
+            raise MedclfError("preprocessing mean/std must have one value per channel")
+        if self.image_size < 8:
+            raise MedclfError(f"data.image_size must be at least 8, got {self.image_size}")
+
+    # --- the pipeline -------------------------------------------------------------------------
+    def to_channels(self, arr: np.ndarray) -> np.ndarray:
+        """HxW or HxWx3 in [0,1] -> CxHxW with ``self.channels`` channels."""
+        if arr.ndim == 2:
+            arr = arr[None]
+        elif arr.ndim == 3:
+            arr = np.moveaxis(arr, -1, 0)
+        else:
+            raise MedclfError(f"unsupported image array shape {arr.shape}")
+        if arr.shape[0] == self.channels:
+            return arr
+        if self.channels == 1:
+            return np.tensordot(_LUMA, arr, axes=1)[None].astype(np.float32)
+        return np.repeat(arr, 3, axis=0)
+
+    def resize_array(self, chw: np.ndarray) -> np.ndarray:
+        size = (self.image_size, self.image_size)
+        if chw.shape[1:] == size:
+            return np.ascontiguousarray(chw, dtype=np.float32)
+        planes = [
+            np.asarray(Image.fromarray(plane, mode="F").resize(size, Image.Resampling.BILINEAR))
+            for plane in chw.astype(np.float32)
+        ]
+        return np.stack(planes).astype(np.float32)
+
+    def load(self, source: str | Path | bytes, name: str | None = None) -> np.ndarray:
+        """Decode, convert channels and resize: CxHxW float32 in [0,1], before normalization."""
+        return self.resize_array(self.to_channels(read_image(source, name=name)))
+
+    def normalize_array(self, chw: np.ndarray) -> np.ndarray:
+        mean = np.asarray(self.mean, dtype=np.float32)[:, None, None]
+        std = np.asarray(self.std, dtype=np.float32)[:, None, None]
+        return ((chw - mean) / std).astype(np.float32)
+
+    def __call__(self, source: str | Path | bytes, name: str | None = None) -> np.ndarray:
+        """The model input for one image: CxHxW float32."""
+        return self.normalize_array(self.load(source, name=name))
+
+    # --- persistence --------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["class_names"] = list(self.class_names)
+        d["mean"] = [float(m) for m in self.mean]
+        d["std"] = [float(s) for s in self.std]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Preprocessing:
+        version = int(d.get("version", 0))
+        if version > RECORD_VERSION:
+            raise MedclfError(
+                f"preprocessing record version {version} is newer than this medclf "
+                f"understands ({RECORD_VERSION}); upgrade medclf"
+            )
+        try:
+            return cls(
+                image_size=int(d["image_size"]),
+                channels=int(d["channels"]),
+                class_names=tuple(str(c) for c in d["class_names"]),
+                mean=tuple(float(m) for m in d["mean"]),
+                std=tuple(float(s) for s in d["std"]),
+                resize=str(d.get("resize", "bilinear")),
+                normalize=str(d.get("normalize", "dataset")),
+                version=version,
+                extra=dict(d.get("extra", {})),
+            )
+        except KeyError as exc:
+            raise MedclfError(f"preprocessing record is missing field {exc}") from exc
+
+    def save(self, path: Path) -> None:
+        write_json(path, self.to_dict())
+
+    @classmethod
+    def load_file(cls, path: Path) -> Preprocessing:
+        if not path.is_file():
+            raise MedclfError(f"{path}: preprocessing record not found")
+        return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
+
+
+def normalization_stats(
+    mode: str, channels: int, train_images: list[np.ndarray]
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Mean/std per channel for ``data.normalize``; "dataset" uses the training split only."""
+    if mode == "none":
+        return (0.0,) * channels, (1.0,) * channels
+    if mode == "imagenet":
+        if channels == 3:
+            return IMAGENET_MEAN, IMAGENET_STD
+        return (float(np.dot(_LUMA, IMAGENET_MEAN)),), (float(np.dot(_LUMA, IMAGENET_STD)),)
+    if mode != "dataset":
+        raise MedclfError(f"data.normalize must be dataset, imagenet or none, got '{mode}'")
+    if not train_images:
+        raise MedclfError("cannot compute normalization statistics: the training split is empty")
+    # Streaming sums in float64: exact enough and O(1) memory in the number of images.
+    total = np.zeros(channels)
+    total_sq = np.zeros(channels)
+    count = 0
+    for img in train_images:
+        flat = img.reshape(channels, -1).astype(np.float64)
+        total += flat.sum(axis=1)
+        total_sq += (flat**2).sum(axis=1)
+        count += flat.shape[1]
+    mean = total / count
+    std = np.sqrt(np.maximum(total_sq / count - mean**2, 0.0))
+    std = np.where(std < 1e-6, 1.0, std)
+    return tuple(float(m) for m in mean), tuple(float(s) for s in std)

@@ -1,0 +1,92 @@
+"""The run directory: the unit users pass around (``runs/<experiment>/<time>-<model>/``).
+
+Every path inside a run is named here once, so train, evaluate, export, predict and serve
+agree on the layout.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+
+from medclf.errors import MedclfError
+
+
+@dataclass(frozen=True)
+class RunDir:
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def split(self) -> Path:
+        return self.root / "split.csv"
+
+    @property
+    def preprocessing(self) -> Path:
+        return self.root / "preprocessing.json"
+
+    @property
+    def best_ckpt(self) -> Path:
+        return self.root / "weights" / "best.ckpt"
+
+    @property
+    def last_ckpt(self) -> Path:
+        return self.root / "weights" / "last.ckpt"
+
+    @property
+    def metrics_csv(self) -> Path:
+        return self.root / "metrics.csv"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def export_dir(self) -> Path:
+        return self.root / "export"
+
+    def eval_dir(self, name: str) -> Path:
+        return self.root / "eval" / name
+
+    @property
+    def name(self) -> str:
+        return self.root.name
+
+    @classmethod
+    def create(cls, runs_root: str | Path, experiment: str, model_name: str) -> RunDir:
+        stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        base = Path(runs_root) / experiment
+        base.mkdir(parents=True, exist_ok=True)
+        safe_model = model_name.replace("/", "_")
+        for n in range(1000):
+            candidate = base / (f"{stamp}-{safe_model}" + (f"-{n}" if n else ""))
+            try:
+                candidate.mkdir()
+            except FileExistsError:
+                continue
+            return cls(candidate)
+        raise MedclfError(f"could not create a new run folder under {base}")
+
+    @classmethod
+    def open(cls, path: str | Path, need_weights: bool = True) -> RunDir:
+        """An existing run; the error says what to run first when something is missing."""
+        root = Path(path).expanduser()
+        if not root.is_dir():
+            raise MedclfError(f"run={path}: no such run folder (run 'medclf train' first)")
+        run = cls(root)
+        for required in (run.config, run.preprocessing):
+            if not required.is_file():
+                raise MedclfError(
+                    f"run={path}: missing {required.name}; this is not a complete medclf run "
+                    "(pass the folder 'medclf train' printed)"
+                )
+        if need_weights and not run.best_ckpt.is_file():
+            raise MedclfError(
+                f"run={path}: no weights/best.ckpt; the run did not finish an epoch. "
+                "Train again with 'medclf train'"
+            )
+        return run

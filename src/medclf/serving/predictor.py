@@ -1,0 +1,126 @@
+"""Predictors: a run directory (PyTorch, best checkpoint) or an exported ONNX file.
+
+Both take the same preprocessing record and return softmax probabilities, so predict, serve
+and evaluate give the same numbers for the same file whichever backend answers.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medclf.errors import MedclfError
+from medclf.preprocessing import Preprocessing
+
+ONNX_META_PREPROCESSING = "medclf.preprocessing"
+ONNX_META_MODEL_NAME = "medclf.model_name"
+ONNX_META_MODEL_VERSION = "medclf.model_version"
+
+
+class Predictor(ABC):
+    prep: Preprocessing
+    name: str
+    version: str
+    backend: str
+
+    @abstractmethod
+    def predict_batch(self, x: np.ndarray) -> np.ndarray:
+        """NCHW float32 model input -> N x classes probabilities."""
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.prep.class_names
+
+    def predict_arrays(self, inputs: Sequence[np.ndarray], batch_size: int = 32) -> np.ndarray:
+        out = [
+            self.predict_batch(np.stack(inputs[i : i + batch_size]).astype(np.float32))
+            for i in range(0, len(inputs), batch_size)
+        ]
+        return np.concatenate(out) if out else np.zeros((0, len(self.class_names)), np.float32)
+
+    def predict_one(self, source: str | Path | bytes, name: str | None = None) -> dict[str, Any]:
+        """The documented prediction record for one image (path or file bytes)."""
+        probs = self.predict_batch(self.prep(source, name=name)[None])[0]
+        return self.describe(probs)
+
+    def describe(self, probs: np.ndarray) -> dict[str, Any]:
+        k = int(np.argmax(probs))
+        return {
+            "prediction": {
+                "class": self.class_names[k],
+                "class_index": k,
+                "confidence": float(probs[k]),
+            },
+            "probabilities": {c: float(p) for c, p in zip(self.class_names, probs, strict=True)},
+        }
+
+    def info(self) -> dict[str, Any]:
+        return {"name": self.name, "version": self.version, "backend": self.backend}
+
+
+class TorchPredictor(Predictor):
+    backend = "pytorch"
+
+    def __init__(self, run_dir: str | Path) -> None:
+        import torch
+
+        from medclf.rundir import RunDir
+        from medclf.training.checkpoint import file_digest, model_from_checkpoint
+
+        run = RunDir.open(run_dir)
+        self.model, _ = model_from_checkpoint(run.best_ckpt)
+        self.prep = Preprocessing.load_file(run.preprocessing)
+        self.name = run.name
+        self.version = file_digest(run.best_ckpt)
+        self._torch = torch
+
+    def predict_batch(self, x: np.ndarray) -> np.ndarray:
+        torch = self._torch
+        with torch.inference_mode():
+            logits = self.model(torch.from_numpy(np.ascontiguousarray(x)))
+            return torch.softmax(logits.float(), dim=1).numpy()
+
+
+class OnnxPredictor(Predictor):
+    backend = "onnxruntime"
+
+    def __init__(self, path: str | Path) -> None:
+        import onnxruntime as ort
+
+        path = Path(path)
+        if not path.is_file():
+            raise MedclfError(f"model={path}: ONNX file not found")
+        try:
+            self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own untyped errors
+            raise MedclfError(f"model={path}: not a loadable ONNX model ({exc})") from exc
+        meta = self.session.get_modelmeta().custom_metadata_map
+        if ONNX_META_PREPROCESSING not in meta:
+            raise MedclfError(
+                f"model={path}: ONNX file has no medclf preprocessing metadata; "
+                "export it with 'medclf export run=RUN'"
+            )
+        self.prep = Preprocessing.from_dict(json.loads(meta[ONNX_META_PREPROCESSING]))
+        self.name = meta.get(ONNX_META_MODEL_NAME, path.stem)
+        self.version = meta.get(ONNX_META_MODEL_VERSION, "unknown")
+        self.input_name = self.session.get_inputs()[0].name
+        outputs = [o.name for o in self.session.get_outputs()]
+        self.output_name = "probabilities" if "probabilities" in outputs else outputs[0]
+
+    def predict_batch(self, x: np.ndarray) -> np.ndarray:
+        return self.session.run([self.output_name], {self.input_name: x.astype(np.float32)})[0]
+
+
+def load_predictor(spec: str | Path) -> Predictor:
+    """``spec`` is a run directory or an ``.onnx`` file."""
+    path = Path(spec).expanduser()
+    if path.suffix.lower() == ".onnx":
+        return OnnxPredictor(path)
+    if path.is_dir():
+        return TorchPredictor(path)
+    raise MedclfError(f"model={spec}: not a run folder or an .onnx file")

@@ -1,0 +1,50 @@
+"""Load the weights a run chose (``weights/best.ckpt``) into a ready-to-infer model."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+from torch import nn
+
+from medclf.errors import MedclfError
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, OSError, EOFError, ValueError) as exc:
+        raise MedclfError(f"{path}: cannot read checkpoint ({exc}); it may be truncated") from exc
+
+
+def model_from_checkpoint(path: Path) -> tuple[nn.Module, dict[str, Any]]:
+    """The model in eval mode with the checkpoint's weights, and the checkpoint's medclf meta."""
+    from medclf.models import build_model
+
+    ckpt = load_checkpoint(path)
+    meta = ckpt.get("medclf")
+    if not meta:
+        raise MedclfError(f"{path}: not a medclf checkpoint (no 'medclf' metadata)")
+    model = build_model(
+        OmegaConf.create(meta["model"]),
+        num_classes=int(meta["num_classes"]),
+        in_chans=int(meta["in_chans"]),
+    )
+    state = {
+        k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")
+    }
+    model.load_state_dict(state, strict=True)
+    model.eval()
+    return model, meta
+
+
+def file_digest(path: Path, length: int = 12) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:length]
