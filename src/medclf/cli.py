@@ -216,8 +216,8 @@ def predict(
     spec = _require(found, "model", usage)
     if not items:
         raise MedclfError(f"no images given; usage: {usage}")
-    paths = _expand_images(items)
     predictor = load_predictor(spec)
+    paths = _expand_images(items)
     results: list[dict[str, Any]] = []
     for path in paths:
         try:

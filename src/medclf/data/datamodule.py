@@ -42,7 +42,7 @@ def decode_all(
                 total=len(paths),
                 desc=desc,
                 unit="img",
-                disable=not progress,
+                disable=None if progress else True,
                 leave=False,
             )
         )

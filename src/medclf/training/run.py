@@ -46,6 +46,9 @@ def _quiet_lightning() -> None:
 
 
 def train(cfg: DictConfig) -> TrainResult:
+    # Validate the data first: a bad path fails in a second, before the heavy imports.
+    table = _split_table(cfg)
+
     import lightning as L
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
     from lightning.pytorch.loggers import TensorBoardLogger
@@ -56,11 +59,12 @@ def train(cfg: DictConfig) -> TrainResult:
     from medclf.training.module import Classifier
 
     _quiet_lightning()
-    table = _split_table(cfg)
     classes = sorted(table["label"].unique())
     channels = int(cfg.data.channels)
     if channels not in (1, 3):
         raise MedclfError(f"data.channels must be 1 or 3, got {channels}")
+    L.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    model = build_model(cfg.model, num_classes=len(classes), in_chans=channels)
     # Decode once with a provisional record (identity normalization), then compute the
     # training-split statistics on exactly those arrays, as the model will see them.
     provisional = Preprocessing(
@@ -103,7 +107,6 @@ def train(cfg: DictConfig) -> TrainResult:
         counts.get("test", 0),
     )
 
-    L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     label_idx = {c: i for i, c in enumerate(classes)}
     datasets = {}
     for split in SPLITS:
@@ -113,7 +116,6 @@ def train(cfg: DictConfig) -> TrainResult:
         )
     dm = ImageDataModule(datasets, int(cfg.data.batch_size), int(cfg.data.num_workers))
 
-    model = build_model(cfg.model, num_classes=len(classes), in_chans=channels)
     meta: dict[str, Any] = {
         "model": OmegaConf.to_container(cfg.model, resolve=True),
         "num_classes": len(classes),

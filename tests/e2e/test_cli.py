@@ -1,0 +1,185 @@
+"""The CLI as a user runs it: subprocesses, real files, exit codes and messages."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from tests.conftest import medclf
+
+pytestmark = pytest.mark.slow
+
+
+def test_help_does_not_import_heavy_libraries():
+    # `medclf --help` must stay instant: torch, lightning, hydra load inside commands only.
+    code = (
+        "import sys, medclf.cli; heavy = {'torch', 'lightning', 'hydra', 'onnxruntime', "
+        "'fastapi', 'matplotlib'} & set(sys.modules); print(sorted(heavy))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+    helped = medclf("--help", check=True).stdout
+    for command in ("synth", "train", "evaluate", "export", "predict", "serve", "demo", "config"):
+        assert command in helped
+
+
+def test_config_show_applies_overrides():
+    out = medclf("config", "show", "model=resnet18", "train.lr=0.5", check=True).stdout
+    assert "name: resnet18" in out and "lr: 0.5" in out
+
+
+def test_train_evaluate_export_outputs(trained_run: Path):
+    run = trained_run
+    for rel in (
+        "config.yaml",
+        "split.csv",
+        "preprocessing.json",
+        "metrics.csv",
+        "weights/best.ckpt",
+        "weights/last.ckpt",
+        "eval/test/metrics.json",
+        "eval/test/predictions.csv",
+        "eval/test/confusion_matrix.png",
+        "export/model.onnx",
+        "export/metadata.json",
+        "export/parity.json",
+    ):
+        assert (run / rel).is_file(), rel
+    assert list((run / "logs" / "tensorboard").glob("events.out.tfevents.*"))
+    epochs = pd.read_csv(run / "metrics.csv")
+    assert len(epochs) == 3 and {"val/loss", "val/acc", "lr", "train_images_per_s"} <= set(epochs)
+    split = pd.read_csv(run / "split.csv", dtype=str, keep_default_na=False)
+    assert (split.groupby("patient_id")["split"].nunique() == 1).all()
+    metrics = json.loads((run / "eval/test/metrics.json").read_text())
+    assert metrics["n"] == int((split["split"] == "test").sum())
+    assert set(metrics["per_class"]) == {"cavity", "ground_glass", "nodule", "normal"}
+    parity = json.loads((run / "export/parity.json").read_text())
+    assert parity["passed"] and parity["max_abs_diff"] <= 1e-4 and parity["images"] > 0
+    meta = json.loads((run / "export/metadata.json").read_text())
+    assert meta["preprocessing"]["class_names"] == ["cavity", "ground_glass", "nodule", "normal"]
+    assert meta["inputs"][0]["shape"] == ["batch", 1, 32, 32]
+
+
+def test_onnx_carries_preprocessing_and_takes_any_batch(trained_run: Path):
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(trained_run / "export/model.onnx"))
+    meta = json.loads(sess.get_modelmeta().custom_metadata_map["medclf.preprocessing"])
+    assert meta["image_size"] == 32
+    for batch in (1, 7):
+        probs = sess.run(["probabilities"], {"input": np.zeros((batch, 1, 32, 32), np.float32)})[0]
+        assert probs.shape == (batch, 4)
+        np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_predict_table_and_json(trained_run: Path, tiny_synth: Path):
+    folder = tiny_synth / "nodule"
+    table = medclf("predict", f"model={trained_run}", str(folder), check=True).stdout
+    assert "confidence" in table and "p(nodule)" in table
+    out = json.loads(
+        medclf(
+            "predict",
+            f"model={trained_run / 'export/model.onnx'}",
+            str(folder),
+            "--json",
+            check=True,
+        ).stdout
+    )
+    assert len(out["results"]) == len(list(folder.glob("*.png")))
+    first = out["results"][0]
+    assert set(first["probabilities"]) == {"cavity", "ground_glass", "nodule", "normal"}
+    assert first["prediction"]["class"] == max(
+        first["probabilities"], key=first["probabilities"].get
+    )
+
+
+def _image(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((16, 16), 90, np.uint8)).save(path)
+    return path
+
+
+def _two_class_tree(root: Path) -> Path:
+    for cls in ("a", "b"):
+        for i in range(8):  # enough for a 70/15/15 split with every class in every split
+            _image(root / cls / f"{i}.png")
+    return root
+
+
+@pytest.mark.parametrize(
+    ("make", "args", "needle"),
+    [
+        (lambda t: None, ["train", "data.path={t}/nope"], "nope: no such file or folder"),
+        (
+            lambda t: t.joinpath("empty").mkdir(),
+            ["train", "data.path={t}/empty"],
+            "folder is empty",
+        ),
+        (
+            lambda t: _image(t / "one" / "a" / "1.png"),
+            ["train", "data.path={t}/one"],
+            "only one class",
+        ),
+        (
+            lambda t: (_image(t / "d" / "a" / "1.png"), (t / "d" / "b").mkdir()),
+            ["train", "data.path={t}/d"],
+            "b: class folder has no images",
+        ),
+        (
+            lambda t: (_two_class_tree(t / "z"), (t / "z" / "a" / "zero.png").write_bytes(b"")),
+            ["train", "data.path={t}/z"],
+            "zero.png: empty file",
+        ),
+        (
+            lambda t: (
+                _two_class_tree(t / "c"),
+                (t / "c" / "b" / "bad.png").write_bytes(b"garbage"),
+            ),
+            ["train", "data.path={t}/c"],
+            "bad.png: not a readable image",
+        ),
+        (
+            lambda t: _two_class_tree(t / "m"),
+            ["train", "data.path={t}/m", "model=resnet_18"],
+            "unknown model.name 'resnet_18'",
+        ),
+        (lambda t: None, ["train", "train.epochz=3"], "unknown config key 'train.epochz'"),
+        (lambda t: None, ["evaluate", "run={t}/norun"], "no such run folder"),
+        (lambda t: None, ["predict", "model={t}/x.onnx", "{t}"], "ONNX file not found"),
+        (lambda t: None, ["export", "run={t}", "format=tflite"], "format=tflite is not supported"),
+    ],
+    ids=[
+        "missing-path",
+        "empty-folder",
+        "one-class",
+        "empty-class-folder",
+        "zero-byte",
+        "corrupt",
+        "unknown-model",
+        "unknown-key",
+        "no-run",
+        "no-onnx",
+        "bad-format",
+    ],
+)
+def test_bad_input_is_one_clear_line_exit_2(tmp_path: Path, make, args, needle):
+    make(tmp_path)
+    proc = medclf(*(a.format(t=tmp_path) for a in args), cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    assert needle in lines[0]
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("best.ckpt"))
+
+
+def test_debug_flag_shows_the_traceback(tmp_path: Path):
+    proc = medclf("--debug", "train", f"data.path={tmp_path}/nope")
+    assert proc.returncode != 0 and "Traceback" in proc.stderr

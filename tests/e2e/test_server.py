@@ -1,0 +1,125 @@
+"""A real uvicorn server on 127.0.0.1, queried over HTTP with httpx."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pandas as pd
+import pytest
+
+from tests.conftest import medclf
+
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start(model: Path) -> Iterator[str]:
+    port = _free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "medclf",
+            "serve",
+            f"model={model}",
+            "host=127.0.0.1",
+            f"port={port}",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            if proc.poll() is not None:
+                raise AssertionError(f"server exited: {proc.stdout.read()}")
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError("server did not become healthy in 90 s")
+            time.sleep(0.3)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+@pytest.fixture(scope="module")
+def run_server(trained_run: Path) -> Iterator[str]:
+    yield from _start(trained_run)
+
+
+@pytest.fixture(scope="module")
+def onnx_server(trained_run: Path) -> Iterator[str]:
+    yield from _start(trained_run / "export" / "model.onnx")
+
+
+def _test_image(run: Path) -> tuple[str, pd.Series]:
+    preds = pd.read_csv(run / "eval/test/predictions.csv", dtype={"patient_id": str})
+    row = preds.iloc[0]
+    return row["path"], row
+
+
+def test_health(run_server: str, trained_run: Path):
+    body = httpx.get(f"{run_server}/health").json()
+    assert body["status"] == "ok" and body["model"]["name"] == trained_run.name
+    assert body["classes"] == ["cavity", "ground_glass", "nodule", "normal"]
+
+
+def test_predict_response_schema(onnx_server: str, trained_run: Path):
+    path, _ = _test_image(trained_run)
+    with open(path, "rb") as fh:
+        r = httpx.post(f"{onnx_server}/predict", files={"file": ("scan.png", fh, "image/png")})
+    assert r.status_code == 200
+    body = r.json()
+    assert set(body) == {"prediction", "probabilities", "model", "request_id"}
+    assert set(body["prediction"]) == {"class", "class_index", "confidence"}
+    assert body["prediction"]["confidence"] == max(body["probabilities"].values())
+    assert r.headers["x-request-id"] == body["request_id"]
+    # both backends identify the same trained weights
+    assert body["model"]["name"] == trained_run.name
+
+
+def test_cli_predict_served_predict_and_evaluation_agree(
+    run_server: str, onnx_server: str, trained_run: Path
+):
+    path, row = _test_image(trained_run)
+    classes = ["cavity", "ground_glass", "nodule", "normal"]
+    from_eval = [float(row[f"prob_{c}"]) for c in classes]
+    cli = json.loads(medclf("predict", f"model={trained_run}", path, "--json", check=True).stdout)
+    from_cli = [cli["results"][0]["probabilities"][c] for c in classes]
+    served = []
+    for url in (run_server, onnx_server):
+        with open(path, "rb") as fh:
+            body = httpx.post(f"{url}/predict", files={"file": ("x.png", fh)}).json()
+        served.append([body["probabilities"][c] for c in classes])
+    for other in (from_cli, *served):
+        assert max(abs(a - b) for a, b in zip(from_eval, other, strict=True)) < 1e-5
+
+
+def test_bad_uploads_are_4xx_never_500(run_server: str):
+    r = httpx.post(f"{run_server}/predict", files={"file": ("notes.txt", b"hello", "text/plain")})
+    assert r.status_code == 400 and "not a readable image" in r.json()["detail"]
+    r = httpx.post(f"{run_server}/predict", files={"file": ("empty.png", b"", "image/png")})
+    assert r.status_code == 400 and "empty" in r.json()["detail"]
+    r = httpx.post(f"{run_server}/predict", files={"other": ("x.png", b"abc")})
+    assert r.status_code == 422
+    r = httpx.post(f"{run_server}/predict")
+    assert r.status_code == 422

@@ -1,0 +1,24 @@
+import pytest
+
+from medclf.config import compose
+from medclf.errors import MedclfError
+
+
+def test_defaults_compose():
+    cfg = compose([])
+    assert cfg.model.name == "custom_cnn" and cfg.data.split_ratios == [0.7, 0.15, 0.15]
+    assert cfg.train.monitor == "val/loss"
+
+
+def test_any_timm_name_and_value_overrides():
+    cfg = compose(["model=efficientnet_b0", "train.lr=0.01", "data.image_size=96"])
+    assert cfg.model.name == "efficientnet_b0" and cfg.model.pretrained is False
+    assert cfg.train.lr == 0.01 and cfg.data.image_size == 96
+    assert compose(["model=resnet18"]).model.name == "resnet18"
+
+
+def test_unknown_key_is_named_with_a_suggestion():
+    with pytest.raises(MedclfError, match=r"unknown config key 'train\.lrr'.*train\.lr"):
+        compose(["train.lrr=0.1"])
+    with pytest.raises(MedclfError, match="not a key=value"):
+        compose(["train.lr"])
