@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import difflib
 from importlib import resources
-from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -88,24 +87,3 @@ def _explain_override_error(exc: Exception, overrides: list[str], base: DictConf
         )
     first_line = str(exc).strip().splitlines()[0]
     return f"invalid override: {first_line}. Run 'medclf config show' to list every key."
-
-
-def load_run_config(run_dir: Path, overrides: list[str] | None = None) -> DictConfig:
-    """The resolved config saved by a training run, with ``key=value`` overrides applied."""
-    path = run_dir / "config.yaml"
-    if not path.is_file():
-        raise MedclfError(
-            f"{run_dir} is not a medclf run directory (no config.yaml). "
-            "Pass the folder that 'medclf train' printed."
-        )
-    cfg = OmegaConf.load(path)
-    assert isinstance(cfg, DictConfig)
-    OmegaConf.set_struct(cfg, True)
-    for item in overrides or []:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise MedclfError(f"'{item}' is not a key=value override")
-        if OmegaConf.select(cfg, key, default="__missing__") == "__missing__":
-            raise MedclfError(f"unknown config key '{key}' for run {run_dir}")
-        OmegaConf.update(cfg, key, OmegaConf.from_dotlist([f"v={value}"]).v, merge=False)
-    return cfg

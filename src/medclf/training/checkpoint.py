@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
 from torch import nn
 
+from medclf.data.split import file_sha256
 from medclf.errors import MedclfError
 
 
@@ -43,8 +43,5 @@ def model_from_checkpoint(path: Path) -> tuple[nn.Module, dict[str, Any]]:
 
 
 def file_digest(path: Path, length: int = 12) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:length]
+    """Short content hash of a weights file: the model version reported by predict and serve."""
+    return file_sha256(path)[:length]

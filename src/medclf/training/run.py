@@ -186,4 +186,4 @@ def _best_epoch_row(run: RunDir, monitor: str, mode: str) -> dict[str, float]:
     if monitor not in df.columns or df[monitor].isna().all():
         return {}
     row = df.loc[df[monitor].idxmin() if mode == "min" else df[monitor].idxmax()]
-    return {k: float(row[k]) for k in row.index if k.startswith(("val/", "train/", "epoch"))}
+    return {k: float(row[k]) for k in row.index if k == "epoch" or k.startswith(("val/", "train/"))}
