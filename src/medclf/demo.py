@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -30,6 +33,17 @@ def _ensure_dataset(folder: Path) -> Path:
     generate(folder, **SYNTH_PARAMS)
     write_json(stamp, SYNTH_PARAMS)
     return folder
+
+
+def _command_name() -> str:
+    """How the user can call medclf again: plain ``medclf`` only if it is on PATH."""
+    exe = Path(sys.argv[0])
+    on_path = shutil.which("medclf")
+    if on_path and Path(on_path).resolve() == exe.resolve():
+        return "medclf"
+    if exe.name == "medclf":
+        return os.path.relpath(exe)
+    return f"{Path(sys.executable).name} -m medclf"
 
 
 def run_demo(overrides: list[str]) -> None:
@@ -81,7 +95,7 @@ def run_demo(overrides: list[str]) -> None:
                 "                  (metrics.json, predictions.csv, confusion_matrix.png)",
                 f"  ONNX model      {ex.onnx_path}",
                 "next:",
-                f"  medclf serve model={ex.onnx_path}",
+                f"  {_command_name()} serve model={ex.onnx_path}",
                 "  curl -F file=@"
                 + str(samples["path"].iloc[0])
                 + " http://127.0.0.1:8000/predict",
