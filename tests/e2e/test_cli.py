@@ -55,6 +55,8 @@ def test_train_evaluate_export_outputs(trained_run: Path):
     assert list((run / "logs" / "tensorboard").glob("events.out.tfevents.*"))
     epochs = pd.read_csv(run / "metrics.csv")
     assert len(epochs) == 3 and {"val/loss", "val/acc", "lr", "train_images_per_s"} <= set(epochs)
+    # the training clock stops when validation starts: training time < whole epoch time
+    assert (epochs["train_seconds"] < epochs["epoch_seconds"]).all()
     split = pd.read_csv(run / "split.csv", dtype=str, keep_default_na=False)
     assert (split.groupby("patient_id")["split"].nunique() == 1).all()
     metrics = json.loads((run / "eval/test/metrics.json").read_text())

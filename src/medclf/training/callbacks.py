@@ -44,7 +44,9 @@ class EpochMetricsCSV(L.Callback):
         self._images += len(batch[1])
 
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.training and not self._train_seconds:
+        # Validation inside fit runs before on_train_epoch_end: stop the training clock here
+        # so images/s measures training alone.
+        if not self._train_seconds:
             self._train_seconds = time.perf_counter() - self._t0
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -55,6 +57,7 @@ class EpochMetricsCSV(L.Callback):
             row[key] = round(float(value), 6)
         row["lr"] = trainer.optimizers[0].param_groups[0]["lr"]
         row["epoch_seconds"] = round(epoch_seconds, 3)
+        row["train_seconds"] = round(train_seconds, 3)
         row["train_images_per_s"] = round(self._images / max(train_seconds, 1e-9), 1)
         self.rows.append(row)
         fields = list(dict.fromkeys(k for r in self.rows for k in r))
