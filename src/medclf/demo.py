@@ -54,9 +54,10 @@ def run_demo(overrides: list[str]) -> None:
     from medclf.training.run import train
 
     t0 = time.perf_counter()
-    base = compose(["experiment=demo", *overrides])
-    data_dir = _ensure_dataset(Path(base.runs_root) / "demo" / "data" / "synthetic_ct")
-    cfg = compose(["experiment=demo", f"data.path={data_dir}", *overrides])
+    cfg = compose(["experiment=demo", *overrides])
+    data_dir = _ensure_dataset(Path(cfg.runs_root) / "demo" / "data" / "synthetic_ct")
+    if cfg.data.path is None:
+        cfg.data.path = str(data_dir)
     log.info("[2/5] training %s on %s px images", cfg.model.name, cfg.data.image_size)
     trained = train(cfg)
     run = trained.run

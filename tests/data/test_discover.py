@@ -86,4 +86,4 @@ def test_bad_layouts_name_the_path(tmp_path: Path, setup, message: str):
     setup(root)
     with pytest.raises(MedclfError, match=message) as info:
         discover(root)
-    assert "data" in str(info.value)
+    assert str(root) in str(info.value)  # the message names the offending path

@@ -179,7 +179,7 @@ def test_bad_input_is_one_clear_line_exit_2(tmp_path: Path, make, args, needle):
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
     assert needle in lines[0]
-    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("best.ckpt"))
+    assert not (tmp_path / "runs").exists()  # bad input never leaves a half-made run folder
 
 
 def test_debug_flag_shows_the_traceback(tmp_path: Path):

@@ -46,7 +46,7 @@ def evaluate(run_dir: str | Path, split: str = "test", progress: bool = True) ->
     )
     if errors:
         raise MedclfError(errors[0])
-    inputs = [predictor.prep.normalize_array(a) for a in arrays if a is not None]
+    inputs = [predictor.prep.normalize_array(a) for a in arrays]
     probs = predictor.predict_arrays(inputs)
     y_true = part["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
     y_pred = probs.argmax(axis=1)

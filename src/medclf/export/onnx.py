@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -88,8 +87,10 @@ def export_onnx(run_dir: str | Path) -> ExportResult:
     example = torch.zeros(2, prep.channels, prep.image_size, prep.image_size)
     out_dir = run.export_dir
     out_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out_dir, prefix=".export-") as tmp_dir:
-        tmp_onnx = Path(tmp_dir) / "model.onnx"
+    final = out_dir / "model.onnx"
+    # The graph is saved into atomic_path's temp file and checked there: only a file that
+    # passed parity is renamed to model.onnx; any exception discards it.
+    with atomic_path(final) as tmp_onnx:
         try:
             program = torch.onnx.export(
                 wrapped,
@@ -133,9 +134,6 @@ def export_onnx(run_dir: str | Path) -> ExportResult:
                 f"> {PARITY_TOLERANCE:.0e} on {parity['images']} images; model.onnx not written "
                 f"(details in {out_dir / 'parity.json'})"
             )
-        final = out_dir / "model.onnx"
-        with atomic_path(final) as tmp:
-            tmp.write_bytes(tmp_onnx.read_bytes())
     write_json(
         out_dir / "metadata.json",
         {

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-import os
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -61,12 +61,9 @@ def train(cfg: DictConfig) -> TrainResult:
     _quiet_lightning()
     classes = sorted(table["label"].unique())
     channels = int(cfg.data.channels)
-    if channels not in (1, 3):
-        raise MedclfError(f"data.channels must be 1 or 3, got {channels}")
-    L.seed_everything(int(cfg.seed), workers=True, verbose=False)
-    model = build_model(cfg.model, num_classes=len(classes), in_chans=channels)
     # Decode once with a provisional record (identity normalization), then compute the
     # training-split statistics on exactly those arrays, as the model will see them.
+    # The record validates image_size and channels before anything heavy happens.
     provisional = Preprocessing(
         image_size=int(cfg.data.image_size),
         channels=channels,
@@ -75,6 +72,8 @@ def train(cfg: DictConfig) -> TrainResult:
         std=(1.0,) * channels,
         normalize=str(cfg.data.normalize),
     )
+    L.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    model = build_model(cfg.model, num_classes=len(classes), in_chans=channels)
     arrays, errors = decode_all(list(table["path"]), provisional, desc="decoding images")
     if errors:
         more = f" (and {len(errors) - 1} more unreadable files)" if len(errors) > 1 else ""
@@ -84,14 +83,7 @@ def train(cfg: DictConfig) -> TrainResult:
     mean, std = normalization_stats(
         str(cfg.data.normalize), channels, [arrays[i] for i in train_idx]
     )
-    prep = Preprocessing(
-        image_size=provisional.image_size,
-        channels=channels,
-        class_names=tuple(classes),
-        mean=mean,
-        std=std,
-        normalize=str(cfg.data.normalize),
-    )
+    prep = dataclasses.replace(provisional, mean=mean, std=std)
 
     run = RunDir.create(cfg.runs_root, str(cfg.experiment), str(cfg.model.name))
     write_text(run.config, OmegaConf.to_yaml(cfg, resolve=True))
@@ -144,7 +136,8 @@ def train(cfg: DictConfig) -> TrainResult:
         auto_insert_metric_name=False,
         enable_version_counter=False,
     )
-    callbacks: list[L.Callback] = [ckpt, EpochMetricsCSV(run.metrics_csv)]
+    epoch_log = EpochMetricsCSV(run.metrics_csv)
+    callbacks: list[L.Callback] = [ckpt, epoch_log]
     if cfg.train.early_stopping.enabled:
         callbacks.append(
             EarlyStopping(
@@ -170,20 +163,22 @@ def train(cfg: DictConfig) -> TrainResult:
         num_sanity_val_steps=0,
         log_every_n_steps=1,
     )
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     trainer.fit(module, datamodule=dm)
     if not run.best_ckpt.is_file():
         raise MedclfError(f"training finished without a checkpoint in {run.best_ckpt.parent}")
     return TrainResult(
-        run=run, best_metrics=_best_epoch_row(run, monitor, mode), epochs=trainer.current_epoch
+        run=run,
+        best_metrics=_best_epoch_row(epoch_log.rows, monitor, mode),
+        epochs=trainer.current_epoch,
     )
 
 
-def _best_epoch_row(run: RunDir, monitor: str, mode: str) -> dict[str, float]:
-    if not run.metrics_csv.is_file():
+def _best_epoch_row(rows: list[dict[str, Any]], monitor: str, mode: str) -> dict[str, float]:
+    scored = [r for r in rows if r.get(monitor) is not None]
+    if not scored:
         return {}
-    df = pd.read_csv(run.metrics_csv)
-    if monitor not in df.columns or df[monitor].isna().all():
-        return {}
-    row = df.loc[df[monitor].idxmin() if mode == "min" else df[monitor].idxmax()]
-    return {k: float(row[k]) for k in row.index if k == "epoch" or k.startswith(("val/", "train/"))}
+    pick = min if mode == "min" else max
+    best = pick(scored, key=lambda r: r[monitor])
+    return {
+        k: float(v) for k, v in best.items() if k == "epoch" or k.startswith(("val/", "train/"))
+    }
