@@ -22,3 +22,9 @@ def test_unknown_key_is_named_with_a_suggestion():
         compose(["train.lrr=0.1"])
     with pytest.raises(MedclfError, match="not a key=value"):
         compose(["train.lr"])
+
+
+def test_values_hydra_cannot_parse_are_taken_literally():
+    cfg = compose([r"data.label_pattern=CONTRAST_(\d)", "data.image_root=/x/it's (copy)"])
+    assert cfg.data.label_pattern == r"CONTRAST_(\d)"
+    assert cfg.data.image_root == "/x/it's (copy)"

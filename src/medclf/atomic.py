@@ -14,6 +14,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+# The process umask, read once (os.umask can only be read by setting it).
+UMASK = os.umask(0)
+os.umask(UMASK)
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
@@ -21,6 +25,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    os.fchmod(fd, 0o666 & ~UMASK)  # mkstemp creates 0600; outputs get normal permissions
     os.close(fd)
     tmp_path = Path(tmp)
     try:

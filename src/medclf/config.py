@@ -36,6 +36,27 @@ def _rewrite_model_override(overrides: list[str]) -> list[str]:
     return out
 
 
+def _quote_unparsable(overrides: list[str]) -> list[str]:
+    """Values Hydra's grammar cannot parse (regexes such as ``CONTRAST_(\\d)``, paths with
+    parentheses) are taken literally as strings, so users need no shell-in-Hydra quoting."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    parser = OverridesParser.create()
+    out = []
+    for item in overrides:
+        try:
+            parser.parse_override(item)
+        except HydraException:
+            key, sep, value = item.partition("=")
+            if sep and value and not value.startswith(("'", '"')):
+                literal = value.replace("'", "\\'")
+                literal += "\\" if literal.endswith("\\") else ""
+                item = f"{key}='{literal}'"
+        out.append(item)
+    return out
+
+
 def _all_keys(cfg: DictConfig, prefix: str = "") -> list[str]:
     keys: list[str] = []
     for k, v in cfg.items():
@@ -60,6 +81,7 @@ def compose(overrides: list[str] | None = None) -> DictConfig:
             raise MedclfError(
                 f"'{item}' is not a key=value override (for example: data.path=PATH model=resnet18)"
             )
+    overrides = _quote_unparsable(overrides)
     GlobalHydra.instance().clear()
     try:
         with initialize_config_module(config_module=CONF_MODULE, version_base="1.3"):

@@ -4,7 +4,8 @@ A ``Preprocessing`` record is built once at training time (config + training-spl
 saved as ``preprocessing.json`` in the run directory and embedded in every export. Nothing
 downstream hard-codes an image size, normalization or class list: it reads the record.
 
-The pipeline is: decode to [0, 1] at full depth (``medclf.data.io``) -> channel conversion
+The pipeline is: decode to [0, 1] at full depth, DICOM through its modality LUT and the
+configured window (``medclf.data.io``) -> channel conversion
 (grayscale <-> RGB) -> bilinear resize to ``image_size`` x ``image_size`` (PIL, antialiased,
 float32, per channel) -> ``(x - mean) / std`` per channel. The result is CHW float32.
 """
@@ -12,6 +13,7 @@ float32, per channel) -> ``(x - mean) / std`` per channel. The result is CHW flo
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,7 @@ import numpy as np
 from PIL import Image
 
 from medclf.atomic import write_json
+from medclf.data.dicom import normalize_window, window_key
 from medclf.data.io import read_image
 from medclf.errors import MedclfError
 
@@ -39,6 +42,7 @@ class Preprocessing:
     std: tuple[float, ...]
     resize: str = "bilinear"
     normalize: str = "dataset"
+    window: str | tuple[float, float] = "dicom"
     version: int = RECORD_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -49,6 +53,7 @@ class Preprocessing:
             raise MedclfError("preprocessing mean/std must have one value per channel")
         if self.image_size < 8:
             raise MedclfError(f"data.image_size must be at least 8, got {self.image_size}")
+        object.__setattr__(self, "window", normalize_window(self.window))
 
     # --- the pipeline -------------------------------------------------------------------------
     def to_channels(self, arr: np.ndarray) -> np.ndarray:
@@ -77,7 +82,8 @@ class Preprocessing:
 
     def load(self, source: str | Path | bytes, name: str | None = None) -> np.ndarray:
         """Decode, convert channels and resize: CxHxW float32 in [0,1], before normalization."""
-        return self.resize_array(self.to_channels(read_image(source, name=name)))
+        image = read_image(source, name=name, window=self.window)
+        return self.resize_array(self.to_channels(image))
 
     def normalize_array(self, chw: np.ndarray) -> np.ndarray:
         mean = np.asarray(self.mean, dtype=np.float32)[:, None, None]
@@ -94,6 +100,7 @@ class Preprocessing:
         d["class_names"] = list(self.class_names)
         d["mean"] = [float(m) for m in self.mean]
         d["std"] = [float(s) for s in self.std]
+        d["window"] = window_key(self.window)
         return d
 
     @classmethod
@@ -113,6 +120,7 @@ class Preprocessing:
                 std=tuple(float(s) for s in d["std"]),
                 resize=str(d.get("resize", "bilinear")),
                 normalize=str(d.get("normalize", "dataset")),
+                window=d.get("window", "dicom"),
                 version=version,
                 extra=dict(d.get("extra", {})),
             )
@@ -130,7 +138,7 @@ class Preprocessing:
 
 
 def normalization_stats(
-    mode: str, channels: int, train_images: list[np.ndarray]
+    mode: str, channels: int, train_images: Iterable[np.ndarray]
 ) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Mean/std per channel for ``data.normalize``; "dataset" uses the training split only."""
     if mode == "none":
@@ -141,8 +149,6 @@ def normalization_stats(
         return (float(np.dot(_LUMA, IMAGENET_MEAN)),), (float(np.dot(_LUMA, IMAGENET_STD)),)
     if mode != "dataset":
         raise MedclfError(f"data.normalize must be dataset, imagenet or none, got '{mode}'")
-    if not train_images:
-        raise MedclfError("cannot compute normalization statistics: the training split is empty")
     # Streaming sums in float64: exact enough and O(1) memory in the number of images.
     total = np.zeros(channels)
     total_sq = np.zeros(channels)
@@ -152,6 +158,8 @@ def normalization_stats(
         total += flat.sum(axis=1)
         total_sq += (flat**2).sum(axis=1)
         count += flat.shape[1]
+    if count == 0:
+        raise MedclfError("cannot compute normalization statistics: the training split is empty")
     mean = total / count
     std = np.sqrt(np.maximum(total_sq / count - mean**2, 0.0))
     std = np.where(std < 1e-6, 1.0, std)

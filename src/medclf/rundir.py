@@ -30,6 +30,10 @@ class RunDir:
         return self.root / "preprocessing.json"
 
     @property
+    def data_check(self) -> Path:
+        return self.root / "data_check.json"
+
+    @property
     def best_ckpt(self) -> Path:
         return self.root / "weights" / "best.ckpt"
 

@@ -1,6 +1,7 @@
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
@@ -87,3 +88,72 @@ def test_bad_layouts_name_the_path(tmp_path: Path, setup, message: str):
     with pytest.raises(MedclfError, match=message) as info:
         discover(root)
     assert str(root) in str(info.value)  # the message names the offending path
+
+
+def _medmnist(path: Path, rgb: bool = False) -> Path:
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for split, n in (("train", 20), ("val", 6), ("test", 6)):
+        shape = (n, 28, 28, 3) if rgb else (n, 28, 28)
+        arrays[f"{split}_images"] = rng.integers(0, 255, shape, dtype=np.uint8)
+        arrays[f"{split}_labels"] = (np.arange(n) % 3).reshape(n, 1)
+    np.savez(path, **arrays)
+    return path
+
+
+def test_medmnist_npz_keeps_its_splits_and_names_classes(tmp_path: Path):
+    from medclf.data.discover import DiscoverOptions
+    from medclf.data.io import decode, sample_sha256
+
+    npz = _medmnist(tmp_path / "pneumoniamnist.npz")
+    opts = DiscoverOptions(class_map={"0": "normal", "1": "viral", "2": "bacterial"})
+    for target in (npz, tmp_path):  # the file, or a folder holding exactly one
+        df = discover(target, opts)
+        assert df.groupby("split").size().to_dict() == {"test": 6, "train": 20, "val": 6}
+        assert sorted(df["label"].unique()) == ["bacterial", "normal", "viral"]
+    third_val = df[df["split"] == "val"].iloc[2]["path"]
+    assert third_val.endswith("::val_images[2]")
+    d = decode(third_val)
+    np.testing.assert_allclose(d.array, np.load(npz)["val_images"][2] / 255.0, atol=1e-7)
+    assert d.kind == "npz" and d.mode == "L"
+    assert sample_sha256(df.iloc[0]["path"]) != sample_sha256(df.iloc[1]["path"])
+
+
+def test_npz_without_medmnist_keys_is_a_clear_error(tmp_path: Path):
+    np.savez(tmp_path / "x.npz", images=np.zeros((2, 4, 4)))
+    with pytest.raises(MedclfError, match=r"x\.npz: no <split>_images"):
+        discover(tmp_path / "x.npz")
+
+
+def test_manifest_metadata_columns_are_kept_and_columns_can_be_renamed(tmp_path: Path):
+    from medclf.data.discover import DiscoverOptions
+
+    for i in range(4):
+        Image.fromarray(np.full((8, 8), i * 40, np.uint8)).save(tmp_path / f"{i}.png")
+    pd.DataFrame(
+        {
+            "file": [f"{i}.png" for i in range(4)],
+            "finding": ["a", "b", "a", "b"],
+            "subject": ["s1", "s1", "s2", "s3"],
+            "sex": ["F", "F", "M", "M"],
+            "site": ["x", "x", "y", "y"],
+        }
+    ).to_csv(tmp_path / "meta.csv", index=False)
+    opts = DiscoverOptions(columns={"path": "file", "label": "finding", "patient_id": "subject"})
+    df = discover(tmp_path / "meta.csv", opts)
+    assert list(df.columns) == ["path", "label", "patient_id", "split", "sex", "site"]
+    assert df["patient_id"].tolist() == ["s1", "s1", "s2", "s3"]
+    with pytest.raises(MedclfError, match=r"column\(s\) \['img'\] named in data.columns"):
+        discover(tmp_path / "meta.csv", DiscoverOptions(columns={"path": "img"}))
+
+
+def test_label_pattern_reads_labels_from_file_names(tmp_path: Path):
+    from medclf.data.discover import DiscoverOptions
+
+    for i, tag in enumerate(["POS", "NEG", "POS", "NEG"]):
+        Image.fromarray(np.full((8, 8), i, np.uint8)).save(tmp_path / f"case{i}_{tag}.png")
+    df = discover(tmp_path, DiscoverOptions(label_pattern=r"_(POS|NEG)\."))
+    assert sorted(df["label"]) == ["NEG", "NEG", "POS", "POS"]
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "other.png")
+    with pytest.raises(MedclfError, match=r"1 file name.*other\.png"):
+        discover(tmp_path, DiscoverOptions(label_pattern=r"_(POS|NEG)\."))

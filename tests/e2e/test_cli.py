@@ -102,16 +102,24 @@ def test_predict_table_and_json(trained_run: Path, tiny_synth: Path):
     )
 
 
-def _image(path: Path) -> Path:
+def _image(path: Path, value: int = 90) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.full((16, 16), 90, np.uint8)).save(path)
+    Image.fromarray(np.full((16, 16), value, np.uint8)).save(path)
     return path
 
 
 def _two_class_tree(root: Path) -> Path:
-    for cls in ("a", "b"):
+    for k, cls in enumerate(("a", "b")):
         for i in range(8):  # enough for a 70/15/15 split with every class in every split
-            _image(root / cls / f"{i}.png")
+            _image(root / cls / f"{i}.png", value=10 * i + k)  # distinct contents
+    return root
+
+
+def _unreadable_class(root: Path, content: bytes) -> Path:
+    for i in range(4):
+        _image(root / "a" / f"{i}.png", value=10 * i)
+        (root / "b").mkdir(exist_ok=True)
+        (root / "b" / f"bad{i}.png").write_bytes(content)
     return root
 
 
@@ -135,17 +143,14 @@ def _two_class_tree(root: Path) -> Path:
             "b: class folder has no images",
         ),
         (
-            lambda t: (_two_class_tree(t / "z"), (t / "z" / "a" / "zero.png").write_bytes(b"")),
+            lambda t: _unreadable_class(t / "z", b""),
             ["train", "data.path={t}/z"],
-            "zero.png: empty file",
+            "class b: every image is unreadable, e.g. ",
         ),
         (
-            lambda t: (
-                _two_class_tree(t / "c"),
-                (t / "c" / "b" / "bad.png").write_bytes(b"garbage"),
-            ),
+            lambda t: _unreadable_class(t / "c", b"garbage"),
             ["train", "data.path={t}/c"],
-            "bad.png: not a readable image",
+            "png: not a readable image",
         ),
         (
             lambda t: _two_class_tree(t / "m"),

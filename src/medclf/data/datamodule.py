@@ -1,13 +1,16 @@
-"""Decoded images in memory, the Lightning DataModule, and batched augmentation.
+"""Datasets that yield whole batches, and the Lightning DataModule around them.
 
-Each image is decoded, channel-converted and resized once (``Preprocessing.load``) before
-training, in a thread pool with a progress bar; epochs then only normalize and batch. This is
-the same function predict and serve call, so training sees exactly what deployment sees.
+With the cache (default), a batch is one fancy-index into the memory-mapped uint8/uint16 array
+(rows sorted for locality) plus the labels: no per-image Python work at all, and the batch
+travels to the device in its compact integer form. Scaling to [0, 1], augmentation and
+normalization then happen on the device (``Classifier.on_after_batch_transfer``).
+
+Without the cache (``data.cache=false``), every epoch decodes every file again through the
+same ``Preprocessing.load``; this is the baseline the cache benchmark compares against.
 """
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -15,8 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 import lightning as L
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 from tqdm.auto import tqdm
 
 from medclf.errors import MedclfError
@@ -51,42 +53,72 @@ def decode_all(
     return arrays, errors
 
 
-class ArrayDataset(Dataset):
-    """Pre-decoded CHW float32 images in [0,1]; normalized on access."""
+class CachedBatches(Dataset):
+    """``dataset[list_of_indices]`` -> (uint8/uint16 NCHW tensor, int64 labels)."""
 
-    def __init__(self, arrays: Sequence[np.ndarray], labels: Sequence[int], prep: Preprocessing):
-        self.arrays = list(arrays)
-        self.labels = torch.as_tensor(list(labels), dtype=torch.long)
-        self.mean = torch.tensor(prep.mean, dtype=torch.float32)[:, None, None]
-        self.std = torch.tensor(prep.std, dtype=torch.float32)[:, None, None]
+    def __init__(self, images_path: str, rows: np.ndarray, labels: Sequence[int]) -> None:
+        self.images_path = str(images_path)
+        self.rows = np.asarray(rows, dtype=np.int64)
+        self.labels = np.asarray(labels, dtype=np.int64)
+        self._images: np.ndarray | None = None  # mapped lazily, once per worker process
 
     def __len__(self) -> int:
-        return len(self.arrays)
+        return len(self.rows)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        x = (torch.from_numpy(self.arrays[i]) - self.mean) / self.std
-        return x, self.labels[i]
+    def __getitem__(self, idx: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._images is None:
+            self._images = np.load(self.images_path, mmap_mode="r")
+        idx = np.sort(np.asarray(idx, dtype=np.int64))
+        x = np.ascontiguousarray(self._images[self.rows[idx]])
+        return torch.from_numpy(x), torch.from_numpy(self.labels[idx])
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_images": None}  # never pickle the mapped array
+
+
+class DecodedBatches(Dataset):
+    """The uncached path: decode every image of the batch from its file, every epoch."""
+
+    def __init__(self, paths: Sequence[str], labels: Sequence[int], prep: Preprocessing) -> None:
+        self.paths = list(paths)
+        self.labels = np.asarray(labels, dtype=np.int64)
+        self.prep = prep
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, idx: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = list(idx)
+        x = np.stack([self.prep.load(self.paths[i]) for i in idx])
+        return torch.from_numpy(x), torch.from_numpy(self.labels[idx])
 
 
 class ImageDataModule(L.LightningDataModule):
     def __init__(
         self,
-        datasets: dict[str, ArrayDataset],
+        datasets: dict[str, Dataset],
         batch_size: int,
         num_workers: int = 0,
+        pin_memory: bool = False,
     ) -> None:
         super().__init__()
         self.datasets = datasets
         self.batch_size = batch_size
         self.num_workers = num_workers
+        self.pin_memory = pin_memory
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        ds = self.datasets[split]
+        base = RandomSampler(ds) if shuffle else SequentialSampler(ds)
+        # A training batch of one breaks BatchNorm; drop a last batch only in that case.
+        drop_last = shuffle and len(ds) > self.batch_size and len(ds) % self.batch_size == 1
         return DataLoader(
-            self.datasets[split],
-            batch_size=self.batch_size,
-            shuffle=shuffle,
+            ds,
+            batch_size=None,  # the dataset returns whole batches
+            sampler=BatchSampler(base, batch_size=self.batch_size, drop_last=drop_last),
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
+            pin_memory=self.pin_memory,
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -99,25 +131,10 @@ class ImageDataModule(L.LightningDataModule):
         return self._loader("test", shuffle=False)
 
 
-def augment_batch(x: torch.Tensor, hflip: float, rotate_degrees: float) -> torch.Tensor:
-    """Per-sample random horizontal flip and rotation of a whole batch, on its device.
-
-    torchvision.transforms.v2 draws one set of random parameters per call, i.e. per batch;
-    per-sample parameters on batched tensors need the affine-grid form below (one fused
-    ``grid_sample``), which is also what runs on the GPU without a host round trip.
-    Border padding repeats edge pixels, so rotated corners look like background, not a new
-    intensity the model could key on.
-    """
-    n = x.shape[0]
-    if n == 0 or (hflip <= 0 and rotate_degrees <= 0):
-        return x
-    angle = (torch.rand(n, device=x.device) * 2 - 1) * math.radians(rotate_degrees)
-    flip = torch.where(torch.rand(n, device=x.device) < hflip, -1.0, 1.0)
-    cos, sin = torch.cos(angle), torch.sin(angle)
-    theta = torch.zeros(n, 2, 3, device=x.device, dtype=x.dtype)
-    theta[:, 0, 0] = cos * flip
-    theta[:, 0, 1] = -sin
-    theta[:, 1, 0] = sin * flip
-    theta[:, 1, 1] = cos
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+def to_unit(x: torch.Tensor) -> torch.Tensor:
+    """Integer cache batches to float32 in [0, 1]; float batches pass through."""
+    if x.dtype == torch.uint8:
+        return x.float().div_(255.0)
+    if x.dtype == torch.uint16:
+        return x.float().div_(65535.0)
+    return x.float()

@@ -1,13 +1,21 @@
-"""Find the samples of a dataset: a table of path, label, patient_id and (if given) split.
+"""Find the samples of a dataset: a table of path, label, patient_id, split and metadata.
 
-Supported layouts, detected in this order:
+Supported layouts (``data.format``; ``auto`` detects them in this order):
 
-1. ``data.path`` is a CSV manifest, or a folder holding ``manifest.csv``: columns ``path`` and
-   ``label`` (paths relative to the manifest), optional ``patient_id`` and ``split``.
-2. A pre-split ImageFolder: ``train/`` plus ``val/``, ``valid/`` or ``validation/`` and/or
-   ``test/``, each holding one folder per class. A missing val or test split is carved out of
-   train later (stratified, patient-grouped).
-3. One folder of class folders, split later (70/15/15 by default).
+1. ``manifest``: ``data.path`` is a CSV, or a folder holding ``manifest.csv``. Columns ``path``
+   and ``label`` (other names via ``data.columns``), optional ``patient_id`` and ``split``;
+   every other column (sex, age, site, ...) is kept as metadata for subgroup analysis. Paths
+   are relative to the manifest's folder, or to ``data.image_root``.
+2. ``npz``: a MedMNIST-style ``.npz`` (``train_images``/``train_labels``, ``val_*``,
+   ``test_*``), or a folder holding exactly one.
+3. ``folder``: a pre-split ImageFolder (``train/`` plus ``val/``, ``valid/`` or
+   ``validation/`` and/or ``test/``, each with one folder per class), or one folder of class
+   folders, or, with ``data.label_pattern`` (a regex with one group), a flat folder whose file
+   names carry the label. A missing val or test split is carved out of train later.
+
+Images are PNG/JPEG/TIFF/BMP and DICOM (``.dcm`` or extension-less with the DICM preamble).
+For DICOM rows without a patient id, the header's PatientID is used, as a one-way hash.
+``data.class_map`` renames raw labels (e.g. ``{"0": normal, "1": pneumonia}``).
 
 Class identity across splits: folder names are matched exactly, and a longer name is merged
 into a shorter one when it extends it after a separator (``_``, ``-``, ``.`` or space) and the
@@ -18,11 +26,16 @@ valid) and ``adenocarcinoma`` (test) are one class named ``adenocarcinoma``, whi
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
-from medclf.data.io import is_image_file
+from medclf.data.dicom import dicom_patient_id, looks_like_dicom
+from medclf.data.io import is_image_file, load_npz, npz_ref
 from medclf.errors import MedclfError
 
 SPLIT_ALIASES = {
@@ -38,6 +51,31 @@ SPLITS = ("train", "val", "test")
 MANIFEST_NAME = "manifest.csv"
 _SEPARATORS = ("_", "-", ".", " ")
 COLUMNS = ["path", "label", "patient_id", "split"]
+FORMATS = ("auto", "folder", "manifest", "npz")
+
+
+@dataclass(frozen=True)
+class DiscoverOptions:
+    """The ``data.*`` settings that decide how samples are found and labelled."""
+
+    format: str = "auto"
+    columns: Mapping[str, str] = field(default_factory=dict)
+    image_root: str | None = None
+    label_pattern: str | None = None
+    class_map: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_cfg(cls, data: Any) -> DiscoverOptions:
+        get = data.get if hasattr(data, "get") else lambda k, d=None: getattr(data, k, d)
+        columns = get("columns", None) or {}
+        class_map = get("class_map", None) or {}
+        return cls(
+            format=str(get("format", "auto") or "auto"),
+            columns={str(k): str(v) for k, v in dict(columns).items() if v},
+            image_root=str(get("image_root")) if get("image_root", None) else None,
+            label_pattern=str(get("label_pattern")) if get("label_pattern", None) else None,
+            class_map={str(k): str(v) for k, v in dict(class_map).items()},
+        )
 
 
 def _class_folders(root: Path) -> list[Path]:
@@ -53,7 +91,12 @@ def _scan_class_tree(root: Path, split: str) -> list[tuple[str, str, str]]:
     folders = _class_folders(root)
     if not folders:
         loose = [p for p in root.iterdir() if p.is_file() and is_image_file(p)]
-        hint = " (images must sit in one sub-folder per class)" if loose else ""
+        hint = (
+            " (images must sit in one sub-folder per class, or set data.label_pattern to a "
+            "regex that reads the label from the file name)"
+            if loose
+            else ""
+        )
         raise MedclfError(f"{root}: no class folders found{hint}")
     rows = []
     for folder in folders:
@@ -85,6 +128,35 @@ def canonical_class_names(names_by_split: dict[str, set[str]]) -> dict[str, str]
     return mapping
 
 
+def _from_pattern(root: Path, pattern: str) -> pd.DataFrame:
+    try:
+        regex = re.compile(pattern)
+    except re.error as exc:
+        raise MedclfError(f"data.label_pattern={pattern!r} is not a valid regex ({exc})") from exc
+    if regex.groups < 1:
+        raise MedclfError(
+            f"data.label_pattern={pattern!r} needs one capture group around the label, "
+            "e.g. 'CONTRAST_(\\d)'"
+        )
+    rows, unmatched = [], []
+    for p in _images_in(root):
+        m = regex.search(p.name)
+        if m:
+            rows.append((str(p.resolve()), m.group(1), ""))
+        else:
+            unmatched.append(p.name)
+    if unmatched:
+        raise MedclfError(
+            f"{root}: {len(unmatched)} file name(s) do not match data.label_pattern={pattern!r} "
+            f"(e.g. {unmatched[0]}); fix the pattern or move those files"
+        )
+    if not rows:
+        raise MedclfError(f"{root}: no images found for data.label_pattern")
+    df = pd.DataFrame(rows, columns=["path", "label", "split"])
+    df["patient_id"] = ""
+    return df[COLUMNS]
+
+
 def _from_folders(root: Path) -> pd.DataFrame:
     subdirs = {p.name.lower(): p for p in root.iterdir() if p.is_dir()}
     split_dirs = {SPLIT_ALIASES[k]: v for k, v in subdirs.items() if k in SPLIT_ALIASES}
@@ -108,19 +180,31 @@ def _from_folders(root: Path) -> pd.DataFrame:
     return df[COLUMNS]
 
 
-def _from_manifest(manifest: Path) -> pd.DataFrame:
+def _from_manifest(manifest: Path, opts: DiscoverOptions) -> pd.DataFrame:
     try:
         df = pd.read_csv(manifest, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
         raise MedclfError(f"{manifest}: cannot parse CSV manifest ({exc})") from exc
+    unknown = sorted(set(opts.columns) - set(COLUMNS))
+    if unknown:
+        raise MedclfError(f"data.columns: unknown key(s) {unknown}; use {', '.join(COLUMNS)}")
+    renames = {src: dst for dst, src in opts.columns.items() if src != dst}
+    absent = sorted(set(renames) - set(df.columns))
+    if absent:
+        raise MedclfError(
+            f"{manifest}: column(s) {absent} named in data.columns are not in the manifest "
+            f"(columns: {', '.join(df.columns)})"
+        )
+    df = df.drop(columns=[c for c in renames.values() if c in df.columns]).rename(columns=renames)
     missing = {"path", "label"} - set(df.columns)
     if missing:
         raise MedclfError(
-            f"{manifest}: manifest needs columns path,label (missing: {', '.join(sorted(missing))})"
+            f"{manifest}: manifest needs columns path,label (missing: {', '.join(sorted(missing))}"
+            "); map other names with data.columns.path=COL data.columns.label=COL"
         )
     if df.empty:
         raise MedclfError(f"{manifest}: manifest has no rows")
-    base = manifest.parent
+    base = Path(opts.image_root).expanduser() if opts.image_root else manifest.parent
     df["path"] = [str((base / p).resolve()) for p in df["path"]]
     absent = [p for p in df["path"] if not Path(p).is_file()]
     if absent:
@@ -136,26 +220,97 @@ def _from_manifest(manifest: Path) -> pd.DataFrame:
         df["split"] = df["split"].str.lower().map(lambda s: SPLIT_ALIASES.get(s, ""))
     else:
         df["split"] = ""
-    return df[COLUMNS].copy()
+    extras = [
+        c for c in df.columns if c not in COLUMNS and c.strip() and not c.startswith("Unnamed")
+    ]
+    return df[COLUMNS + extras].copy()
 
 
-def discover(path: str | Path | None) -> pd.DataFrame:
+def _from_npz(npz: Path) -> pd.DataFrame:
+    arrays = load_npz(npz)
+    rows = []
+    for key in arrays:
+        if not key.endswith("_images"):
+            continue
+        prefix = key[: -len("_images")]
+        split = SPLIT_ALIASES.get(prefix.lower())
+        labels_key = f"{prefix}_labels"
+        if split is None or labels_key not in arrays:
+            continue
+        images, labels = arrays[key], arrays[labels_key].reshape(len(arrays[key]), -1)
+        if labels.shape[1] != 1:
+            raise MedclfError(
+                f"{npz}: {labels_key} has {labels.shape[1]} columns (multi-label); medclf "
+                "classifies one label per image"
+            )
+        rows += [(npz_ref(npz, key, i), str(int(labels[i, 0])), split) for i in range(len(images))]
+    if not rows:
+        raise MedclfError(
+            f"{npz}: no <split>_images/<split>_labels arrays found (MedMNIST layout: "
+            f"train_images, train_labels, val_*, test_*); keys: {', '.join(arrays)}"
+        )
+    df = pd.DataFrame(rows, columns=["path", "label", "split"])
+    df["patient_id"] = ""
+    return df[COLUMNS]
+
+
+def _detect(root: Path, fmt: str) -> tuple[str, Path]:
+    if fmt not in FORMATS:
+        raise MedclfError(f"data.format={fmt!r} is not supported; use one of {', '.join(FORMATS)}")
+    if root.is_file():
+        suffix = root.suffix.lower()
+        detected = {".csv": "manifest", ".npz": "npz"}.get(suffix)
+        if detected is None or fmt not in ("auto", detected):
+            raise MedclfError(
+                f"data.path={root}: expected a folder, a CSV manifest or an .npz file"
+                + (f" for data.format={fmt}" if fmt != "auto" else "")
+            )
+        return detected, root
+    if fmt in ("auto", "manifest") and (root / MANIFEST_NAME).is_file():
+        return "manifest", root / MANIFEST_NAME
+    if fmt == "manifest":
+        raise MedclfError(f"data.path={root}: no {MANIFEST_NAME} in this folder")
+    npzs = sorted(root.glob("*.npz"))
+    if fmt == "npz" or (fmt == "auto" and npzs and not _class_folders(root)):
+        if len(npzs) != 1:
+            raise MedclfError(
+                f"data.path={root}: found {len(npzs)} .npz files; point data.path at one of them"
+            )
+        return "npz", npzs[0]
+    return "folder", root
+
+
+def _dicom_patients(df: pd.DataFrame) -> pd.DataFrame:
+    """Fill empty patient ids of DICOM rows from the (hashed) PatientID header."""
+    empty = df["patient_id"].eq("")
+    dicom = empty & df["path"].map(lambda p: "::" not in p and looks_like_dicom(Path(p)))
+    if dicom.any():
+        df.loc[dicom, "patient_id"] = [dicom_patient_id(Path(p)) for p in df.loc[dicom, "path"]]
+    return df
+
+
+def discover(path: str | Path | None, options: DiscoverOptions | None = None) -> pd.DataFrame:
     """The sample table for ``data.path``; raises MedclfError with what to fix."""
+    opts = options or DiscoverOptions()
     if path is None or str(path).strip() in ("", "None", "null"):
         raise MedclfError("data.path is not set; pass data.path=FOLDER (or run 'medclf demo')")
     root = Path(path).expanduser()
     if not root.exists():
         raise MedclfError(f"data.path={path}: no such file or folder")
-    if root.is_file():
-        if root.suffix.lower() != ".csv":
-            raise MedclfError(f"data.path={path}: expected a folder or a CSV manifest")
-        df = _from_manifest(root)
-    elif (root / MANIFEST_NAME).is_file():
-        df = _from_manifest(root / MANIFEST_NAME)
+    if root.is_dir() and not any(root.iterdir()):
+        raise MedclfError(f"data.path={path}: folder is empty")
+    fmt, target = _detect(root, opts.format)
+    if fmt == "manifest":
+        df = _from_manifest(target, opts)
+    elif fmt == "npz":
+        df = _from_npz(target)
+    elif opts.label_pattern:
+        df = _from_pattern(target, opts.label_pattern)
     else:
-        if not any(root.iterdir()):
-            raise MedclfError(f"data.path={path}: folder is empty")
-        df = _from_folders(root)
+        df = _from_folders(target)
+    if opts.class_map:
+        df["label"] = df["label"].map(lambda v: opts.class_map.get(v, v))
+    df = _dicom_patients(df)
     classes = sorted(df["label"].unique())
     if len(classes) < 2:
         raise MedclfError(

@@ -1,19 +1,26 @@
 """Decode any supported image file to a float32 array in [0, 1] at full bit depth.
 
 16-bit images are scaled by 65535, not squeezed through 8 bits; palette images are resolved;
-alpha is dropped. The result is (H, W) for grayscale and (H, W, 3) for color. Every failure is
-a MedclfError that names the file, so a bad image is reported instead of killing a run.
+alpha is dropped. DICOM goes through ``medclf.data.dicom`` (modality LUT, then the configured
+window). The result is (H, W) for grayscale and (H, W, 3) for color. Every failure is a
+MedclfError that names the file, so a bad image is reported instead of killing a run.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import io
+import re
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from medclf.data.dicom import has_dicm_preamble, looks_like_dicom, minmax, normalize_window
 from medclf.errors import MedclfError
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp"})
@@ -27,10 +34,87 @@ _INT_MODE_MAX = {
     "I;16N": 65535.0,
     "I": 65535.0,
 }
+_MODE_BITS = {"1": 1, "F": 32, **{m: 16 for m in _INT_MODE_MAX}}
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """A decoded image and the facts about its file that the data check reports."""
+
+    array: np.ndarray
+    kind: str  # "png", "jpeg", ..., or "dicom"
+    mode: str  # PIL mode, or the DICOM photometric interpretation
+    bits: int  # bits per sample as stored
+    width: int
+    height: int
+
+
+# A sample inside a MedMNIST-style .npz file: "<file>.npz::<key>[<index>]".
+_NPZ_REF = re.compile(r"^(?P<file>.+\.npz)::(?P<key>\w+)\[(?P<index>\d+)\]$")
+
+
+def npz_ref(npz: str | Path, key: str, index: int) -> str:
+    return f"{npz}::{key}[{index}]"
+
+
+@functools.lru_cache(maxsize=4)
+def _npz_arrays(path: str, mtime_ns: int) -> dict[str, np.ndarray]:
+    """Every array of an .npz, loaded once per process: indexing ``np.load(...)[key]`` per
+    image would re-read and re-inflate the whole array each time."""
+    with np.load(path, allow_pickle=False) as data:
+        return {k: data[k] for k in data.files}
+
+
+def load_npz(path: str | Path) -> dict[str, np.ndarray]:
+    p = Path(path)
+    try:
+        return _npz_arrays(str(p), p.stat().st_mtime_ns)
+    except (OSError, ValueError) as exc:
+        raise MedclfError(f"{p}: cannot read .npz file ({exc})") from exc
+
+
+def _decode_npz_ref(ref: re.Match[str]) -> Decoded:
+    arrays = load_npz(ref["file"])
+    key, index = ref["key"], int(ref["index"])
+    label = f"{ref['file']}::{key}[{index}]"
+    if key not in arrays or index >= len(arrays[key]):
+        raise MedclfError(f"{label}: no such image in the .npz file")
+    raw = np.asarray(arrays[key][index])
+    if raw.ndim == 3 and raw.shape[-1] == 1:
+        raw = raw[..., 0]
+    if raw.ndim not in (2, 3) or (raw.ndim == 3 and raw.shape[-1] not in (3, 4)):
+        raise MedclfError(f"{label}: expected an HxW or HxWx3 image, got shape {raw.shape}")
+    raw = raw[..., :3] if raw.ndim == 3 else raw
+    if np.issubdtype(raw.dtype, np.integer):
+        bits = 8 if raw.max(initial=0) <= 255 else 16
+        arr = raw.astype(np.float32) / (255.0 if bits == 8 else 65535.0)
+    else:
+        bits, arr = 32, minmax(raw.astype(np.float32))
+    mode = "L" if arr.ndim == 2 else "RGB"
+    return Decoded(
+        np.clip(arr, 0, 1).astype(np.float32), "npz", mode, bits, arr.shape[1], arr.shape[0]
+    )
+
+
+def sample_sha256(path: str | Path) -> str:
+    """Content hash of a sample: the file's bytes, or an .npz image's array bytes."""
+    ref = _NPZ_REF.match(str(path))
+    h = hashlib.sha256()
+    if ref:
+        arr = load_npz(ref["file"])[ref["key"]][int(ref["index"])]
+        h.update(np.ascontiguousarray(arr).tobytes())
+        return h.hexdigest()
+    with Path(path).open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def is_image_file(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+    """Raster images by suffix, DICOM by suffix or (extension-less) by its preamble."""
+    if path.name.startswith("."):
+        return False
+    return path.suffix.lower() in IMAGE_SUFFIXES or looks_like_dicom(path)
 
 
 def _to_array(img: Image.Image) -> np.ndarray:
@@ -39,9 +123,7 @@ def _to_array(img: Image.Image) -> np.ndarray:
         arr = np.asarray(img, dtype=np.float64) / _INT_MODE_MAX[mode]
         return np.clip(arr, 0.0, 1.0).astype(np.float32)
     if mode == "F":
-        arr = np.asarray(img, dtype=np.float32)
-        lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
-        return ((arr - lo) / (hi - lo) if hi > lo else np.zeros_like(arr)).astype(np.float32)
+        return minmax(np.asarray(img, dtype=np.float32))
     if mode in ("L", "1"):
         return np.asarray(img.convert("L"), dtype=np.float32) / 255.0
     if mode == "LA":
@@ -50,12 +132,41 @@ def _to_array(img: Image.Image) -> np.ndarray:
     return np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
 
 
-def read_image(source: str | Path | bytes, name: str | None = None) -> np.ndarray:
-    """Decode ``source`` (a path or the bytes of a file) to float32 in [0, 1]."""
+def _decode_raster(stream: io.BytesIO | Path, label: str, window: Any) -> Decoded:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(stream) as img:
+                img.load()
+                arr = _to_array(img)
+                kind = (img.format or "unknown").lower()
+                mode = img.mode
+    except UnidentifiedImageError as exc:
+        raise MedclfError(f"{label}: not a readable image (PNG, JPEG, TIFF, BMP, DICOM)") from exc
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombWarning) as exc:
+        raise MedclfError(f"{label}: corrupt or truncated image ({exc})") from exc
+    if window == "minmax":
+        arr = minmax(arr)
+    elif window != "dicom":
+        raise MedclfError(
+            f"{label}: data.window={window!r} is a window in DICOM modality units (e.g. HU) and "
+            "this file is not DICOM; send the DICOM file or use window 'dicom' or 'minmax'"
+        )
+    bits = _MODE_BITS.get(mode, 8)
+    return Decoded(arr, kind, mode, bits, arr.shape[1], arr.shape[0])
+
+
+def decode(source: str | Path | bytes, name: str | None = None, window: Any = "dicom") -> Decoded:
+    """Decode ``source`` (a path or the bytes of a file) with its facts; see module docstring."""
     label = name or (str(source) if not isinstance(source, bytes) else "uploaded file")
+    spec = normalize_window(window)
+    ref = None if isinstance(source, bytes) else _NPZ_REF.match(str(source))
+    if ref:
+        return _decode_npz_ref(ref)
     if isinstance(source, bytes):
         if not source:
             raise MedclfError(f"{label}: empty file (0 bytes); send an image file")
+        is_dicom = has_dicm_preamble(source)
         stream: io.BytesIO | Path = io.BytesIO(source)
     else:
         path = Path(source)
@@ -63,14 +174,19 @@ def read_image(source: str | Path | bytes, name: str | None = None) -> np.ndarra
             raise MedclfError(f"{label}: file not found")
         if path.stat().st_size == 0:
             raise MedclfError(f"{label}: empty file (0 bytes); remove or replace it")
+        is_dicom = looks_like_dicom(path)
         stream = path
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(stream) as img:
-                img.load()
-                return _to_array(img)
-    except UnidentifiedImageError as exc:
-        raise MedclfError(f"{label}: not a readable image (PNG, JPEG, TIFF, BMP)") from exc
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombWarning) as exc:
-        raise MedclfError(f"{label}: corrupt or truncated image ({exc})") from exc
+    if is_dicom:
+        from medclf.data.dicom import read_dicom
+
+        dcm = read_dicom(source if isinstance(source, bytes) else Path(source), label, spec)
+        h, w = dcm.array.shape[:2]
+        return Decoded(dcm.array, "dicom", dcm.photometric, dcm.bits_stored, w, h)
+    return _decode_raster(stream, label, spec)
+
+
+def read_image(
+    source: str | Path | bytes, name: str | None = None, window: Any = "dicom"
+) -> np.ndarray:
+    """Decode ``source`` to float32 in [0, 1]: (H, W) or (H, W, 3)."""
+    return decode(source, name=name, window=window).array

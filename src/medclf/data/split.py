@@ -10,23 +10,42 @@ the split deterministic for a seed and never puts a patient in two splits.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from medclf.atomic import atomic_path
-from medclf.data.discover import SPLITS
+from medclf.data.discover import COLUMNS, SPLITS
+from medclf.data.io import sample_sha256
 from medclf.errors import MedclfError
 
 SPLIT_COLUMNS = ["path", "sha256", "label", "patient_id", "split"]
 
 
 def _groups(df: pd.DataFrame) -> pd.Series:
-    """Group key per row: the patient id, or the row itself when it has none."""
-    pid = df["patient_id"].astype(str)
-    return pid.where(pid != "", "__row__" + df.index.astype(str))
+    """Group key per row: rows sharing a patient id or identical content (``sha256``, when
+    known) are one group, transitively, so neither a patient nor a duplicated image can end
+    up in two splits. A row with neither is its own group."""
+    parent = list(range(len(df)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    keys = [("patient_id", "p:")] + ([("sha256", "h:")] if "sha256" in df.columns else [])
+    first: dict[str, int] = {}
+    for col, tag in keys:
+        for i, value in enumerate(df[col].astype(str)):
+            if not value:
+                continue
+            j = first.setdefault(tag + value, i)
+            ri, rj = find(i), find(j)
+            if ri != rj:
+                parent[ri] = rj
+    return pd.Series([f"g{find(i)}" for i in range(len(df))], index=df.index)
 
 
 def assign_splits(
@@ -83,11 +102,11 @@ def make_splits(df: pd.DataFrame, ratios: list[float], seed: int) -> pd.DataFram
             train = df[df["split"] == "train"]
             carve = {"train": by_name["train"], **{s: by_name[s] for s in missing}}
             df.loc[train.index, "split"] = assign_splits(train, carve, seed, classes)
-    _check_splits(df, classes)
+    check_splits(df, classes)
     return df
 
 
-def _check_splits(df: pd.DataFrame, classes: list[str]) -> None:
+def check_splits(df: pd.DataFrame, classes: list[str]) -> None:
     for split in SPLITS:
         part = df[df["split"] == split]
         if part.empty:
@@ -99,30 +118,20 @@ def _check_splits(df: pd.DataFrame, classes: list[str]) -> None:
             f"class(es) {', '.join(absent)} have no training images; "
             "add training images or remove the class"
         )
-    if not df["patient_id"].eq("").all():
-        spread = df[df["patient_id"] != ""].groupby("patient_id")["split"].nunique()
-        leaked = spread[spread > 1]
-        if len(leaked):
-            raise MedclfError(
-                f"{len(leaked)} patient(s) appear in more than one split "
-                f"(e.g. patient {leaked.index[0]}); every image of a patient must share a split"
-            )
 
 
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with Path(path).open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+def metadata_columns(df: pd.DataFrame) -> list[str]:
+    """Columns beyond the standard ones: manifest metadata such as sex, age or site."""
+    return [c for c in df.columns if c not in SPLIT_COLUMNS and c not in COLUMNS]
 
 
 def save_split(df: pd.DataFrame, path: Path) -> pd.DataFrame:
-    """Write ``split.csv`` (path, sha256, label, patient_id, split); returns the written table."""
+    """Write ``split.csv`` (path, sha256, label, patient_id, split, then any metadata columns);
+    returns the written table."""
     out = df.copy()
     if "sha256" not in out.columns:
-        out["sha256"] = [file_sha256(p) for p in out["path"]]
-    out = out[SPLIT_COLUMNS]
+        out["sha256"] = [sample_sha256(p) for p in out["path"]]
+    out = out[SPLIT_COLUMNS + [c for c in metadata_columns(out) if not c.startswith("_")]]
     with atomic_path(path) as tmp:
         out.to_csv(tmp, index=False)
     return out
@@ -137,7 +146,7 @@ def load_split(path: str | Path) -> pd.DataFrame:
     missing = set(SPLIT_COLUMNS) - set(df.columns)
     if missing:
         raise MedclfError(f"{path}: not a medclf split.csv (missing {', '.join(sorted(missing))})")
-    gone = [p for p in df["path"] if not Path(p).is_file()]
+    gone = [p for p in df["path"] if not Path(p.split("::", 1)[0]).is_file()]
     if gone:
         raise MedclfError(f"{path}: listed image no longer exists: {gone[0]}")
-    return df[SPLIT_COLUMNS]
+    return df[SPLIT_COLUMNS + metadata_columns(df)]

@@ -24,6 +24,17 @@ def _unknown_model(name: str) -> MedclfError:
     )
 
 
+def check_model_name(model_cfg: Any) -> None:
+    """Fail on an unknown architecture before any data work starts."""
+    name = str(model_cfg.name)
+    if name in CUSTOM_MODELS:
+        return
+    import timm
+
+    if not timm.is_model(name):
+        raise _unknown_model(name)
+
+
 def build_model(model_cfg: Any, num_classes: int, in_chans: int) -> nn.Module:
     """A freshly initialized (or timm-pretrained) network with ``num_classes`` outputs."""
     name = str(model_cfg.name)

@@ -8,7 +8,7 @@ from typing import Any
 from omegaconf import OmegaConf
 from torch import nn
 
-from medclf.data.split import file_sha256
+from medclf.data.io import sample_sha256
 from medclf.errors import MedclfError
 
 
@@ -44,4 +44,4 @@ def model_from_checkpoint(path: Path) -> tuple[nn.Module, dict[str, Any]]:
 
 def file_digest(path: Path, length: int = 12) -> str:
     """Short content hash of a weights file: the model version reported by predict and serve."""
-    return file_sha256(path)[:length]
+    return sample_sha256(path)[:length]

@@ -9,7 +9,8 @@ import torch
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
-from medclf.data.datamodule import augment_batch
+from medclf.data.augment import build_augmentation
+from medclf.data.datamodule import to_unit
 from medclf.errors import MedclfError
 
 OPTIMIZERS = {
@@ -29,7 +30,10 @@ class Classifier(L.LightningModule):
         weight_decay: float = 1e-4,
         scheduler: str = "cosine",
         max_epochs: int = 10,
-        augment: dict[str, float] | None = None,
+        augment: dict[str, Any] | None = None,
+        mean: tuple[float, ...] = (0.0,),
+        std: tuple[float, ...] = (1.0,),
+        image_size: int = 64,
         checkpoint_meta: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
@@ -46,7 +50,11 @@ class Classifier(L.LightningModule):
         self.weight_decay = weight_decay
         self.scheduler_name = scheduler
         self.max_epochs = max_epochs
-        self.augment = dict(augment or {})
+        self.augment = build_augmentation(augment, image_size)
+        # Not persistent: the checkpoint's state_dict stays the model's weights only; the
+        # statistics live in the preprocessing record.
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
         self.checkpoint_meta = dict(checkpoint_meta or {})
         self.val_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
         self.val_f1 = MulticlassF1Score(num_classes=num_classes, average="macro")
@@ -56,15 +64,13 @@ class Classifier(L.LightningModule):
         return self.model(x)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        if self.trainer is not None and self.trainer.training:
-            x, y = batch
-            x = augment_batch(
-                x,
-                hflip=float(self.augment.get("hflip", 0.0)),
-                rotate_degrees=float(self.augment.get("rotate_degrees", 0.0)),
-            )
-            return x, y
-        return batch
+        """Batches arrive as compact [0, 1]-scaled integers (or floats); on the device they
+        are scaled, augmented (training only) and normalized, all as whole-batch ops."""
+        x, y = batch
+        x = to_unit(x)
+        if self.augment is not None and self.trainer is not None and self.trainer.training:
+            x = self.augment(x)
+        return (x - self.mean) / self.std, y
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         x, y = batch

@@ -8,14 +8,15 @@ import warnings
 from dataclasses import dataclass
 from typing import Any
 
-import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from medclf.atomic import write_text
-from medclf.data.discover import SPLITS, discover
-from medclf.data.split import load_split, make_splits, save_split
+from medclf.atomic import write_json, write_text
+from medclf.data.check import summary_lines
+from medclf.data.discover import SPLITS
+from medclf.data.prepare import prepare_data, provisional_preprocessing
+from medclf.data.split import save_split
 from medclf.errors import MedclfError
-from medclf.preprocessing import Preprocessing, normalization_stats
+from medclf.preprocessing import normalization_stats
 from medclf.rundir import RunDir
 
 log = logging.getLogger("medclf")
@@ -28,12 +29,16 @@ class TrainResult:
     epochs: int
 
 
-def _split_table(cfg: DictConfig) -> pd.DataFrame:
-    if cfg.data.split_file:
-        return load_split(cfg.data.split_file)
-    return make_splits(
-        discover(cfg.data.path), list(cfg.data.split_ratios), int(cfg.data.split_seed)
-    )
+def check_or_refuse(report: dict[str, Any], strict: bool) -> None:
+    """Log the data check's findings; with ``data.strict`` refuse leakage or label conflicts."""
+    for line in summary_lines(report):
+        bad = line.startswith(("LEAKAGE", "LABEL CONFLICT"))
+        (log.warning if bad else log.info)("data check: %s", line)
+    if strict and not report["passed"]:
+        raise MedclfError(
+            "data check failed (leakage across splits or label conflicts, listed above) and "
+            "data.strict=true; fix the data, or set data.strict=false to train anyway"
+        )
 
 
 def _quiet_lightning() -> None:
@@ -47,48 +52,50 @@ def _quiet_lightning() -> None:
 
 def train(cfg: DictConfig) -> TrainResult:
     # Validate the data first: a bad path fails in a second, before the heavy imports.
-    table = _split_table(cfg)
+    prepared = prepare_data(cfg.data, save_memo=False)
+    from medclf.models.factory import check_model_name
+
+    check_model_name(cfg.model)
+    check_or_refuse(prepared.report, bool(cfg.data.strict))
+    table = prepared.table
 
     import lightning as L
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
     from lightning.pytorch.loggers import TensorBoardLogger
 
-    from medclf.data.datamodule import ArrayDataset, ImageDataModule, decode_all
+    from medclf.data.cache import build_cache
+    from medclf.data.datamodule import CachedBatches, DecodedBatches, ImageDataModule
+    from medclf.data.stats import train_images
     from medclf.models import build_model
     from medclf.training.callbacks import AtomicCheckpointIO, EpochMetricsCSV
     from medclf.training.module import Classifier
 
     _quiet_lightning()
-    classes = sorted(table["label"].unique())
-    channels = int(cfg.data.channels)
-    # Decode once with a provisional record (identity normalization), then compute the
-    # training-split statistics on exactly those arrays, as the model will see them.
-    # The record validates image_size and channels before anything heavy happens.
-    provisional = Preprocessing(
-        image_size=int(cfg.data.image_size),
-        channels=channels,
-        class_names=tuple(classes),
-        mean=(0.0,) * channels,
-        std=(1.0,) * channels,
-        normalize=str(cfg.data.normalize),
-    )
+    provisional = provisional_preprocessing(cfg.data, table)
+    classes, channels = list(provisional.class_names), provisional.channels
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     model = build_model(cfg.model, num_classes=len(classes), in_chans=channels)
-    arrays, errors = decode_all(list(table["path"]), provisional, desc="decoding images")
-    if errors:
-        more = f" (and {len(errors) - 1} more unreadable files)" if len(errors) > 1 else ""
-        raise MedclfError(f"{errors[0]}{more}")
-    table = table.assign(_i=range(len(table)))
-    train_idx = table.loc[table["split"] == "train", "_i"].tolist()
+    prepared.save_memo()
+    cache = None
+    if cfg.data.cache:
+        cache, built = build_cache(
+            cfg.data.cache_dir,
+            list(table["path"]),
+            list(table["sha256"]),
+            list(prepared.scanned["bits"]),
+            provisional,
+        )
+        log.info("image cache: %s %s", "built" if built else "reused", cache.root)
     mean, std = normalization_stats(
-        str(cfg.data.normalize), channels, [arrays[i] for i in train_idx]
+        str(cfg.data.normalize), channels, train_images(cache, table, provisional)
     )
     prep = dataclasses.replace(provisional, mean=mean, std=std)
 
     run = RunDir.create(cfg.runs_root, str(cfg.experiment), str(cfg.model.name))
     write_text(run.config, OmegaConf.to_yaml(cfg, resolve=True))
-    save_split(table.drop(columns="_i"), run.split)
+    save_split(table, run.split)
     prep.save(run.preprocessing)
+    write_json(run.data_check, prepared.report)
     counts = table.groupby("split").size().to_dict()
     log.info(
         "data: %s classes (%s); train %d, val %d, test %d images",
@@ -100,12 +107,15 @@ def train(cfg: DictConfig) -> TrainResult:
     )
 
     label_idx = {c: i for i, c in enumerate(classes)}
-    datasets = {}
+    datasets: dict[str, Any] = {}
     for split in SPLITS:
         part = table[table["split"] == split]
-        datasets[split] = ArrayDataset(
-            [arrays[i] for i in part["_i"]], [label_idx[c] for c in part["label"]], prep
-        )
+        labels = [label_idx[c] for c in part["label"]]
+        if cache is not None:
+            rows = cache.rows(list(part["sha256"]))
+            datasets[split] = CachedBatches(str(cache.images_path), rows, labels)
+        else:
+            datasets[split] = DecodedBatches(list(part["path"]), labels, prep)
     dm = ImageDataModule(datasets, int(cfg.data.batch_size), int(cfg.data.num_workers))
 
     meta: dict[str, Any] = {
@@ -123,6 +133,9 @@ def train(cfg: DictConfig) -> TrainResult:
         scheduler=str(cfg.train.scheduler),
         max_epochs=int(cfg.train.max_epochs),
         augment=OmegaConf.to_container(cfg.data.augment, resolve=True),
+        mean=prep.mean,
+        std=prep.std,
+        image_size=prep.image_size,
         checkpoint_meta=meta,
     )
     monitor, mode = str(cfg.train.monitor), str(cfg.train.monitor_mode)

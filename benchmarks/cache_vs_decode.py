@@ -1,0 +1,131 @@
+"""Data time per epoch: the decode-once cache vs decoding every file every epoch.
+
+Same run, same images (the training split of chest_ct), same 224 px settings, same model,
+same Lightning trainer; only the dataset differs. "Data time" is what Lightning's
+SimpleProfiler records for fetching training batches (``train_dataloader_next``); the epoch
+time includes the model. The one-time cache build is reported separately.
+
+    .venv/bin/python benchmarks/cache_vs_decode.py [--data ../shared/datasets/chest_ct/Data]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO.parent / "shared" / "datasets" / "chest_ct" / "Data"
+DATA_KEY = "[_TrainingEpochLoop].train_dataloader_next"
+
+
+def one_epoch(dataset, prep, cfg, batch_size: int, workers: int) -> tuple[float, float]:
+    """(data seconds, epoch seconds) for one training epoch over ``dataset``."""
+    import lightning as L
+    from lightning.pytorch.profilers import SimpleProfiler
+
+    from medclf.data.datamodule import ImageDataModule
+    from medclf.models import build_model
+    from medclf.training.module import Classifier
+
+    L.seed_everything(0, verbose=False)
+    model = build_model(cfg.model, num_classes=len(prep.class_names), in_chans=prep.channels)
+    module = Classifier(
+        model,
+        num_classes=len(prep.class_names),
+        augment={"hflip": 0.5, "rotate_degrees": 10},
+        mean=prep.mean,
+        std=prep.std,
+        image_size=prep.image_size,
+    )
+    dm = ImageDataModule({"train": dataset, "val": dataset}, batch_size, workers)
+    profiler = SimpleProfiler()
+    trainer = L.Trainer(
+        max_epochs=1,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        profiler=profiler,
+    )
+    start = time.perf_counter()
+    trainer.fit(module, datamodule=dm)
+    epoch = time.perf_counter() - start
+    return float(sum(profiler.recorded_durations[DATA_KEY])), epoch
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=str(DEFAULT_DATA))
+    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--channels", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=0)
+    parser.add_argument("--model", default="custom_cnn")
+    args = parser.parse_args()
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    logging.getLogger("medclf").setLevel(logging.ERROR)
+
+    from medclf.config import compose
+    from medclf.data.cache import build_cache
+    from medclf.data.datamodule import CachedBatches, DecodedBatches
+    from medclf.data.prepare import prepare_data, provisional_preprocessing
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = compose(
+            [
+                f"data.path={args.data}",
+                f"data.image_size={args.image_size}",
+                f"data.channels={args.channels}",
+                f"model={args.model}",
+                f"runs_root={tmp}",
+            ]
+        )
+        prepared = prepare_data(cfg.data, progress=False)
+        table = prepared.table
+        prep = provisional_preprocessing(cfg.data, table)
+        train = table[table["split"] == "train"]
+        labels = [prep.class_names.index(c) for c in train["label"]]
+
+        start = time.perf_counter()
+        cache, _ = build_cache(
+            cfg.data.cache_dir,
+            list(table["path"]),
+            list(table["sha256"]),
+            list(prepared.scanned["bits"]),
+            prep,
+            progress=False,
+        )
+        build_s = time.perf_counter() - start
+        cached = CachedBatches(str(cache.images_path), cache.rows(list(train["sha256"])), labels)
+        decoded = DecodedBatches(list(train["path"]), labels, prep)
+
+        # Decode first, then cached, then decode again: page-cache warm for both measurements.
+        one_epoch(decoded, prep, cfg, args.batch_size, args.workers)
+        dec_data, dec_epoch = one_epoch(decoded, prep, cfg, args.batch_size, args.workers)
+        hit_data, hit_epoch = one_epoch(cached, prep, cfg, args.batch_size, args.workers)
+
+    n = len(train)
+    print(
+        f"chest_ct train split: {n} images at {args.image_size}px x{args.channels}ch, "
+        f"batch {args.batch_size}, workers {args.workers}, model {args.model}, cpu"
+    )
+    print(f"cache build (once): {build_s:.1f} s for {len(table)} images ({cache.dtype.name})")
+    print(f"{'':20s}{'data s/epoch':>14s}{'epoch s':>10s}{'data img/s':>12s}")
+    print(f"{'decode each epoch':20s}{dec_data:14.2f}{dec_epoch:10.2f}{n / dec_data:12.0f}")
+    print(f"{'decode-once cache':20s}{hit_data:14.2f}{hit_epoch:10.2f}{n / hit_data:12.0f}")
+    ratio = dec_data / hit_data
+    verdict = "PASS" if ratio >= 5 else "FAIL"
+    print(f"data time ratio (decode / cache): {ratio:.1f}x  (target >= 5x: {verdict})")
+    print(f"epoch time ratio (decode / cache): {dec_epoch / hit_epoch:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,253 @@
+"""The data check: what is in a dataset, and where it leaks.
+
+Input is the split table (path, label, patient_id, split) joined with the file scan
+(``medclf.data.scan``). Findings:
+
+- counts per class per split, formats, PIL modes / DICOM photometrics, bit depths, size range;
+- unreadable files (listed, and excluded from training);
+- exact duplicates (same content hash) within and across splits;
+- near-duplicates across splits: pHash Hamming distance <= ``near_duplicate_distance`` bits
+  of 64 (identical content is reported as exact, not again as near);
+- label conflicts: identical content filed under two or more labels;
+- patients in more than one split;
+- class imbalance of the training split (largest / smallest class).
+
+Leakage (anything shared across splits) and label conflicts fail the check: ``--strict``
+exits non-zero, and ``data.strict=true`` makes ``medclf train`` refuse to start.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from medclf.data.discover import SPLITS
+
+CHECK_VERSION = 1
+_MAX_LISTED = 200  # per finding in check.json; counts are always complete
+
+
+def _file(row: dict[str, Any]) -> dict[str, str]:
+    return {"path": row["path"], "split": row["split"], "label": row["label"]}
+
+
+def _hash_bits(hexes: Iterable[str]) -> np.ndarray:
+    return np.array([int(h, 16) for h in hexes], dtype=np.uint64)
+
+
+def near_duplicate_pairs(
+    phash: pd.Series, split: pd.Series, sha: pd.Series, max_distance: int
+) -> list[tuple[int, int, int]]:
+    """(i, j, distance) for images in different splits whose pHashes differ by at most
+    ``max_distance`` bits and whose contents are not identical. Brute force on 64-bit words,
+    chunked: a million pairs per few milliseconds, fine up to ~10^5 images."""
+    if max_distance < 0 or len(phash) < 2:
+        return []
+    idx = np.flatnonzero(phash.to_numpy() != "")
+    hashes = _hash_bits(phash.to_numpy()[idx])
+    splits = split.to_numpy()[idx]
+    shas = sha.to_numpy()[idx]
+    pairs: list[tuple[int, int, int]] = []
+    chunk = 1024
+    for start in range(0, len(idx), chunk):
+        block = hashes[start : start + chunk]
+        dist = np.bitwise_count(block[:, None] ^ hashes[None, :])
+        rows, cols = np.nonzero(dist <= max_distance)
+        for r, c in zip(rows, cols, strict=True):
+            a, b = start + int(r), int(c)
+            if a < b and splits[a] != splits[b] and shas[a] != shas[b]:
+                pairs.append((int(idx[a]), int(idx[b]), int(dist[r, c])))
+    return pairs
+
+
+def check_dataset(
+    table: pd.DataFrame,
+    scanned: pd.DataFrame,
+    near_duplicate_distance: int = 4,
+    dataset: str = "",
+) -> dict[str, Any]:
+    """The check report as a JSON-ready dict (see the module docstring)."""
+    df = table.reset_index(drop=True).copy()
+    facts = scanned.set_index("path")
+    for col in ("sha256", "error", "kind", "mode", "bits", "width", "height", "phash"):
+        df[col] = df["path"].map(facts[col])
+    readable = df[df["error"] == ""]
+    classes = sorted(df["label"].unique())
+    splits = [s for s in SPLITS if s in set(df["split"])] or [""]
+
+    counts = {
+        (s or "all"): {c: int(((df["split"] == s) & (df["label"] == c)).sum()) for c in classes}
+        for s in splits
+    }
+    unreadable = [
+        {"path": r["path"], "split": r["split"], "label": r["label"], "reason": r["error"]}
+        for r in df[df["error"] != ""].to_dict("records")
+    ]
+
+    groups, conflicts = [], []
+    within = across = 0
+    for sha, g in df[df["sha256"] != ""].groupby("sha256", sort=True):
+        if len(g) < 2:
+            continue
+        files = [_file(r) for r in g.to_dict("records")]
+        n_splits = g["split"].nunique()
+        across += n_splits > 1
+        within += n_splits == 1
+        groups.append({"sha256": sha, "across_splits": bool(n_splits > 1), "files": files})
+        if g["label"].nunique() > 1:
+            conflicts.append({"sha256": sha, "labels": sorted(g["label"].unique()), "files": files})
+
+    near = near_duplicate_pairs(
+        readable["phash"], readable["split"], readable["sha256"], near_duplicate_distance
+    )
+    rpos = readable.reset_index(drop=True)
+    near_rows = [
+        {
+            "a": _file(rpos.iloc[i].to_dict()),
+            "b": _file(rpos.iloc[j].to_dict()),
+            "distance": d,
+            "same_label": bool(rpos.at[i, "label"] == rpos.at[j, "label"]),
+        }
+        for i, j, d in sorted(near, key=lambda t: t[2])
+    ]
+
+    leaked_patients = []
+    with_pid = df[df["patient_id"] != ""]
+    if len(splits) > 1 and not with_pid.empty:
+        spread = with_pid.groupby("patient_id")["split"].agg(lambda s: sorted(set(s)))
+        leaked_patients = [
+            {"patient_id": pid, "splits": s} for pid, s in spread.items() if len(s) > 1
+        ]
+
+    train = readable[readable["split"] == "train"] if "train" in splits else readable
+    per_class = train["label"].value_counts()
+    imbalance = {
+        "split": "train" if "train" in splits else "all",
+        "ratio": float(per_class.max() / max(per_class.min(), 1)) if len(per_class) else 0.0,
+        "largest": str(per_class.idxmax()) if len(per_class) else "",
+        "smallest": str(per_class.idxmin()) if len(per_class) else "",
+    }
+    leakage = bool(across or near_rows or leaked_patients)
+    ok = readable if not readable.empty else df.iloc[:0]
+    return {
+        "version": CHECK_VERSION,
+        "dataset": dataset,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "files": len(df),
+        "readable": len(readable),
+        "classes": classes,
+        "counts": counts,
+        "formats": {
+            "kind": _tally(ok["kind"]),
+            "mode": _tally(ok["mode"]),
+            "bits": _tally(ok["bits"].astype(str)),
+            "width": [int(ok["width"].min()), int(ok["width"].max())] if len(ok) else [],
+            "height": [int(ok["height"].min()), int(ok["height"].max())] if len(ok) else [],
+        },
+        "unreadable": unreadable,
+        "exact_duplicates": {
+            "groups_within_split": within,
+            "groups_across_splits": across,
+            "files_in_groups": sum(len(g["files"]) for g in groups),
+            "groups": groups[:_MAX_LISTED],
+        },
+        "near_duplicates": {
+            "max_distance": near_duplicate_distance,
+            "pairs_across_splits": len(near_rows),
+            "pairs_with_different_labels": sum(not r["same_label"] for r in near_rows),
+            "pairs": near_rows[:_MAX_LISTED],
+        },
+        "label_conflicts": conflicts[:_MAX_LISTED],
+        "label_conflict_count": len(conflicts),
+        "patients_in_several_splits": leaked_patients[:_MAX_LISTED],
+        "patients_in_several_splits_count": len(leaked_patients),
+        "imbalance": imbalance,
+        "leakage": leakage,
+        "passed": not leakage and not conflicts,
+    }
+
+
+def _tally(values: pd.Series) -> dict[str, int]:
+    return {str(k): int(v) for k, v in values.value_counts().sort_index().items()}
+
+
+def summary_lines(report: dict[str, Any]) -> list[str]:
+    """The findings as short sentences, worst first; empty findings are said to be empty."""
+    lines = []
+    ex = report["exact_duplicates"]
+    near = report["near_duplicates"]
+    n_unreadable = len(report["unreadable"])
+    if n_unreadable:
+        first = report["unreadable"][0]["reason"]
+        lines.append(f"unreadable files: {n_unreadable} (excluded from training); first: {first}")
+    if ex["groups_across_splits"]:
+        lines.append(
+            f"LEAKAGE exact duplicates across splits: {ex['groups_across_splits']} group(s)"
+        )
+    if near["pairs_across_splits"]:
+        lines.append(
+            f"LEAKAGE near-duplicates across splits (pHash distance <= {near['max_distance']}): "
+            f"{near['pairs_across_splits']} pair(s)"
+        )
+    if report["patients_in_several_splits_count"]:
+        lines.append(
+            f"LEAKAGE patients in more than one split: {report['patients_in_several_splits_count']}"
+        )
+    if report["label_conflict_count"]:
+        c = report["label_conflicts"][0]
+        lines.append(
+            f"LABEL CONFLICT identical content under different labels: "
+            f"{report['label_conflict_count']} (e.g. {' vs '.join(c['labels'])}: "
+            f"{c['files'][0]['path']})"
+        )
+    if ex["groups_within_split"]:
+        lines.append(f"exact duplicates within a split: {ex['groups_within_split']} group(s)")
+    imb = report["imbalance"]
+    if imb["ratio"] == 1.0:
+        lines.append(f"classes balanced ({imb['split']})")
+    elif imb["ratio"]:
+        lines.append(
+            f"class imbalance ({imb['split']}): {imb['ratio']:.2f}:1 "
+            f"({imb['largest']} / {imb['smallest']})"
+        )
+    if report["passed"]:
+        lines.append("no leakage and no label conflicts found")
+    return lines
+
+
+def print_check(report: dict[str, Any]) -> None:
+    """The report as one table (classes x splits) plus the findings, on stdout."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=120, highlight=False)
+    counts = report["counts"]
+    table = Table(title=f"{report['dataset']}: {report['files']} files", title_justify="left")
+    table.add_column("class")
+    for split in counts:
+        table.add_column(split, justify="right")
+    table.add_column("total", justify="right")
+    for c in report["classes"]:
+        row = [counts[s].get(c, 0) for s in counts]
+        table.add_row(c, *map(str, row), str(sum(row)))
+    totals = [sum(counts[s].values()) for s in counts]
+    table.add_row("total", *map(str, totals), str(sum(totals)), style="bold")
+    console.print(table)
+    fmt = report["formats"]
+    if fmt["width"]:
+        sizes = f"{fmt['width'][0]}-{fmt['width'][1]} x {fmt['height'][0]}-{fmt['height'][1]} px"
+        console.print(
+            f"formats: {_inline(fmt['kind'])}; modes: {_inline(fmt['mode'])}; "
+            f"bits: {_inline(fmt['bits'])}; sizes {sizes}"
+        )
+    for line in summary_lines(report):
+        style = "bold red" if line.startswith(("LEAKAGE", "LABEL CONFLICT")) else None
+        console.print(line, style=style)
+
+
+def _inline(tally: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in tally.items())

@@ -1,0 +1,131 @@
+"""From ``data.*`` settings to a checked, split sample table: the shared front half of
+``medclf train``, ``medclf data check|stats|cache``.
+
+discover (or a saved split.csv) -> scan every file once (hash, decodability, facts) ->
+exclude unreadable files with a warning -> split (patients and identical images grouped) ->
+data check report. Nothing here imports torch, so bad input fails in about a second.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from medclf.data.check import check_dataset
+from medclf.data.discover import DiscoverOptions, discover
+from medclf.data.scan import scan, update_memo
+from medclf.data.sources import resolve_source
+from medclf.data.split import check_splits, load_split, make_splits
+from medclf.errors import MedclfError
+from medclf.preprocessing import Preprocessing
+
+log = logging.getLogger("medclf")
+
+
+@dataclass
+class PreparedData:
+    table: pd.DataFrame  # readable samples: path, sha256, label, patient_id, split, metadata
+    scanned: pd.DataFrame  # one scan row per readable sample, aligned with ``table``
+    report: dict[str, Any]  # the data check (check.json)
+    dataset: str
+    memo: Path | None = None
+    fresh_scan: pd.DataFrame | None = None
+
+    def save_memo(self) -> None:
+        """Remember this scan (see ``medclf.data.scan``) for the next command."""
+        if self.memo is not None and self.fresh_scan is not None:
+            update_memo(self.memo, self.fresh_scan)
+
+
+def _cache_dir(data: Any) -> Path | None:
+    value = data.get("cache_dir") if hasattr(data, "get") else None
+    return Path(str(value)).expanduser() if value else None
+
+
+def prepare_data(data: Any, progress: bool = True, save_memo: bool = True) -> PreparedData:
+    """Run the front half of the pipeline for the ``data`` config node.
+
+    ``save_memo=False`` defers writing the scan memo to ``PreparedData.save_memo()``, for
+    callers (train) that must write nothing before they are sure to start."""
+    split_file = data.get("split_file")
+    if split_file:
+        table = load_split(split_file)
+        dataset = str(split_file)
+    else:
+        path = resolve_source(data.get("source"), data.get("path"))
+        table = discover(path, DiscoverOptions.from_cfg(data))
+        dataset = str(path)
+    cache_dir = _cache_dir(data)
+    memo = cache_dir / "scan.csv" if cache_dir else None
+    scanned = scan(list(table["path"]), data.get("window", "dicom"), memo=memo, progress=progress)
+
+    if split_file:
+        changed = table["sha256"].to_numpy() != scanned["sha256"].to_numpy()
+        changed &= scanned["error"].eq("").to_numpy()
+        if changed.any():
+            first = table.loc[changed, "path"].iloc[0]
+            raise MedclfError(
+                f"data.split_file={split_file}: {int(changed.sum())} image(s) changed since the "
+                f"split was made (e.g. {first}); the split cannot be reproduced exactly"
+            )
+    else:
+        table = table.assign(sha256=scanned["sha256"].to_numpy())
+
+    bad = scanned["error"].ne("").to_numpy()
+    readable = table[~bad].reset_index(drop=True)
+    lost = sorted(set(table["label"]) - set(readable["label"]))
+    if lost:
+        first = scanned.loc[bad & table["label"].eq(lost[0]).to_numpy(), "error"].iloc[0]
+        raise MedclfError(
+            f"class {lost[0]}: every image is unreadable, e.g. {first}; fix or remove them"
+        )
+    if split_file:
+        check_splits(readable, sorted(readable["label"].unique()))
+    else:
+        readable = make_splits(
+            readable, list(data.get("split_ratios")), int(data.get("split_seed"))
+        )
+    if bad.any():
+        first = scanned.loc[bad, "error"].iloc[0]
+        log.warning(
+            "%d unreadable file(s) excluded (listed in the data check); first: %s",
+            int(bad.sum()),
+            first,
+        )
+    report_table = pd.concat([readable, table[bad]], ignore_index=True)
+    report = check_dataset(
+        report_table,
+        scanned,
+        near_duplicate_distance=int(data.get("near_duplicate_distance", 4)),
+        dataset=dataset,
+    )
+    prepared = PreparedData(
+        table=readable,
+        scanned=scanned[~bad].reset_index(drop=True),
+        report=report,
+        dataset=dataset,
+        memo=memo,
+        fresh_scan=scanned,
+    )
+    if save_memo:
+        prepared.save_memo()
+    return prepared
+
+
+def provisional_preprocessing(data: Any, table: pd.DataFrame) -> Preprocessing:
+    """The record for these settings and classes, before statistics exist (identity
+    normalization); it validates image_size, channels and window before anything heavy."""
+    channels = int(data.get("channels"))
+    return Preprocessing(
+        image_size=int(data.get("image_size")),
+        channels=channels,
+        class_names=tuple(sorted(table["label"].unique())),
+        mean=(0.0,) * channels,
+        std=(1.0,) * channels,
+        normalize=str(data.get("normalize")),
+        window=data.get("window", "dicom"),
+    )

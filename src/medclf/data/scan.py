@@ -1,0 +1,139 @@
+"""One pass over the files of a dataset: content hash, decodability, format facts, pHash.
+
+Every later step relies on it: unreadable files are excluded before splitting (a run never
+dies at epoch N because of image M), content hashes key the cache and group duplicates into
+one split, and the data check reports the facts. Results are memoized per file (path, size,
+mtime and window) in ``scan.csv`` under the cache folder, so a second run re-reads nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+from tqdm.auto import tqdm
+
+from medclf.atomic import atomic_path
+from medclf.data.dicom import window_key
+from medclf.data.io import decode, sample_sha256
+from medclf.errors import MedclfError
+
+SCAN_COLUMNS = [
+    "path",
+    "stamp",
+    "sha256",
+    "error",
+    "kind",
+    "mode",
+    "bits",
+    "width",
+    "height",
+    "phash",
+]
+
+
+def perceptual_hash(array: np.ndarray) -> str:
+    """imagehash's DCT pHash of the decoded (windowed) image, as 16 hex digits."""
+    import imagehash
+
+    gray = array if array.ndim == 2 else array.mean(axis=-1)
+    img = Image.fromarray(np.round(np.clip(gray, 0, 1) * 255).astype(np.uint8), mode="L")
+    return str(imagehash.phash(img))
+
+
+def _stamp(path: str, window: Any) -> str:
+    """What must not change for a memoized scan row to stay valid."""
+    file = path.split("::", 1)[0]
+    try:
+        st = Path(file).stat()
+    except OSError:
+        return ""
+    return f"{st.st_size}:{st.st_mtime_ns}:{json.dumps(window_key(window))}:{path}"
+
+
+def _scan_one(path: str, window: Any) -> dict[str, Any]:
+    row: dict[str, Any] = {"path": path, "stamp": _stamp(path, window), "error": ""}
+    try:
+        row["sha256"] = sample_sha256(path)
+    except OSError as exc:
+        row.update(sha256="", error=f"{path}: cannot read file ({exc})")
+        return row
+    try:
+        d = decode(path, window=window)
+    except MedclfError as exc:
+        row["error"] = str(exc)
+        return row
+    row.update(
+        kind=d.kind,
+        mode=d.mode,
+        bits=d.bits,
+        width=d.width,
+        height=d.height,
+        phash=perceptual_hash(d.array),
+    )
+    return row
+
+
+def _load_memo(memo: Path | None) -> pd.DataFrame:
+    if memo is None or not memo.is_file():
+        return pd.DataFrame(columns=SCAN_COLUMNS)
+    try:
+        return pd.read_csv(memo, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
+        return pd.DataFrame(columns=SCAN_COLUMNS)  # a damaged memo is only a cache miss
+
+
+def scan(
+    paths: Sequence[str],
+    window: Any = "dicom",
+    memo: Path | None = None,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """One row per path (same order): sha256, error ("" when readable) and format facts."""
+    known = _load_memo(memo)
+    by_stamp = {r["stamp"]: r for r in known.to_dict("records") if r.get("stamp")}
+    rows: dict[str, dict[str, Any]] = {}
+    todo = []
+    for p in dict.fromkeys(paths):
+        hit = by_stamp.get(_stamp(p, window))
+        if hit is not None:
+            rows[p] = hit
+        else:
+            todo.append(p)
+    if todo:
+        workers = min(8, os.cpu_count() or 1)
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            results = tqdm(
+                pool.map(lambda p: _scan_one(p, window), todo),
+                total=len(todo),
+                desc="checking images",
+                unit="img",
+                disable=None if progress else True,
+                leave=False,
+            )
+            for r in results:
+                rows[r["path"]] = r
+    out = pd.DataFrame([rows[p] for p in paths]).reindex(columns=SCAN_COLUMNS).fillna("")
+    for col in ("bits", "width", "height"):
+        out[col] = pd.to_numeric(out[col], errors="coerce").fillna(0).astype(int)
+    out.attrs["fresh"] = len(todo)
+    return out
+
+
+def update_memo(memo: Path, scanned: pd.DataFrame) -> None:
+    """Merge fresh scan rows into the memo. Called only once the data was accepted, so bad
+    input leaves nothing behind."""
+    if not scanned.attrs.get("fresh"):
+        return
+    known = _load_memo(memo)
+    merged = pd.concat([known[~known["path"].isin(set(scanned["path"]))], scanned])
+    memo.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(memo) as tmp:
+        merged.to_csv(tmp, index=False)

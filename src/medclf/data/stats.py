@@ -1,0 +1,99 @@
+"""Normalization statistics of the training split, as the model sees it.
+
+Computed after decoding, windowing, channel conversion and resizing (from the decode-once
+cache when enabled), on training images only, so validation and test never inform the
+model. ``medclf data stats`` shows them, saves them, or verifies a saved copy: the record a
+paper or a regulator can check against.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from medclf.atomic import write_json
+from medclf.data.cache import ImageCache, build_cache
+from medclf.data.dicom import window_key
+from medclf.data.prepare import prepare_data, provisional_preprocessing
+from medclf.errors import MedclfError
+from medclf.preprocessing import Preprocessing, normalization_stats
+
+STATS_TOLERANCE = 1e-6
+
+
+def train_images(
+    cache: ImageCache | None, table: pd.DataFrame, prep: Preprocessing
+) -> Iterator[np.ndarray]:
+    """Training-split images in [0, 1] (CHW float32), from the cache or decoded."""
+    train = table[table["split"] == "train"]
+    if cache is not None:
+        arr = cache.images()
+        for r in cache.rows(list(train["sha256"])):
+            yield arr[r].astype(np.float32) / cache.scale
+    else:
+        for p in train["path"]:
+            yield prep.load(p)
+
+
+def compute_stats(data: Any, progress: bool = True) -> dict[str, Any]:
+    prepared = prepare_data(data, progress=progress)
+    table = prepared.table
+    prep = provisional_preprocessing(data, table)
+    cache = None
+    if data.get("cache"):
+        cache, _ = build_cache(
+            data.get("cache_dir"),
+            list(table["path"]),
+            list(table["sha256"]),
+            list(prepared.scanned["bits"]),
+            prep,
+            progress=progress,
+        )
+    mean, std = normalization_stats("dataset", prep.channels, train_images(cache, table, prep))
+    train_shas = sorted(table.loc[table["split"] == "train", "sha256"])
+    return {
+        "mean": list(mean),
+        "std": list(std),
+        "train_images": len(train_shas),
+        "train_fingerprint": hashlib.sha256("".join(train_shas).encode()).hexdigest()[:16],
+        "image_size": prep.image_size,
+        "channels": prep.channels,
+        "window": window_key(prep.window),
+        "dataset": prepared.dataset,
+    }
+
+
+def save_stats(path: Path, stats: dict[str, Any]) -> None:
+    write_json(path, stats)
+
+
+def load_stats(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise MedclfError(f"{path}: statistics file not found; create it with --save") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise MedclfError(f"{path}: not a JSON statistics file ({exc})") from exc
+    missing = {"mean", "std", "image_size", "channels"} - set(data)
+    if missing:
+        raise MedclfError(f"{path}: statistics file is missing {', '.join(sorted(missing))}")
+    return data
+
+
+def compare_stats(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """Human-readable differences; empty when the saved statistics still hold."""
+    problems = []
+    for key in ("image_size", "channels", "window", "train_images", "train_fingerprint"):
+        if key in saved and saved[key] != now[key]:
+            problems.append(f"{key}: saved {saved[key]!r}, now {now[key]!r}")
+    for key in ("mean", "std"):
+        a, b = np.asarray(saved[key], dtype=float), np.asarray(now[key], dtype=float)
+        if a.shape != b.shape or not np.allclose(a, b, rtol=0, atol=STATS_TOLERANCE):
+            problems.append(f"{key}: saved {saved[key]}, now {now[key]}")
+    return problems

@@ -1,0 +1,137 @@
+"""The data check on real chest CT and on a dataset built to contain every problem."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from medclf.config import compose
+from medclf.data.check import near_duplicate_pairs
+from medclf.data.prepare import prepare_data
+from tests.conftest import CHEST_CT, medclf
+
+
+def _phantom(seed: int, size: int = 64) -> np.ndarray:
+    """A distinct smooth image per seed (pHash-distinct, unlike random noise)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    img = np.zeros((size, size))
+    for _ in range(4):
+        cx, cy = rng.uniform(0.2, 0.8, 2)
+        r = rng.uniform(0.05, 0.25)
+        img += np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / r**2)
+    return (255 * img / img.max()).astype(np.uint8)
+
+
+def _save(path: Path, arr: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr).save(path)
+    return path
+
+
+@pytest.fixture
+def troubled(tmp_path: Path) -> Path:
+    """Pre-split tree with known problems: a cross-split exact duplicate, a near-duplicate
+    across splits, one image under two labels, a within-split duplicate, and broken files."""
+    root = tmp_path / "troubled"
+    seed = 0
+    for split, n in (("train", 6), ("val", 3), ("test", 3)):
+        for cls in ("a", "b"):
+            for i in range(n):
+                seed += 1
+                _save(root / split / cls / f"{i}.png", _phantom(seed))
+    dup = (root / "train" / "a" / "0.png").read_bytes()
+    (root / "test" / "a" / "dup_of_train_a0.png").write_bytes(dup)  # exact, across splits
+    (root / "train" / "b" / "conflict.png").write_bytes(dup)  # same content, label b
+    near = _phantom(1).astype(int)
+    near[:2, :2] += 3  # tiny edit: near-duplicate, not exact
+    _save(root / "val" / "a" / "near_train_a0.png", np.clip(near, 0, 255).astype(np.uint8))
+    (root / "train" / "a" / "zero.png").write_bytes(b"")
+    png = (root / "train" / "b" / "1.png").read_bytes()
+    (root / "train" / "b" / "truncated.png").write_bytes(png[: len(png) // 2])
+    (root / "val" / "b" / "garbage.png").write_bytes(b"not an image at all")
+    return root
+
+
+def test_check_finds_every_planted_problem(troubled: Path, tmp_path: Path):
+    cfg = compose([f"data.path={troubled}", f"runs_root={tmp_path / 'runs'}"])
+    report = prepare_data(cfg.data, progress=False).report
+    unreadable = {Path(u["path"]).name for u in report["unreadable"]}
+    assert unreadable == {"zero.png", "truncated.png", "garbage.png"}
+    assert all(u["reason"] for u in report["unreadable"])
+    ex = report["exact_duplicates"]
+    assert ex["groups_across_splits"] == 1
+    names = {Path(f["path"]).name for g in ex["groups"] for f in g["files"]}
+    assert names == {"0.png", "dup_of_train_a0.png", "conflict.png"}
+    assert report["label_conflict_count"] == 1
+    assert report["label_conflicts"][0]["labels"] == ["a", "b"]
+    near = report["near_duplicates"]["pairs"]
+    assert any(
+        {Path(p["a"]["path"]).name, Path(p["b"]["path"]).name} == {"near_train_a0.png", "0.png"}
+        for p in near
+    )
+    assert report["leakage"] is True and report["passed"] is False
+    assert report["counts"]["train"] == {"a": 7, "b": 8}  # unreadable files still counted
+    assert report["readable"] == report["files"] - 3
+
+
+def test_check_cli_writes_json_and_strict_exits_nonzero(troubled: Path, tmp_path: Path):
+    out = tmp_path / "report" / "check.json"
+    args = ["data", "check", str(troubled), f"runs_root={tmp_path}", "--out", str(out)]
+    lenient = medclf(*args)
+    assert lenient.returncode == 0, lenient.stderr
+    assert "LEAKAGE exact duplicates across splits: 1" in lenient.stdout
+    assert "LABEL CONFLICT" in lenient.stdout and "unreadable files: 3" in lenient.stdout
+    assert json.loads(out.read_text())["label_conflict_count"] == 1
+    strict = medclf(*args, "--strict")
+    assert strict.returncode == 1
+    assert "Traceback" not in strict.stderr
+
+
+def test_train_excludes_unreadable_files_and_refuses_leakage_when_strict(
+    troubled: Path, tmp_path: Path
+):
+    common = [f"data.path={troubled}", "data.image_size=32", "train.progress_bar=false"]
+    refused = medclf("train", *common, "data.strict=true", "runs_root=strict", cwd=tmp_path)
+    assert refused.returncode == 2
+    assert "data.strict=true" in refused.stderr and "LEAKAGE" in refused.stderr
+    assert not (tmp_path / "strict").exists()
+
+    ok = medclf("train", *common, "train.max_epochs=1", "runs_root=runs", cwd=tmp_path)
+    assert ok.returncode == 0, ok.stderr
+    assert "3 unreadable file(s) excluded" in ok.stderr
+    run = tmp_path / ok.stdout.split("run: ")[1].split()[0]
+    split = pd.read_csv(run / "split.csv")
+    assert not split["path"].str.contains("zero.png|truncated.png|garbage.png").any()
+    assert json.loads((run / "data_check.json").read_text())["label_conflict_count"] == 1
+
+
+def test_near_duplicate_pairs_respect_distance_and_skip_exact_copies():
+    phash = pd.Series(["ffff0000ffff0000", "ffff0000ffff0001", "ffff0000ffff0000", "0" * 16])
+    split = pd.Series(["train", "test", "test", "val"])
+    sha = pd.Series(["h1", "h2", "h1", "h3"])
+    pairs = near_duplicate_pairs(phash, split, sha, max_distance=1)
+    # 0-1: distance 1, different splits -> reported; 0-2: identical content -> exact, not near;
+    # 1-2: distance 1 but both test -> within a split, not leakage.
+    assert pairs == [(0, 1, 1)]
+    assert near_duplicate_pairs(phash, split, sha, max_distance=-1) == []
+
+
+@pytest.mark.slow
+def test_chest_ct_check_reports_the_public_release_problems(tmp_path: Path):
+    proc = medclf("data", "check", str(CHEST_CT), f"runs_root={tmp_path}", "--strict")
+    assert proc.returncode == 1, proc.stderr
+    report = json.loads(next(tmp_path.glob("checks/*/check.json")).read_text())
+    assert report["files"] == 1000 and report["readable"] == 1000
+    assert len(report["classes"]) == 4
+    assert report["exact_duplicates"]["groups_across_splits"] > 0
+    assert report["label_conflict_count"] >= 1
+    conflict = report["label_conflicts"][0]
+    assert len({f["label"] for f in conflict["files"]}) == 2
+    assert report["formats"]["mode"].keys() >= {"RGBA", "RGB", "L"}
+    assert "adenocarcinoma" in proc.stdout and "LABEL CONFLICT" in proc.stdout
