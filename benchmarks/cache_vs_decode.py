@@ -23,7 +23,7 @@ DEFAULT_DATA = REPO.parent / "shared" / "datasets" / "chest_ct" / "Data"
 DATA_KEY = "[_TrainingEpochLoop].train_dataloader_next"
 
 
-def one_epoch(dataset, prep, cfg, batch_size: int, workers: int) -> tuple[float, float]:
+def one_epoch(dataset, prep, cfg, batch_size: int, workers: int, out: str) -> tuple[float, float]:
     """(data seconds, epoch seconds) for one training epoch over ``dataset``."""
     import lightning as L
     from lightning.pytorch.profilers import SimpleProfiler
@@ -43,7 +43,7 @@ def one_epoch(dataset, prep, cfg, batch_size: int, workers: int) -> tuple[float,
         image_size=prep.image_size,
     )
     dm = ImageDataModule({"train": dataset, "val": dataset}, batch_size, workers)
-    profiler = SimpleProfiler()
+    profiler = SimpleProfiler(dirpath=out, filename="profile")  # report to a file, not stdout
     trainer = L.Trainer(
         max_epochs=1,
         accelerator="cpu",
@@ -70,13 +70,15 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=0)
     parser.add_argument("--model", default="custom_cnn")
     args = parser.parse_args()
-    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     logging.getLogger("medclf").setLevel(logging.ERROR)
 
     from medclf.config import compose
     from medclf.data.cache import build_cache
     from medclf.data.datamodule import CachedBatches, DecodedBatches
     from medclf.data.prepare import prepare_data, provisional_preprocessing
+    from medclf.training.run import quiet_lightning
+
+    quiet_lightning()
 
     with tempfile.TemporaryDirectory() as tmp:
         cfg = compose(
@@ -108,9 +110,10 @@ def main() -> None:
         decoded = DecodedBatches(list(train["path"]), labels, prep)
 
         # Decode first, then cached, then decode again: page-cache warm for both measurements.
-        one_epoch(decoded, prep, cfg, args.batch_size, args.workers)
-        dec_data, dec_epoch = one_epoch(decoded, prep, cfg, args.batch_size, args.workers)
-        hit_data, hit_epoch = one_epoch(cached, prep, cfg, args.batch_size, args.workers)
+        run = (cfg, args.batch_size, args.workers, tmp)
+        one_epoch(decoded, prep, *run)
+        dec_data, dec_epoch = one_epoch(decoded, prep, *run)
+        hit_data, hit_epoch = one_epoch(cached, prep, *run)
 
     n = len(train)
     print(

@@ -41,7 +41,7 @@ def check_or_refuse(report: dict[str, Any], strict: bool) -> None:
         )
 
 
-def _quiet_lightning() -> None:
+def quiet_lightning() -> None:
     for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
@@ -70,7 +70,7 @@ def train(cfg: DictConfig) -> TrainResult:
     from medclf.training.callbacks import AtomicCheckpointIO, EpochMetricsCSV
     from medclf.training.module import Classifier
 
-    _quiet_lightning()
+    quiet_lightning()
     provisional = provisional_preprocessing(cfg.data, table)
     classes, channels = list(provisional.class_names), provisional.channels
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
