@@ -112,14 +112,48 @@ def test_train_excludes_unreadable_files_and_refuses_leakage_when_strict(
 
 
 def test_near_duplicate_pairs_respect_distance_and_skip_exact_copies():
-    phash = pd.Series(["ffff0000ffff0000", "ffff0000ffff0001", "ffff0000ffff0000", "0" * 16])
+    base = "ff" * 16 + "00" * 16  # 256-bit hashes as 64 hex digits
+    one_bit = base[:-1] + "1"
+    phash = pd.Series([base, one_bit, base, "0" * 64])
     split = pd.Series(["train", "test", "test", "val"])
     sha = pd.Series(["h1", "h2", "h1", "h3"])
     pairs = near_duplicate_pairs(phash, split, sha, max_distance=1)
     # 0-1: distance 1, different splits -> reported; 0-2: identical content -> exact, not near;
     # 1-2: distance 1 but both test -> within a split, not leakage.
     assert pairs == [(0, 1, 1)]
+    everywhere = near_duplicate_pairs(phash, split, sha, 1, across_splits_only=False)
+    assert everywhere == [(0, 1, 1), (1, 2, 1)]
+    assert near_duplicate_pairs(phash, split, sha, max_distance=0) == []
     assert near_duplicate_pairs(phash, split, sha, max_distance=-1) == []
+
+
+def test_automatic_splits_keep_near_duplicates_together(tmp_path: Path):
+    root = tmp_path / "flat"
+    for cls in ("a", "b"):
+        for i in range(10):
+            _save(root / cls / f"{i}.png", _phantom(100 * (cls == "b") + i))
+    for i in range(3):  # three lightly edited copies of a/0.png
+        near = _phantom(0).astype(int)
+        near[i, :3] += 4
+        _save(root / "a" / f"copy{i}.png", np.clip(near, 0, 255).astype(np.uint8))
+    family_pattern = r"/a/(?:0|copy\d)\.png$"
+
+    def family_splits(distance: int) -> int:
+        cfg = compose(
+            [
+                f"data.path={root}",
+                f"runs_root={tmp_path / 'runs'}",
+                f"data.near_duplicate_distance={distance}",
+            ]
+        )
+        prepared = prepare_data(cfg.data, progress=False)
+        assert "_near_group" not in prepared.table.columns
+        family = prepared.table[prepared.table["path"].str.contains(family_pattern)]
+        assert len(family) == 4
+        return family["split"].nunique()
+
+    assert family_splits(-1) > 1  # without near-duplicate grouping this seed splits them ...
+    assert family_splits(10) == 1  # ... with it they stay together
 
 
 @pytest.mark.slow

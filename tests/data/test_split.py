@@ -72,3 +72,11 @@ def test_split_file_round_trip(tmp_path: Path):
     Path(files[0]).unlink()
     with pytest.raises(MedclfError, match="no longer exists"):
         load_split(tmp_path / "split.csv")
+
+
+def test_one_giant_duplicate_group_is_explained():
+    df = _table(10, classes=("a", "b"))
+    df["sha256"] = [f"h{i}" for i in range(len(df))]
+    df["_near_group"] = "n0"  # e.g. blank images: every one near-duplicates every other
+    with pytest.raises(MedclfError, match=r"20 of 20 images form one group.*near_duplicate"):
+        make_splits(df, [0.7, 0.15, 0.15], seed=0)

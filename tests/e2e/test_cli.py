@@ -103,8 +103,10 @@ def test_predict_table_and_json(trained_run: Path, tiny_synth: Path):
 
 
 def _image(path: Path, value: int = 90) -> Path:
+    """A 16x16 image; distinct ``value``s give distinct, non-near-duplicate images."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.full((16, 16), value, np.uint8)).save(path)
+    rng = np.random.default_rng(value)
+    Image.fromarray(rng.integers(0, 255, (16, 16), dtype=np.uint8)).save(path)
     return path
 
 

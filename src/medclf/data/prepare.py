@@ -15,11 +15,11 @@ from typing import Any
 
 import pandas as pd
 
-from medclf.data.check import check_dataset
+from medclf.data.check import check_dataset, near_duplicate_pairs
 from medclf.data.discover import DiscoverOptions, discover
 from medclf.data.scan import scan, update_memo
 from medclf.data.sources import resolve_source
-from medclf.data.split import check_splits, load_split, make_splits
+from medclf.data.split import NEAR_GROUP, check_splits, load_split, make_splits
 from medclf.errors import MedclfError
 from medclf.preprocessing import Preprocessing
 
@@ -44,6 +44,27 @@ class PreparedData:
 def _cache_dir(data: Any) -> Path | None:
     value = data.get("cache_dir") if hasattr(data, "get") else None
     return Path(str(value)).expanduser() if value else None
+
+
+def _with_near_groups(table: pd.DataFrame, scanned: pd.DataFrame, distance: int) -> pd.DataFrame:
+    """Label near-duplicate clusters (pHash within ``distance``) so the split keeps each
+    cluster in one split, as it does for patients and identical files."""
+    pairs = near_duplicate_pairs(
+        scanned["phash"], table["split"], table["sha256"], distance, across_splits_only=False
+    )
+    group = list(range(len(table)))
+
+    def find(i: int) -> int:
+        while group[i] != i:
+            group[i] = group[group[i]]
+            i = group[i]
+        return i
+
+    for i, j, _ in pairs:
+        group[find(i)] = find(j)
+    keys = [find(i) for i in range(len(table))]
+    sizes = pd.Series(keys).value_counts()
+    return table.assign(**{NEAR_GROUP: [f"n{k}" if sizes[k] > 1 else "" for k in keys]})
 
 
 def prepare_data(data: Any, progress: bool = True, save_memo: bool = True) -> PreparedData:
@@ -75,6 +96,7 @@ def prepare_data(data: Any, progress: bool = True, save_memo: bool = True) -> Pr
     else:
         table = table.assign(sha256=scanned["sha256"].to_numpy())
 
+    near_distance = int(data.get("near_duplicate_distance", 10))
     bad = scanned["error"].ne("").to_numpy()
     readable = table[~bad].reset_index(drop=True)
     lost = sorted(set(table["label"]) - set(readable["label"]))
@@ -87,8 +109,10 @@ def prepare_data(data: Any, progress: bool = True, save_memo: bool = True) -> Pr
         check_splits(readable, sorted(readable["label"].unique()))
     else:
         readable = make_splits(
-            readable, list(data.get("split_ratios")), int(data.get("split_seed"))
-        )
+            _with_near_groups(readable, scanned[~bad].reset_index(drop=True), near_distance),
+            list(data.get("split_ratios")),
+            int(data.get("split_seed")),
+        ).drop(columns=NEAR_GROUP)
     if bad.any():
         first = scanned.loc[bad, "error"].iloc[0]
         log.warning(
@@ -100,7 +124,7 @@ def prepare_data(data: Any, progress: bool = True, save_memo: bool = True) -> Pr
     report = check_dataset(
         report_table,
         scanned,
-        near_duplicate_distance=int(data.get("near_duplicate_distance", 4)),
+        near_duplicate_distance=near_distance,
         dataset=dataset,
     )
     prepared = PreparedData(

@@ -39,13 +39,20 @@ SCAN_COLUMNS = [
 ]
 
 
+PHASH_SIZE = 16  # 16x16 = 256-bit pHash
+
+
 def perceptual_hash(array: np.ndarray) -> str:
-    """imagehash's DCT pHash of the decoded (windowed) image, as 16 hex digits."""
+    """imagehash's DCT pHash (256 bits, 64 hex digits) of the decoded, windowed image.
+
+    256 rather than imagehash's default 64 bits: medical images share their layout (a body
+    outline on black), and on synthetic CT phantoms 33 pairs of *different* images had
+    identical 64-bit hashes while no pair came within 6 bits of 256 (measured)."""
     import imagehash
 
     gray = array if array.ndim == 2 else array.mean(axis=-1)
     img = Image.fromarray(np.round(np.clip(gray, 0, 1) * 255).astype(np.uint8), mode="L")
-    return str(imagehash.phash(img))
+    return str(imagehash.phash(img, hash_size=PHASH_SIZE))
 
 
 def _stamp(path: str, window: Any) -> str:
@@ -55,7 +62,8 @@ def _stamp(path: str, window: Any) -> str:
         st = Path(file).stat()
     except OSError:
         return ""
-    return f"{st.st_size}:{st.st_mtime_ns}:{json.dumps(window_key(window))}:{path}"
+    settings = json.dumps([window_key(window), PHASH_SIZE])
+    return f"{st.st_size}:{st.st_mtime_ns}:{settings}:{path}"
 
 
 def _scan_one(path: str, window: Any) -> dict[str, Any]:

@@ -21,12 +21,14 @@ from medclf.data.io import sample_sha256
 from medclf.errors import MedclfError
 
 SPLIT_COLUMNS = ["path", "sha256", "label", "patient_id", "split"]
+NEAR_GROUP = "_near_group"  # near-duplicate cluster id, set by medclf.data.prepare
 
 
 def _groups(df: pd.DataFrame) -> pd.Series:
-    """Group key per row: rows sharing a patient id or identical content (``sha256``, when
-    known) are one group, transitively, so neither a patient nor a duplicated image can end
-    up in two splits. A row with neither is its own group."""
+    """Group key per row: rows sharing a patient id, identical content (``sha256``) or a
+    near-duplicate cluster (``_near_group``), when known, are one group, transitively, so
+    neither a patient nor a duplicated image can end up in two splits. A row with none of
+    these is its own group."""
     parent = list(range(len(df)))
 
     def find(i: int) -> int:
@@ -35,7 +37,8 @@ def _groups(df: pd.DataFrame) -> pd.Series:
             i = parent[i]
         return i
 
-    keys = [("patient_id", "p:")] + ([("sha256", "h:")] if "sha256" in df.columns else [])
+    optional = [("sha256", "h:"), (NEAR_GROUP, "n:")]
+    keys = [("patient_id", "p:")] + [(c, t) for c, t in optional if c in df.columns]
     first: dict[str, int] = {}
     for col, tag in keys:
         for i, value in enumerate(df[col].astype(str)):
@@ -102,15 +105,25 @@ def make_splits(df: pd.DataFrame, ratios: list[float], seed: int) -> pd.DataFram
             train = df[df["split"] == "train"]
             carve = {"train": by_name["train"], **{s: by_name[s] for s in missing}}
             df.loc[train.index, "split"] = assign_splits(train, carve, seed, classes)
-    check_splits(df, classes)
+    check_splits(df, classes, _groups(df).value_counts().iloc[0])
     return df
 
 
-def check_splits(df: pd.DataFrame, classes: list[str]) -> None:
+def check_splits(df: pd.DataFrame, classes: list[str], largest_group: int = 1) -> None:
     for split in SPLITS:
         part = df[df["split"] == split]
         if part.empty:
-            raise MedclfError(f"the {split} split is empty; add images or adjust data.split_ratios")
+            hint = ""
+            if largest_group > 1:
+                hint = (
+                    f"; {largest_group} of {len(df)} images form one group (same patient, "
+                    "identical or near-duplicate content) that must stay in one split - check "
+                    "for blank or repeated images, or lower data.near_duplicate_distance "
+                    "(-1 turns near-duplicate grouping off)"
+                )
+            raise MedclfError(
+                f"the {split} split is empty; add images or adjust data.split_ratios{hint}"
+            )
     train_classes = set(df.loc[df["split"] == "train", "label"])
     absent = sorted(set(classes) - train_classes)
     if absent:
