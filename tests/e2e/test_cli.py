@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from tests.conftest import medclf
+from tests.conftest import SHARED_DATASETS, medclf
 
 pytestmark = pytest.mark.slow
 
@@ -192,3 +192,31 @@ def test_bad_input_is_one_clear_line_exit_2(tmp_path: Path, make, args, needle):
 def test_debug_flag_shows_the_traceback(tmp_path: Path):
     proc = medclf("--debug", "train", f"data.path={tmp_path}/nope")
     assert proc.returncode != 0 and "Traceback" in proc.stderr
+
+
+def test_dicom_train_then_predict_uses_the_stored_window(tmp_path: Path):
+    dicom_dir = SHARED_DATASETS / "ct_contrast_dicom" / "dicom_dir"
+    proc = medclf(
+        "train",
+        f"data.path={dicom_dir}",
+        r"data.label_pattern=CONTRAST_(\d)",
+        "data.class_map={0:plain,1:contrast}",
+        "data.window=mediastinum",
+        "data.image_size=32",
+        "train.max_epochs=1",
+        "train.progress_bar=false",
+        "runs_root=runs",
+        cwd=tmp_path,
+        check=True,
+    )
+    run = tmp_path / proc.stdout.split("run: ")[1].split()[0]
+    prep = json.loads((run / "preprocessing.json").read_text())
+    assert prep["window"] == "mediastinum" and prep["class_names"] == ["contrast", "plain"]
+    split = pd.read_csv(run / "split.csv", dtype=str)
+    assert split["patient_id"].nunique() == 54
+    assert (split.groupby("patient_id")["split"].nunique() == 1).all()
+    slice_ = sorted(dicom_dir.glob("*.dcm"))[0]
+    out = json.loads(medclf("predict", f"model={run}", str(slice_), "--json", check=True).stdout)
+    result = out["results"][0]
+    assert set(result["probabilities"]) == {"contrast", "plain"}
+    assert abs(sum(result["probabilities"].values()) - 1) < 1e-5
