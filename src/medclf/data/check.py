@@ -236,7 +236,8 @@ def print_check(report: dict[str, Any]) -> None:
 
     console = Console(width=120, highlight=False)
     counts = report["counts"]
-    table = Table(title=f"{report['dataset']}: {report['files']} files", title_justify="left")
+    console.print(f"{report['dataset']}: {report['files']} files, {report['readable']} readable")
+    table = Table()
     table.add_column("class")
     for split in counts:
         table.add_column(split, justify="right")
