@@ -96,6 +96,7 @@ def train(cfg: DictConfig) -> TrainResult:
     save_split(table, run.split)
     prep.save(run.preprocessing)
     write_json(run.data_check, prepared.report)
+    log.info("data check: full report in %s", run.data_check)
     counts = table.groupby("split").size().to_dict()
     log.info(
         "data: %s classes (%s); train %d, val %d, test %d images",
