@@ -41,6 +41,12 @@ def build_model(model_cfg: Any, num_classes: int, in_chans: int) -> nn.Module:
     if name == "custom_cnn":
         from medclf.models.custom_cnn import CustomCNN
 
+        if model_cfg.get("weights") or model_cfg.get("pretrained"):
+            raise MedclfError(
+                "custom_cnn has no pretrained weights; model.weights and model.pretrained are "
+                "for timm architectures (e.g. model=resnet18 model.pretrained=true)"
+            )
+
         try:
             return CustomCNN(
                 num_classes=num_classes,
@@ -59,16 +65,26 @@ def build_model(model_cfg: Any, num_classes: int, in_chans: int) -> nn.Module:
 
     if not timm.is_model(name):
         raise _unknown_model(name)
-    pretrained = bool(model_cfg.get("pretrained", False))
+    from medclf.models.weights import check_coverage, pretrained_kwargs
+
+    weights = model_cfg.get("weights")
     kwargs: dict[str, Any] = {"num_classes": num_classes, "in_chans": in_chans}
+    kwargs.update(pretrained_kwargs(name, bool(model_cfg.get("pretrained", False)), weights))
     if model_cfg.get("drop_rate") is not None:
         kwargs["drop_rate"] = float(model_cfg.drop_rate)
     try:
-        return timm.create_model(name, pretrained=pretrained, **kwargs)
-    except (OSError, RuntimeError) as exc:
-        if pretrained:
-            raise MedclfError(
-                f"could not load pretrained weights for '{name}' ({type(exc).__name__}); "
-                "go online, or set model.pretrained=false"
-            ) from exc
-        raise
+        model = timm.create_model(name, **kwargs)
+    except (OSError, RuntimeError, KeyError, ValueError, AssertionError) as exc:
+        if not kwargs.get("pretrained"):
+            raise
+        source = f"model.weights={weights}" if weights else "the pretrained weights"
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        raise MedclfError(
+            f"could not load {source} into '{name}': {first}. The file must hold a state dict "
+            f"of the same architecture ('{name}')"
+        ) from exc
+    overlay = kwargs.get("pretrained_cfg_overlay", {})
+    if "state_dict" in overlay:
+        check_coverage(model, overlay["state_dict"], str(weights))
+        model.pretrained_cfg.pop("state_dict", None)  # do not keep a second copy alive
+    return model

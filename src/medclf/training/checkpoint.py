@@ -29,8 +29,10 @@ def model_from_checkpoint(path: Path) -> tuple[nn.Module, dict[str, Any]]:
     meta = ckpt.get("medclf")
     if not meta:
         raise MedclfError(f"{path}: not a medclf checkpoint (no 'medclf' metadata)")
+    # The checkpoint holds every weight: never re-read model.weights or contact the hub here.
+    model_cfg = OmegaConf.create({**meta["model"], "pretrained": False, "weights": None})
     model = build_model(
-        OmegaConf.create(meta["model"]),
+        model_cfg,
         num_classes=int(meta["num_classes"]),
         in_chans=int(meta["in_chans"]),
     )
