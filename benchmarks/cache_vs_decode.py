@@ -73,7 +73,6 @@ def main() -> None:
     logging.getLogger("medclf").setLevel(logging.ERROR)
 
     from medclf.config import compose
-    from medclf.data.cache import build_cache
     from medclf.data.datamodule import CachedBatches, DecodedBatches
     from medclf.data.prepare import prepare_data, provisional_preprocessing
     from medclf.training.run import quiet_lightning
@@ -97,14 +96,7 @@ def main() -> None:
         labels = [prep.class_names.index(c) for c in train["label"]]
 
         start = time.perf_counter()
-        cache, _ = build_cache(
-            cfg.data.cache_dir,
-            list(table["path"]),
-            list(table["sha256"]),
-            list(prepared.scanned["bits"]),
-            prep,
-            progress=False,
-        )
+        cache, _ = prepared.build_cache(cfg.data.cache_dir, prep, progress=False)
         build_s = time.perf_counter() - start
         cached = CachedBatches(str(cache.images_path), cache.rows(list(train["sha256"])), labels)
         decoded = DecodedBatches(list(train["path"]), labels, prep)

@@ -161,18 +161,13 @@ def data_cache(
     """Decode every image once into the memory-mapped cache that train will reuse."""
     import time
 
-    from medclf.data.cache import build_cache
     from medclf.data.prepare import prepare_data, provisional_preprocessing
 
     cfg = _data_config(path, overrides)
     prepared = prepare_data(cfg.data)
     start = time.perf_counter()
-    cache, built = build_cache(
-        cfg.data.cache_dir,
-        list(prepared.table["path"]),
-        list(prepared.table["sha256"]),
-        list(prepared.scanned["bits"]),
-        provisional_preprocessing(cfg.data, prepared.table),
+    cache, built = prepared.build_cache(
+        cfg.data.cache_dir, provisional_preprocessing(cfg.data, prepared.table)
     )
     size_mb = cache.images_path.stat().st_size / 1e6
     verb = f"built in {time.perf_counter() - start:.1f} s" if built else "already up to date"

@@ -15,11 +15,18 @@ from typing import Any
 
 import pandas as pd
 
+from medclf.data.cache import ImageCache, build_cache
 from medclf.data.check import check_dataset, near_duplicate_pairs
 from medclf.data.discover import DiscoverOptions, discover
 from medclf.data.scan import scan, update_memo
 from medclf.data.sources import resolve_source
-from medclf.data.split import NEAR_GROUP, check_splits, load_split, make_splits
+from medclf.data.split import (
+    NEAR_GROUP,
+    check_splits,
+    connected_groups,
+    load_split,
+    make_splits,
+)
 from medclf.errors import MedclfError
 from medclf.preprocessing import Preprocessing
 
@@ -34,6 +41,19 @@ class PreparedData:
     dataset: str
     memo: Path | None = None
     fresh_scan: pd.DataFrame | None = None
+
+    def build_cache(
+        self, cache_dir: str | Path, prep: Preprocessing, progress: bool = True
+    ) -> tuple[ImageCache, bool]:
+        """The decode-once cache of these (readable) samples; see ``medclf.data.cache``."""
+        return build_cache(
+            cache_dir,
+            list(self.table["path"]),
+            list(self.table["sha256"]),
+            list(self.scanned["bits"]),
+            prep,
+            progress=progress,
+        )
 
     def save_memo(self) -> None:
         """Remember this scan (see ``medclf.data.scan``) for the next command."""
@@ -52,17 +72,7 @@ def _with_near_groups(table: pd.DataFrame, scanned: pd.DataFrame, distance: int)
     pairs = near_duplicate_pairs(
         scanned["phash"], table["split"], table["sha256"], distance, across_splits_only=False
     )
-    group = list(range(len(table)))
-
-    def find(i: int) -> int:
-        while group[i] != i:
-            group[i] = group[group[i]]
-            i = group[i]
-        return i
-
-    for i, j, _ in pairs:
-        group[find(i)] = find(j)
-    keys = [find(i) for i in range(len(table))]
+    keys = connected_groups(len(table), [(i, j) for i, j, _ in pairs])
     sizes = pd.Series(keys).value_counts()
     return table.assign(**{NEAR_GROUP: [f"n{k}" if sizes[k] > 1 else "" for k in keys]})
 

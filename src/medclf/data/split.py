@@ -10,6 +10,7 @@ the split deterministic for a seed and never puts a patient in two splits.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -24,31 +25,31 @@ SPLIT_COLUMNS = ["path", "sha256", "label", "patient_id", "split"]
 NEAR_GROUP = "_near_group"  # near-duplicate cluster id, set by medclf.data.prepare
 
 
+def connected_groups(n: int, pairs: Iterable[tuple[int, int]]) -> np.ndarray:
+    """Component label per item 0..n-1 of the graph whose edges are ``pairs``."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    edges = np.asarray(list(pairs), dtype=np.int64).reshape(-1, 2)
+    graph = coo_matrix((np.ones(len(edges)), (edges[:, 0], edges[:, 1])), shape=(n, n))
+    return connected_components(graph, directed=False)[1]
+
+
 def _groups(df: pd.DataFrame) -> pd.Series:
     """Group key per row: rows sharing a patient id, identical content (``sha256``) or a
     near-duplicate cluster (``_near_group``), when known, are one group, transitively, so
     neither a patient nor a duplicated image can end up in two splits. A row with none of
     these is its own group."""
-    parent = list(range(len(df)))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    optional = [("sha256", "h:"), (NEAR_GROUP, "n:")]
-    keys = [("patient_id", "p:")] + [(c, t) for c, t in optional if c in df.columns]
-    first: dict[str, int] = {}
-    for col, tag in keys:
-        for i, value in enumerate(df[col].astype(str)):
-            if not value:
-                continue
-            j = first.setdefault(tag + value, i)
-            ri, rj = find(i), find(j)
-            if ri != rj:
-                parent[ri] = rj
-    return pd.Series([f"g{find(i)}" for i in range(len(df))], index=df.index)
+    optional = [c for c in ("sha256", NEAR_GROUP) if c in df.columns]
+    pairs: list[tuple[int, int]] = []
+    for col in ["patient_id", *optional]:
+        values = df[col].astype(str).to_numpy()
+        first: dict[str, int] = {}
+        for i, value in enumerate(values):
+            if value:
+                pairs.append((first.setdefault(value, i), i))
+    labels = connected_groups(len(df), pairs)
+    return pd.Series([f"g{k}" for k in labels], index=df.index)
 
 
 def assign_splits(

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from medclf.atomic import write_json
-from medclf.data.cache import ImageCache, build_cache
+from medclf.data.cache import ImageCache
 from medclf.data.dicom import window_key
 from medclf.data.prepare import prepare_data, provisional_preprocessing
 from medclf.errors import MedclfError
@@ -47,14 +47,7 @@ def compute_stats(data: Any, progress: bool = True) -> dict[str, Any]:
     prep = provisional_preprocessing(data, table)
     cache = None
     if data.get("cache"):
-        cache, _ = build_cache(
-            data.get("cache_dir"),
-            list(table["path"]),
-            list(table["sha256"]),
-            list(prepared.scanned["bits"]),
-            prep,
-            progress=progress,
-        )
+        cache, _ = prepared.build_cache(data.get("cache_dir"), prep, progress=progress)
     mean, std = normalization_stats("dataset", prep.channels, train_images(cache, table, prep))
     train_shas = sorted(table.loc[table["split"] == "train", "sha256"])
     return {

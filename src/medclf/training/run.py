@@ -63,7 +63,6 @@ def train(cfg: DictConfig) -> TrainResult:
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
     from lightning.pytorch.loggers import TensorBoardLogger
 
-    from medclf.data.cache import build_cache
     from medclf.data.datamodule import CachedBatches, DecodedBatches, ImageDataModule
     from medclf.data.stats import train_images
     from medclf.models import build_model
@@ -78,13 +77,7 @@ def train(cfg: DictConfig) -> TrainResult:
     prepared.save_memo()
     cache = None
     if cfg.data.cache:
-        cache, built = build_cache(
-            cfg.data.cache_dir,
-            list(table["path"]),
-            list(table["sha256"]),
-            list(prepared.scanned["bits"]),
-            provisional,
-        )
+        cache, built = prepared.build_cache(cfg.data.cache_dir, provisional)
         log.info("image cache: %s %s", "built" if built else "reused", cache.root)
     mean, std = normalization_stats(
         str(cfg.data.normalize), channels, train_images(cache, table, provisional)
