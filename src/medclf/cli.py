@@ -33,6 +33,7 @@ app.add_typer(data_app, name="data")
 
 _state = {"debug": False}
 F = TypeVar("F", bound=Callable[..., Any])
+DATA_PATH_HELP = "Dataset folder, manifest CSV, .npz file or kaggle:OWNER/DATASET"
 OVERRIDES_HELP = "key=value overrides of the packaged config, e.g. data.path=DIR model=resnet18"
 log = logging.getLogger("medclf")
 
@@ -123,7 +124,7 @@ def _data_config(path: str, overrides: list[str] | None) -> Any:
 @data_app.command("check")
 @handles_errors
 def data_check(
-    path: str = typer.Argument(..., help="Dataset folder, manifest CSV, .npz or kaggle:OWNER/NAME"),
+    path: str = typer.Argument(..., help=DATA_PATH_HELP),
     overrides: list[str] = typer.Argument(None, help=OVERRIDES_HELP),
     strict: bool = typer.Option(
         False, "--strict", help="Exit 1 when leakage or label conflicts are found."
@@ -155,7 +156,7 @@ def _dataset_slug(dataset: str) -> str:
 @data_app.command("cache")
 @handles_errors
 def data_cache(
-    path: str = typer.Argument(..., help="Dataset folder, manifest CSV, .npz or kaggle:OWNER/NAME"),
+    path: str = typer.Argument(..., help=DATA_PATH_HELP),
     overrides: list[str] = typer.Argument(None, help=OVERRIDES_HELP),
 ) -> None:
     """Decode every image once into the memory-mapped cache that train will reuse."""
@@ -180,7 +181,7 @@ def data_cache(
 @data_app.command("stats")
 @handles_errors
 def data_stats(
-    path: str = typer.Argument(..., help="Dataset folder, manifest CSV, .npz or kaggle:OWNER/NAME"),
+    path: str = typer.Argument(..., help=DATA_PATH_HELP),
     overrides: list[str] = typer.Argument(None, help=OVERRIDES_HELP),
     save: Path = typer.Option(None, "--save", help="Write the statistics to this JSON file."),
     verify: Path = typer.Option(

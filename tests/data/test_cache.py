@@ -103,6 +103,6 @@ def test_batches_come_from_the_memory_map_in_worker_processes(tmp_path: Path):
     x = torch.cat([b[0] for b in batches])
     y = torch.cat([b[1] for b in batches])
     assert x.dtype == torch.uint8 and x.shape == (10, 1, 16, 16)
-    expected = np.stack(cache.unit_images(shas)) * 255
+    expected = np.stack(list(cache.unit_images(shas))) * 255
     np.testing.assert_array_equal(x.numpy(), expected.round().astype(np.uint8))
     assert y.tolist() == labels

@@ -169,3 +169,19 @@ def test_chest_ct_check_reports_the_public_release_problems(tmp_path: Path):
     assert len({f["label"] for f in conflict["files"]}) == 2
     assert report["formats"]["mode"].keys() >= {"RGBA", "RGB", "L"}
     assert "adenocarcinoma" in proc.stdout and "LABEL CONFLICT" in proc.stdout
+
+
+def test_a_manifest_listing_one_file_under_two_labels_is_a_reported_conflict(tmp_path: Path):
+    rows = ["path,label"]
+    for i in range(12):
+        _save(tmp_path / f"{i}.png", _phantom(200 + i))
+        rows.append(f"{i}.png,{'ab'[i % 2]}")
+    rows.append("0.png,b")  # the same file again, under the other label
+    (tmp_path / "manifest.csv").write_text("\n".join(rows) + "\n")
+    cfg = compose([f"data.path={tmp_path}", f"runs_root={tmp_path / 'runs'}"])
+    prepared = prepare_data(cfg.data, progress=False)
+    report = prepared.report
+    assert report["files"] == 13 and report["label_conflict_count"] == 1
+    assert report["label_conflicts"][0]["labels"] == ["a", "b"]
+    both = prepared.table[prepared.table["path"].str.endswith("/0.png")]
+    assert len(both) == 2 and both["split"].nunique() == 1  # one content, one split

@@ -19,7 +19,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,10 +81,11 @@ class ImageCache:
         except KeyError as exc:
             raise MedclfError(f"cache {self.root}: image {exc} is not in this cache") from exc
 
-    def unit_images(self, shas: Sequence[str]) -> list[np.ndarray]:
-        """Float32 [0, 1] arrays for ``shas`` (for statistics and tests)."""
+    def unit_images(self, shas: Sequence[str]) -> Iterator[np.ndarray]:
+        """Float32 [0, 1] CHW arrays for ``shas``, one at a time (O(1) memory)."""
         arr = self.images()
-        return [arr[r].astype(np.float32) / self.scale for r in self.rows(shas)]
+        for r in self.rows(shas):
+            yield arr[r].astype(np.float32) / self.scale
 
     @classmethod
     def open(cls, root: Path) -> ImageCache:

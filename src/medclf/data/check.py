@@ -85,10 +85,15 @@ def check_dataset(
     scanned: pd.DataFrame,
     near_duplicate_distance: int = 10,
     dataset: str = "",
+    near_pairs: list[tuple[int, int, int]] | None = None,
 ) -> dict[str, Any]:
-    """The check report as a JSON-ready dict (see the module docstring)."""
+    """The check report as a JSON-ready dict (see the module docstring).
+
+    ``near_pairs`` may carry the caller's near-duplicate pairs over the readable rows (in
+    table order, any splits), so the O(N^2) search runs once per dataset."""
     df = table.reset_index(drop=True).copy()
-    facts = scanned.set_index("path")
+    # A manifest may list one file twice (e.g. under two labels): facts are per path.
+    facts = scanned.drop_duplicates("path").set_index("path")
     for col in ("sha256", "error", "kind", "mode", "bits", "width", "height", "phash"):
         df[col] = df["path"].map(facts[col])
     readable = df[df["error"] == ""]
@@ -117,18 +122,23 @@ def check_dataset(
         if g["label"].nunique() > 1:
             conflicts.append({"sha256": sha, "labels": sorted(g["label"].unique()), "files": files})
 
-    near = near_duplicate_pairs(
-        readable["phash"], readable["split"], readable["sha256"], near_duplicate_distance
-    )
     rpos = readable.reset_index(drop=True)
-    near_rows = [
+    if near_pairs is None:
+        near_pairs = near_duplicate_pairs(
+            rpos["phash"], rpos["split"], rpos["sha256"], near_duplicate_distance
+        )
+    split_of, label_of = rpos["split"].to_numpy(), rpos["label"].to_numpy()
+    near = sorted(
+        ((i, j, d) for i, j, d in near_pairs if split_of[i] != split_of[j]), key=lambda t: t[2]
+    )
+    near_rows = [  # only the listed pairs are materialized; the counts cover all
         {
             "a": _file(rpos.iloc[i].to_dict()),
             "b": _file(rpos.iloc[j].to_dict()),
             "distance": d,
-            "same_label": bool(rpos.at[i, "label"] == rpos.at[j, "label"]),
+            "same_label": bool(label_of[i] == label_of[j]),
         }
-        for i, j, d in sorted(near, key=lambda t: t[2])
+        for i, j, d in near[:_MAX_LISTED]
     ]
 
     leaked_patients = []
@@ -147,8 +157,7 @@ def check_dataset(
         "largest": str(per_class.idxmax()) if len(per_class) else "",
         "smallest": str(per_class.idxmin()) if len(per_class) else "",
     }
-    leakage = bool(across or near_rows or leaked_patients)
-    ok = readable if not readable.empty else df.iloc[:0]
+    leakage = bool(across or near or leaked_patients)
     return {
         "version": CHECK_VERSION,
         "dataset": dataset,
@@ -158,11 +167,15 @@ def check_dataset(
         "classes": classes,
         "counts": counts,
         "formats": {
-            "kind": _tally(ok["kind"]),
-            "mode": _tally(ok["mode"]),
-            "bits": _tally(ok["bits"].astype(str)),
-            "width": [int(ok["width"].min()), int(ok["width"].max())] if len(ok) else [],
-            "height": [int(ok["height"].min()), int(ok["height"].max())] if len(ok) else [],
+            "kind": _tally(readable["kind"]),
+            "mode": _tally(readable["mode"]),
+            "bits": _tally(readable["bits"].astype(str)),
+            "width": [int(readable["width"].min()), int(readable["width"].max())]
+            if len(readable)
+            else [],
+            "height": [int(readable["height"].min()), int(readable["height"].max())]
+            if len(readable)
+            else [],
         },
         "unreadable": unreadable,
         "exact_duplicates": {
@@ -173,9 +186,9 @@ def check_dataset(
         },
         "near_duplicates": {
             "max_distance": near_duplicate_distance,
-            "pairs_across_splits": len(near_rows),
-            "pairs_with_different_labels": sum(not r["same_label"] for r in near_rows),
-            "pairs": near_rows[:_MAX_LISTED],
+            "pairs_across_splits": len(near),
+            "pairs_with_different_labels": sum(label_of[i] != label_of[j] for i, j, _ in near),
+            "pairs": near_rows,
         },
         "label_conflicts": conflicts[:_MAX_LISTED],
         "label_conflict_count": len(conflicts),

@@ -99,13 +99,11 @@ class ImageDataModule(L.LightningDataModule):
         datasets: dict[str, Dataset],
         batch_size: int,
         num_workers: int = 0,
-        pin_memory: bool = False,
     ) -> None:
         super().__init__()
         self.datasets = datasets
         self.batch_size = batch_size
         self.num_workers = num_workers
-        self.pin_memory = pin_memory
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         ds = self.datasets[split]
@@ -118,7 +116,6 @@ class ImageDataModule(L.LightningDataModule):
             sampler=BatchSampler(base, batch_size=self.batch_size, drop_last=drop_last),
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
-            pin_memory=self.pin_memory,
         )
 
     def train_dataloader(self) -> DataLoader:

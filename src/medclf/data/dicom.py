@@ -140,8 +140,6 @@ class DicomImage:
     array: np.ndarray  # (H, W) float32 in [0, 1], windowed, MONOCHROME2 sense, or (H, W, 3)
     bits_stored: int
     photometric: str
-    frames: int
-    transfer_syntax: str
 
 
 def _open(source: Path | bytes, label: str, stop_before_pixels: bool = False) -> Any:
@@ -217,7 +215,7 @@ def read_dicom(source: Path | bytes, label: str, window: Any = "dicom") -> Dicom
             pixels = convert_color_space(pixels, photometric, "RGB")
         scale = float(2**bits - 1) if np.issubdtype(pixels.dtype, np.integer) else 1.0
         arr = np.clip(pixels.astype(np.float32) / scale, 0.0, 1.0)
-        return DicomImage(arr, bits, photometric, frames, syntax_name)
+        return DicomImage(arr, bits, photometric)
 
     values = apply_modality_lut(pixels, ds).astype(np.float32)
     if spec == "minmax":
@@ -231,4 +229,4 @@ def read_dicom(source: Path | bytes, label: str, window: Any = "dicom") -> Dicom
             arr = apply_window(values, center, width)
     if photometric == "MONOCHROME1":
         arr = 1.0 - arr
-    return DicomImage(arr.astype(np.float32), bits, photometric, frames, syntax_name)
+    return DicomImage(arr.astype(np.float32), bits, photometric)

@@ -66,15 +66,14 @@ class DiscoverOptions:
 
     @classmethod
     def from_cfg(cls, data: Any) -> DiscoverOptions:
-        get = data.get if hasattr(data, "get") else lambda k, d=None: getattr(data, k, d)
-        columns = get("columns", None) or {}
-        class_map = get("class_map", None) or {}
+        """From the ``data`` config node (a DictConfig or a plain dict)."""
+        image_root, pattern = data.get("image_root"), data.get("label_pattern")
         return cls(
-            format=str(get("format", "auto") or "auto"),
-            columns={str(k): str(v) for k, v in dict(columns).items() if v},
-            image_root=str(get("image_root")) if get("image_root", None) else None,
-            label_pattern=str(get("label_pattern")) if get("label_pattern", None) else None,
-            class_map={str(k): str(v) for k, v in dict(class_map).items()},
+            format=str(data.get("format") or "auto"),
+            columns={str(k): str(v) for k, v in dict(data.get("columns") or {}).items() if v},
+            image_root=str(image_root) if image_root else None,
+            label_pattern=str(pattern) if pattern else None,
+            class_map={str(k): str(v) for k, v in dict(data.get("class_map") or {}).items()},
         )
 
 

@@ -61,17 +61,9 @@ class PreparedData:
             update_memo(self.memo, self.fresh_scan)
 
 
-def _cache_dir(data: Any) -> Path | None:
-    value = data.get("cache_dir") if hasattr(data, "get") else None
-    return Path(str(value)).expanduser() if value else None
-
-
-def _with_near_groups(table: pd.DataFrame, scanned: pd.DataFrame, distance: int) -> pd.DataFrame:
-    """Label near-duplicate clusters (pHash within ``distance``) so the split keeps each
-    cluster in one split, as it does for patients and identical files."""
-    pairs = near_duplicate_pairs(
-        scanned["phash"], table["split"], table["sha256"], distance, across_splits_only=False
-    )
+def _with_near_groups(table: pd.DataFrame, pairs: list[tuple[int, int, int]]) -> pd.DataFrame:
+    """Label near-duplicate clusters so the split keeps each cluster in one split, as it does
+    for patients and identical files."""
     keys = connected_groups(len(table), [(i, j) for i, j, _ in pairs])
     sizes = pd.Series(keys).value_counts()
     return table.assign(**{NEAR_GROUP: [f"n{k}" if sizes[k] > 1 else "" for k in keys]})
@@ -90,8 +82,8 @@ def prepare_data(data: Any, progress: bool = True, save_memo: bool = True) -> Pr
         path = resolve_source(data.get("source"), data.get("path"))
         table = discover(path, DiscoverOptions.from_cfg(data))
         dataset = str(path)
-    cache_dir = _cache_dir(data)
-    memo = cache_dir / "scan.csv" if cache_dir else None
+    cache_dir = data.get("cache_dir")
+    memo = Path(str(cache_dir)).expanduser() / "scan.csv" if cache_dir else None
     scanned = scan(list(table["path"]), data.get("window", "dicom"), memo=memo, progress=progress)
 
     if split_file:
@@ -115,11 +107,20 @@ def prepare_data(data: Any, progress: bool = True, save_memo: bool = True) -> Pr
         raise MedclfError(
             f"class {lost[0]}: every image is unreadable, e.g. {first}; fix or remove them"
         )
+    # All near-duplicate pairs, once: they group the split and feed the report.
+    scanned_ok = scanned[~bad].reset_index(drop=True)
+    near_pairs = near_duplicate_pairs(
+        scanned_ok["phash"],
+        readable["split"],
+        readable["sha256"],
+        near_distance,
+        across_splits_only=False,
+    )
     if split_file:
         check_splits(readable, sorted(readable["label"].unique()))
     else:
         readable = make_splits(
-            _with_near_groups(readable, scanned[~bad].reset_index(drop=True), near_distance),
+            _with_near_groups(readable, near_pairs),
             list(data.get("split_ratios")),
             int(data.get("split_seed")),
         ).drop(columns=NEAR_GROUP)
@@ -136,10 +137,11 @@ def prepare_data(data: Any, progress: bool = True, save_memo: bool = True) -> Pr
         scanned,
         near_duplicate_distance=near_distance,
         dataset=dataset,
+        near_pairs=near_pairs,
     )
     prepared = PreparedData(
         table=readable,
-        scanned=scanned[~bad].reset_index(drop=True),
+        scanned=scanned_ok,
         report=report,
         dataset=dataset,
         memo=memo,

@@ -66,8 +66,8 @@ def _stamp(path: str, window: Any) -> str:
     return f"{st.st_size}:{st.st_mtime_ns}:{settings}:{path}"
 
 
-def _scan_one(path: str, window: Any) -> dict[str, Any]:
-    row: dict[str, Any] = {"path": path, "stamp": _stamp(path, window), "error": ""}
+def _scan_one(path: str, stamp: str, window: Any) -> dict[str, Any]:
+    row: dict[str, Any] = {"path": path, "stamp": stamp, "error": ""}
     try:
         row["sha256"] = sample_sha256(path)
     except OSError as exc:
@@ -108,18 +108,19 @@ def scan(
     known = _load_memo(memo)
     by_stamp = {r["stamp"]: r for r in known.to_dict("records") if r.get("stamp")}
     rows: dict[str, dict[str, Any]] = {}
-    todo = []
+    todo: list[tuple[str, str]] = []
     for p in dict.fromkeys(paths):
-        hit = by_stamp.get(_stamp(p, window))
+        stamp = _stamp(p, window)
+        hit = by_stamp.get(stamp)
         if hit is not None:
             rows[p] = hit
         else:
-            todo.append(p)
+            todo.append((p, stamp))
     if todo:
         workers = min(8, os.cpu_count() or 1)
         with ThreadPoolExecutor(max_workers=workers) as pool:
             results = tqdm(
-                pool.map(lambda p: _scan_one(p, window), todo),
+                pool.map(lambda item: _scan_one(*item, window), todo),
                 total=len(todo),
                 desc="checking images",
                 unit="img",

@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 from pathlib import Path
-from urllib.parse import urlparse
 
 from medclf.errors import MedclfError
+from medclf.net import reachable
 
 _KAGGLE = re.compile(r"^kaggle:(?P<owner>[\w.-]+)/(?P<dataset>[\w.-]+)(?:/(?P<sub>.+))?$")
-PROBE_TIMEOUT_S = 3.0
 
 
 def _cached_copy(owner: str, dataset: str) -> Path | None:
@@ -29,16 +27,6 @@ def _cached_copy(owner: str, dataset: str) -> Path | None:
         return None
     numbered = [p for p in versions.iterdir() if p.is_dir() and p.name.isdigit()]
     return max(numbered, key=lambda p: int(p.name)) if numbered else None
-
-
-def _reachable(url: str) -> bool:
-    parsed = urlparse(url)
-    host, port = parsed.hostname or "www.kaggle.com", parsed.port or 443
-    try:
-        with socket.create_connection((host, port), timeout=PROBE_TIMEOUT_S):
-            return True
-    except OSError:
-        return False
 
 
 def resolve_source(source: str | None, path: str | None) -> str | None:
@@ -63,7 +51,7 @@ def resolve_source(source: str | None, path: str | None) -> str | None:
         from kagglehub.config import DEFAULT_KAGGLE_API_ENDPOINT
 
         endpoint = os.environ.get("KAGGLE_API_ENDPOINT", DEFAULT_KAGGLE_API_ENDPOINT)
-        if not _reachable(endpoint):
+        if not reachable(endpoint):
             raise MedclfError(
                 f"data.source={source}: Kaggle ({endpoint}) is not reachable from this machine. "
                 f"Download https://www.kaggle.com/datasets/{handle} by hand (or with "

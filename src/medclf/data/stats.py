@@ -33,9 +33,7 @@ def train_images(
     """Training-split images in [0, 1] (CHW float32), from the cache or decoded."""
     train = table[table["split"] == "train"]
     if cache is not None:
-        arr = cache.images()
-        for r in cache.rows(list(train["sha256"])):
-            yield arr[r].astype(np.float32) / cache.scale
+        yield from cache.unit_images(list(train["sha256"]))
     else:
         for p in train["path"]:
             yield prep.load(p)

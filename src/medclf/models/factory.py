@@ -63,8 +63,7 @@ def build_model(model_cfg: Any, num_classes: int, in_chans: int) -> nn.Module:
 
     import timm
 
-    if not timm.is_model(name):
-        raise _unknown_model(name)
+    check_model_name(model_cfg)
     from medclf.models.weights import check_coverage, pretrained_kwargs
 
     weights = model_cfg.get("weights")

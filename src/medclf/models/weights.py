@@ -13,26 +13,14 @@
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 from medclf.errors import MedclfError
+from medclf.net import reachable
 
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
-PROBE_TIMEOUT_S = 3.0
 _HUB_FILES = ("model.safetensors", "pytorch_model.bin")
-
-
-def _reachable(url: str) -> bool:
-    parsed = urlparse(url)
-    port = parsed.port or (80 if parsed.scheme == "http" else 443)
-    try:
-        with socket.create_connection((parsed.hostname or "", port), timeout=PROBE_TIMEOUT_S):
-            return True
-    except OSError:
-        return False
 
 
 def _offline() -> bool:
@@ -97,15 +85,13 @@ def check_coverage(model: Any, state_dict: dict[str, Any], weights: str) -> None
         )
 
 
-def _local_file(name: str, weights: str) -> dict[str, Any]:
-    sd = read_state_dict(weights)
-    return {"pretrained": True, "pretrained_cfg_overlay": {"state_dict": sd}}
-
-
 def pretrained_kwargs(name: str, pretrained: bool, weights: str | None) -> dict[str, Any]:
     """``timm.create_model`` keyword arguments for the requested starting weights."""
     if weights:
-        return _local_file(name, weights)
+        return {
+            "pretrained": True,
+            "pretrained_cfg_overlay": {"state_dict": read_state_dict(weights)},
+        }
     if not pretrained:
         return {"pretrained": False}
     import timm
@@ -123,7 +109,7 @@ def pretrained_kwargs(name: str, pretrained: bool, weights: str | None) -> dict[
         if cached:
             return {"pretrained": True, "pretrained_cfg_overlay": {"file": cached}}
     endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co") if hub_id else str(url)
-    if _offline() or not _reachable(endpoint):
+    if _offline() or not reachable(endpoint):
         where = f"https://huggingface.co/{hub_id}" if hub_id else str(url)
         raise MedclfError(
             f"model.pretrained=true: the weights for '{name}' are not cached and "
