@@ -10,7 +10,7 @@ DEV_STAMP := $(VENV)/.installed-dev
 # Tests never touch the network.
 TEST_ENV := HF_HUB_OFFLINE=1 NO_ALBUMENTATIONS_UPDATE=1 DVC_NO_ANALYTICS=1 DO_NOT_TRACK=1
 
-.PHONY: demo test lint format install clean
+.PHONY: demo test test-heavy lint format install clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or run make PYTHON=/path/to/python3.11"; exit 2; }
@@ -34,6 +34,10 @@ test: $(DEV_STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 	$(TEST_ENV) $(BIN)/pytest
+
+# The exports of the largest architectures (about 8 minutes on 2 cores); CI runs them too.
+test-heavy: $(DEV_STAMP)
+	$(TEST_ENV) $(BIN)/pytest -m heavy
 
 format: $(DEV_STAMP)
 	$(BIN)/ruff format src tests benchmarks

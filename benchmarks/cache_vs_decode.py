@@ -30,13 +30,18 @@ def one_epoch(dataset, prep, cfg, batch_size: int, workers: int, out: str) -> tu
 
     from medclf.data.datamodule import ImageDataModule
     from medclf.models import build_model
+    from medclf.training.losses import build_loss
     from medclf.training.module import Classifier
+    from medclf.training.stages import resolve_stages
 
     L.seed_everything(0, verbose=False)
-    model = build_model(cfg.model, num_classes=len(prep.class_names), in_chans=prep.channels)
+    k = len(prep.class_names)
+    model = build_model(cfg.model, num_classes=k, in_chans=prep.channels)
     module = Classifier(
         model,
-        num_classes=len(prep.class_names),
+        num_classes=k,
+        stages=resolve_stages(cfg.train),
+        loss=build_loss(cfg.train.loss, [1] * k),
         augment={"hflip": 0.5, "rotate_degrees": 10},
         mean=prep.mean,
         std=prep.std,

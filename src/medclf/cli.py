@@ -163,8 +163,10 @@ def data_cache(
     import time
 
     from medclf.data.prepare import prepare_data, provisional_preprocessing
+    from medclf.models.architectures import resolve_input_config
 
     cfg = _data_config(path, overrides)
+    resolve_input_config(cfg)
     prepared = prepare_data(cfg.data)
     start = time.perf_counter()
     cache, built = prepared.build_cache(
@@ -191,8 +193,10 @@ def data_stats(
 ) -> None:
     """Normalization statistics of the training split, after the model's resize and window."""
     from medclf.data.stats import compare_stats, compute_stats, load_stats, save_stats
+    from medclf.models.architectures import resolve_input_config
 
     cfg = _data_config(path, overrides)
+    resolve_input_config(cfg)
     stats = compute_stats(cfg.data)
     if display:
         typer.echo(json.dumps(stats, indent=2))
@@ -230,11 +234,19 @@ def synth(
 @app.command()
 @handles_errors
 def train(overrides: list[str] = typer.Argument(None, help=OVERRIDES_HELP)) -> None:
-    """Train a model; prints the run folder and the best epoch's metrics."""
+    """Train a model; prints the run folder and the best epoch's metrics.
+
+    resume=RUN continues an interrupted run from its last checkpoint, exactly.
+    """
     from medclf.config import compose
+    from medclf.training.run import resume
     from medclf.training.run import train as run_training
 
-    result = run_training(compose(overrides or []))
+    found, rest = split_kv(overrides, {"resume"})
+    if "resume" in found:
+        result = resume(_require(found, "resume", "medclf train resume=RUN"), rest)
+    else:
+        result = run_training(compose(rest))
     typer.echo(f"run: {result.run.root}")
     typer.echo("best epoch: " + _fmt_metrics(result.best_metrics))
 

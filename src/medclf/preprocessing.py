@@ -137,18 +137,43 @@ class Preprocessing:
         return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
 
 
-def normalization_stats(
-    mode: str, channels: int, train_images: Iterable[np.ndarray]
+def _for_channels(
+    mean: tuple[float, ...], std: tuple[float, ...], channels: int
 ) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Mean/std per channel for ``data.normalize``; "dataset" uses the training split only."""
+    """RGB statistics for 1-channel input collapse with the luma weights, matching how a
+    grayscale image relates to the RGB image it would be (and timm's summed first conv)."""
+    if len(mean) == channels:
+        return tuple(mean), tuple(std)
+    if channels == 1 and len(mean) == 3:
+        return (float(np.dot(_LUMA, mean)),), (float(np.dot(_LUMA, std)),)
+    if len(mean) == 1:
+        return (float(mean[0]),) * channels, (float(std[0]),) * channels
+    raise MedclfError(f"normalization has {len(mean)} channels, the model input has {channels}")
+
+
+def normalization_stats(
+    mode: str,
+    channels: int,
+    train_images: Iterable[np.ndarray],
+    model_stats: tuple[tuple[float, ...], tuple[float, ...]] | None = None,
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Mean/std per channel for ``data.normalize``; "dataset" uses the training split only,
+    "model" the architecture's pretrained statistics (``model_stats``)."""
     if mode == "none":
         return (0.0,) * channels, (1.0,) * channels
     if mode == "imagenet":
-        if channels == 3:
-            return IMAGENET_MEAN, IMAGENET_STD
-        return (float(np.dot(_LUMA, IMAGENET_MEAN)),), (float(np.dot(_LUMA, IMAGENET_STD)),)
+        return _for_channels(IMAGENET_MEAN, IMAGENET_STD, channels)
+    if mode == "model":
+        if model_stats is None:
+            raise MedclfError(
+                "data.normalize=model needs a timm architecture with a pretrained config; "
+                "use data.normalize=dataset for this model"
+            )
+        return _for_channels(model_stats[0], model_stats[1], channels)
     if mode != "dataset":
-        raise MedclfError(f"data.normalize must be dataset, imagenet or none, got '{mode}'")
+        raise MedclfError(
+            f"data.normalize must be auto, model, dataset, imagenet or none, got '{mode}'"
+        )
     # Streaming sums in float64: exact enough and O(1) memory in the number of images.
     total = np.zeros(channels)
     total_sq = np.zeros(channels)

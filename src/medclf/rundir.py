@@ -46,6 +46,19 @@ class RunDir:
         return self.root / "metrics.csv"
 
     @property
+    def summary(self) -> Path:
+        """Written when training finished (a resume refuses a finished run)."""
+        return self.root / "train_summary.json"
+
+    @property
+    def curves_png(self) -> Path:
+        return self.root / "training_curves.png"
+
+    @property
+    def profile_dir(self) -> Path:
+        return self.root / "profile"
+
+    @property
     def logs(self) -> Path:
         return self.root / "logs"
 

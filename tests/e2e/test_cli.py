@@ -54,9 +54,14 @@ def test_train_evaluate_export_outputs(trained_run: Path):
         assert (run / rel).is_file(), rel
     assert list((run / "logs" / "tensorboard").glob("events.out.tfevents.*"))
     epochs = pd.read_csv(run / "metrics.csv")
-    assert len(epochs) == 3 and {"val/loss", "val/acc", "lr", "train_images_per_s"} <= set(epochs)
+    assert len(epochs) == 3
+    assert {"val/loss", "val/acc", "val/auc_macro", "lr/head", "perf/train_images_per_s"} <= set(
+        epochs
+    )
+    assert {"sys/cpu_percent", "sys/ram_percent", "sys/process_rss_gb"} <= set(epochs)
     # the training clock stops when validation starts: training time < whole epoch time
-    assert (epochs["train_seconds"] < epochs["epoch_seconds"]).all()
+    assert (epochs["perf/train_seconds"] < epochs["perf/epoch_seconds"]).all()
+    assert (run / "training_curves.png").stat().st_size > 10_000
     split = pd.read_csv(run / "split.csv", dtype=str, keep_default_na=False)
     assert (split.groupby("patient_id")["split"].nunique() == 1).all()
     metrics = json.loads((run / "eval/test/metrics.json").read_text())

@@ -18,7 +18,15 @@ from concurrent.futures import ThreadPoolExecutor
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
+from torch.utils.data import (
+    BatchSampler,
+    DataLoader,
+    Dataset,
+    RandomSampler,
+    Sampler,
+    SequentialSampler,
+    WeightedRandomSampler,
+)
 from tqdm.auto import tqdm
 
 from medclf.errors import MedclfError
@@ -99,15 +107,22 @@ class ImageDataModule(L.LightningDataModule):
         datasets: dict[str, Dataset],
         batch_size: int,
         num_workers: int = 0,
+        train_weights: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
         self.datasets = datasets
         self.batch_size = batch_size
         self.num_workers = num_workers
+        self.train_weights = train_weights
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         ds = self.datasets[split]
-        base = RandomSampler(ds) if shuffle else SequentialSampler(ds)
+        base: Sampler
+        if shuffle and self.train_weights is not None:
+            # Class-balanced draws (with replacement), one epoch = as many draws as images.
+            base = WeightedRandomSampler(self.train_weights, num_samples=len(ds), replacement=True)
+        else:
+            base = RandomSampler(ds) if shuffle else SequentialSampler(ds)
         # A training batch of one breaks BatchNorm; drop a last batch only in that case.
         drop_last = shuffle and len(ds) > self.batch_size and len(ds) % self.batch_size == 1
         return DataLoader(

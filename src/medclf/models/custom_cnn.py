@@ -61,3 +61,7 @@ class CustomCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.pool(self.features(x)))
+
+    def get_classifier(self) -> nn.Module:
+        """timm's name for the head (what ``trainable: head`` trains)."""
+        return self.head

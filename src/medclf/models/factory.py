@@ -1,4 +1,10 @@
-"""Build a model from the ``model`` config section: ``custom_cnn`` or any timm architecture."""
+"""Build a model from the ``model`` config section: ``custom_cnn`` or any timm architecture.
+
+timm models keep timm's structure; ``model.head=mlp`` only swaps the classifier module
+(``get_classifier()``) for the seeds' MLP head, so timm's pooling, pre-logits norm, pretrained
+loading and Grad-CAM target layers are unchanged, and "the head" is one module for freezing
+and differential learning rates.
+"""
 
 from __future__ import annotations
 
@@ -8,14 +14,13 @@ from typing import Any
 from torch import nn
 
 from medclf.errors import MedclfError
-
-CUSTOM_MODELS = ("custom_cnn",)
+from medclf.models.architectures import ALIASES, CUSTOM_MODELS, input_defaults, timm_name
 
 
 def _unknown_model(name: str) -> MedclfError:
     import timm
 
-    candidates = list(CUSTOM_MODELS) + timm.list_models()
+    candidates = list(CUSTOM_MODELS) + list(ALIASES) + timm.list_models()
     close = difflib.get_close_matches(name, candidates, n=3, cutoff=0.6)
     hint = f" Did you mean: {', '.join(close)}?" if close else ""
     return MedclfError(
@@ -31,12 +36,18 @@ def check_model_name(model_cfg: Any) -> None:
         return
     import timm
 
-    if not timm.is_model(name):
+    if not timm.is_model(timm_name(name)):
         raise _unknown_model(name)
 
 
-def build_model(model_cfg: Any, num_classes: int, in_chans: int) -> nn.Module:
-    """A freshly initialized (or timm-pretrained) network with ``num_classes`` outputs."""
+def build_model(
+    model_cfg: Any, num_classes: int, in_chans: int, image_size: int | None = None
+) -> nn.Module:
+    """A freshly initialized (or timm-pretrained) network with ``num_classes`` outputs.
+
+    ``image_size`` matters only for architectures with a fixed input size (ViT, Swin), whose
+    position embeddings or attention windows are built for it.
+    """
     name = str(model_cfg.name)
     if name == "custom_cnn":
         from medclf.models.custom_cnn import CustomCNN
@@ -66,18 +77,27 @@ def build_model(model_cfg: Any, num_classes: int, in_chans: int) -> nn.Module:
     check_model_name(model_cfg)
     from medclf.models.weights import check_coverage, pretrained_kwargs
 
+    arch = timm_name(name)
     weights = model_cfg.get("weights")
     kwargs: dict[str, Any] = {"num_classes": num_classes, "in_chans": in_chans}
-    kwargs.update(pretrained_kwargs(name, bool(model_cfg.get("pretrained", False)), weights))
+    kwargs.update(pretrained_kwargs(arch, bool(model_cfg.get("pretrained", False)), weights))
     if model_cfg.get("drop_rate") is not None:
         kwargs["drop_rate"] = float(model_cfg.drop_rate)
+    defaults = input_defaults(model_cfg)
+    if defaults and defaults.fixed_size and image_size and image_size != defaults.image_size:
+        kwargs["img_size"] = int(image_size)
     try:
-        model = timm.create_model(name, **kwargs)
+        model = timm.create_model(arch, **kwargs)
     except (OSError, RuntimeError, KeyError, ValueError, AssertionError) as exc:
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        if "img_size" in kwargs and not kwargs.get("pretrained"):
+            raise MedclfError(
+                f"'{name}' cannot be built for data.image_size={image_size}: {first}. It was "
+                f"designed for {defaults.image_size} px; use data.image_size={defaults.image_size}"
+            ) from exc
         if not kwargs.get("pretrained"):
             raise
         source = f"model.weights={weights}" if weights else "the pretrained weights"
-        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
         raise MedclfError(
             f"could not load {source} into '{name}': {first}. The file must hold a state dict "
             f"of the same architecture ('{name}')"
@@ -86,4 +106,65 @@ def build_model(model_cfg: Any, num_classes: int, in_chans: int) -> nn.Module:
     if "state_dict" in overlay:
         check_coverage(model, overlay["state_dict"], str(weights))
         model.pretrained_cfg.pop("state_dict", None)  # do not keep a second copy alive
+    head = str(model_cfg.get("head") or "linear")
+    if head == "mlp":
+        _use_mlp_head(
+            model,
+            num_classes,
+            hidden=int(model_cfg.get("head_hidden") or 256),
+            dropout=float(model_cfg.get("head_dropout") or 0.0),
+        )
+    elif head != "linear":
+        raise MedclfError(f"model.head='{head}' is not supported; use linear or mlp")
     return model
+
+
+class MLPHead(nn.Sequential):
+    """The seeds' head on timm's pooled features: LayerNorm -> Dropout -> Linear(hidden) ->
+    ReLU -> Dropout -> Linear(classes)."""
+
+    def __init__(self, in_features: int, num_classes: int, hidden: int, dropout: float) -> None:
+        super().__init__(
+            nn.LayerNorm(in_features),
+            nn.Dropout(dropout),
+            nn.Linear(in_features, hidden),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, num_classes),
+        )
+
+
+def _use_mlp_head(model: nn.Module, num_classes: int, hidden: int, dropout: float) -> None:
+    path = model.pretrained_cfg.get("classifier")
+    linear = model.get_classifier()
+    if not isinstance(path, str) or not isinstance(linear, nn.Linear):
+        raise MedclfError(
+            f"model.head=mlp needs a single linear classifier; '{type(model).__name__}' has "
+            f"{type(linear).__name__} at {path}. Use model.head=linear"
+        )
+    parent_path, _, attr = path.rpartition(".")
+    parent = model.get_submodule(parent_path) if parent_path else model
+    setattr(parent, attr, MLPHead(linear.in_features, num_classes, hidden, dropout))
+
+
+def head_module(model: nn.Module) -> nn.Module:
+    """The classifier head: what ``trainable: head`` trains and ``head_lr`` applies to."""
+    if hasattr(model, "get_classifier"):
+        return model.get_classifier()
+    raise MedclfError(f"{type(model).__name__} has no get_classifier(); cannot find its head")
+
+
+def backbone_blocks(model: nn.Module) -> list[list[nn.Parameter]]:
+    """Backbone parameters grouped into blocks, input to output (timm's coarse groups: stem,
+    stages, final norm), for ``trainable: N`` = the last N blocks plus the head."""
+    head_ids = {id(p) for p in head_module(model).parameters()}
+    if hasattr(model, "group_matcher"):
+        from timm.models import group_parameters
+
+        named = dict(model.named_parameters())
+        groups = group_parameters(model, model.group_matcher(coarse=True))
+        blocks = [[named[n] for n in names] for _, names in sorted(groups.items())]
+    else:
+        blocks = [list(m.parameters()) for m in model.children()]
+    blocks = [[p for p in b if id(p) not in head_ids] for b in blocks]
+    return [b for b in blocks if b]

@@ -35,9 +35,12 @@ def model_from_checkpoint(path: Path) -> tuple[nn.Module, dict[str, Any]]:
         model_cfg,
         num_classes=int(meta["num_classes"]),
         in_chans=int(meta["in_chans"]),
+        image_size=int(meta["preprocessing"]["image_size"]),
     )
+    # With train.ema the averaged weights are the ones validated, selected and deployed.
+    prefix = "ema.module." if meta.get("ema") else "model."
     state = {
-        k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")
+        k.removeprefix(prefix): v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)
     }
     model.load_state_dict(state, strict=True)
     model.eval()

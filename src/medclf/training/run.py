@@ -1,4 +1,4 @@
-"""``train(cfg)``: from a config to a finished run directory."""
+"""``train(cfg)`` and ``resume(run)``: from a config to a finished run directory."""
 
 from __future__ import annotations
 
@@ -6,20 +6,24 @@ import dataclasses
 import logging
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from medclf.atomic import write_json, write_text
 from medclf.data.check import summary_lines
 from medclf.data.discover import SPLITS
-from medclf.data.prepare import prepare_data, provisional_preprocessing
+from medclf.data.prepare import PreparedData, prepare_data, provisional_preprocessing
 from medclf.data.split import save_split
 from medclf.errors import MedclfError
-from medclf.preprocessing import normalization_stats
+from medclf.preprocessing import Preprocessing, normalization_stats
 from medclf.rundir import RunDir
 
 log = logging.getLogger("medclf")
+# Overrides `medclf train resume=RUN` accepts: they change how training is watched, never
+# what is trained, so the resumed run still ends exactly as an uninterrupted one.
+RESUME_OVERRIDES = ("train.progress_bar", "logger", "train.profiler")
 
 
 @dataclass
@@ -44,52 +48,119 @@ def check_or_refuse(report: dict[str, Any], strict: bool) -> None:
 def quiet_lightning() -> None:
     for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
-    warnings.filterwarnings("ignore", message=".*on_after_batch_transfer.*")
-    warnings.filterwarnings("ignore", message=".*tensorboardX.*")
+    # MLflow's database set-up notices and Lightning's "experiment not found, creating it".
+    for name in ("mlflow", "alembic", "lightning.pytorch.loggers.mlflow"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    for message in (
+        ".*does not have many workers.*",
+        ".*LeafSpec.*",
+        ".*on_after_batch_transfer.*",
+        ".*tensorboardX.*",
+        ".*is smaller than the logging interval.*",
+        # intentional: the EMA copy and frozen batch-norm layers stay in eval mode
+        ".*module\\(s\\) in eval mode.*",
+    ):
+        warnings.filterwarnings("ignore", message=message)
 
 
 def train(cfg: DictConfig) -> TrainResult:
+    """A new run from ``cfg``."""
+    return _fit(cfg, resume_from=None)
+
+
+def resume(run_path: str | Path, overrides: list[str] | None = None) -> TrainResult:
+    """Continue ``RUN`` from ``weights/last.ckpt``: same config, split, statistics and stage,
+    with the optimizer, scheduler, early-stopping and random states it was saved with."""
+    run = RunDir.open(run_path, need_weights=False)
+    for item in overrides or []:
+        key, sep, _ = item.partition("=")
+        if not sep or key not in RESUME_OVERRIDES:
+            raise MedclfError(
+                f"'{item}': a resumed run keeps its configuration (in {run.config}); only "
+                f"{', '.join(RESUME_OVERRIDES)} may be changed"
+            )
+    if run.summary.is_file():
+        raise MedclfError(
+            f"run={run_path} already finished training ({run.summary.name} exists); start a "
+            "new run with 'medclf train' (data.split_file= reuses its split)"
+        )
+    if not run.last_ckpt.is_file():
+        raise MedclfError(
+            f"run={run_path}: no weights/last.ckpt, so it stopped before its first epoch "
+            "ended; nothing to resume. Start it again with 'medclf train'"
+        )
+    cfg = OmegaConf.load(run.config)
+    for item in overrides or []:
+        key, _, value = item.partition("=")
+        OmegaConf.update(cfg, key, OmegaConf.create({"v": value})["v"] if value else None)
+    with open_dict(cfg):
+        # The saved split, not a re-split: refuses if any image changed since.
+        cfg.data.split_file = str(run.split)
+    OmegaConf.set_struct(cfg, True)
+    return _fit(cfg, resume_from=run)
+
+
+def _fit(cfg: DictConfig, resume_from: RunDir | None) -> TrainResult:
     # Validate the data first: a bad path fails in a second, before the heavy imports.
     prepared = prepare_data(cfg.data, save_memo=False)
+    from medclf.models.architectures import resolve_input_config
     from medclf.models.factory import check_model_name
+    from medclf.training.loggers import logger_names
+    from medclf.training.stages import resolve_stages
 
     check_model_name(cfg.model)
+    model_defaults = resolve_input_config(cfg)
+    stages = resolve_stages(cfg.train, bool(cfg.model.get("freeze_backbone")))
+    logger_names(cfg.get("logger"))
     check_or_refuse(prepared.report, bool(cfg.data.strict))
     table = prepared.table
 
     import lightning as L
-    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
-    from lightning.pytorch.loggers import TensorBoardLogger
 
-    from medclf.data.datamodule import CachedBatches, DecodedBatches, ImageDataModule
     from medclf.data.stats import train_images
     from medclf.models import build_model
-    from medclf.training.callbacks import AtomicCheckpointIO, EpochMetricsCSV
-    from medclf.training.module import Classifier
+    from medclf.training.losses import build_loss
 
     quiet_lightning()
     provisional = provisional_preprocessing(cfg.data, table)
     classes, channels = list(provisional.class_names), provisional.channels
+    train_labels = table.loc[table["split"] == "train", "label"]
+    train_counts = [int((train_labels == c).sum()) for c in classes]
+    loss = build_loss(cfg.train.loss, train_counts)
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
-    model = build_model(cfg.model, num_classes=len(classes), in_chans=channels)
+    model = build_model(
+        cfg.model, num_classes=len(classes), in_chans=channels, image_size=provisional.image_size
+    )
     prepared.save_memo()
     cache = None
     if cfg.data.cache:
         cache, built = prepared.build_cache(cfg.data.cache_dir, provisional)
         log.info("image cache: %s %s", "built" if built else "reused", cache.root)
-    mean, std = normalization_stats(
-        str(cfg.data.normalize), channels, train_images(cache, table, provisional)
-    )
-    prep = dataclasses.replace(provisional, mean=mean, std=std)
 
-    run = RunDir.create(cfg.runs_root, str(cfg.experiment), str(cfg.model.name))
-    write_text(run.config, OmegaConf.to_yaml(cfg, resolve=True))
-    save_split(table, run.split)
-    prep.save(run.preprocessing)
-    write_json(run.data_check, prepared.report)
-    log.info("data check: full report in %s", run.data_check)
+    if resume_from is None:
+        model_stats = (model_defaults.mean, model_defaults.std) if model_defaults else None
+        mean, std = normalization_stats(
+            str(cfg.data.normalize),
+            channels,
+            train_images(cache, table, provisional),
+            model_stats=model_stats,
+        )
+        prep = dataclasses.replace(provisional, mean=mean, std=std)
+        run = RunDir.create(cfg.runs_root, str(cfg.experiment), str(cfg.model.name))
+        write_text(run.config, OmegaConf.to_yaml(cfg, resolve=True))
+        save_split(table, run.split)
+        prep.save(run.preprocessing)
+        write_json(run.data_check, prepared.report)
+        log.info("data check: full report in %s", run.data_check)
+    else:
+        run = resume_from
+        prep = Preprocessing.load_file(run.preprocessing)
+        log.info("resuming %s from %s", run.root, run.last_ckpt)
+    _log_data_summary(table, classes)
+    return _run_trainer(cfg, run, prepared, prep, cache, model, loss, stages, train_counts)
+
+
+def _log_data_summary(table: Any, classes: list[str]) -> None:
     counts = table.groupby("split").size().to_dict()
     log.info(
         "data: %s classes (%s); train %d, val %d, test %d images",
@@ -100,6 +171,87 @@ def train(cfg: DictConfig) -> TrainResult:
         counts.get("test", 0),
     )
 
+
+def _device_flags(cfg: DictConfig) -> tuple[str, bool, bool]:
+    """(precision, channels_last, compile) for the machine; GPU-only flags drop on a CPU."""
+    import torch
+
+    precision = str(cfg.train.precision)
+    if precision not in ("32", "32-true", "bf16-mixed", "16-mixed"):
+        raise MedclfError(
+            f"train.precision='{precision}' is not supported; use 32, bf16-mixed or 16-mixed"
+        )
+    channels_last, compile_ = bool(cfg.train.channels_last), bool(cfg.train.compile)
+    accelerator = str(cfg.train.accelerator)
+    on_gpu = torch.cuda.is_available() and accelerator in ("auto", "gpu", "cuda")
+    if not on_gpu:
+        ignored = [f"train.precision={precision}"] if precision not in ("32", "32-true") else []
+        ignored += ["train.channels_last=true"] if channels_last else []
+        ignored += ["train.compile=true"] if compile_ else []
+        if ignored:
+            warnings.warn(
+                f"no GPU: {', '.join(ignored)} ignored; training in 32-bit on the CPU",
+                stacklevel=2,
+            )
+        return "32", False, False
+    if precision == "bf16-mixed" and not torch.cuda.is_bf16_supported():
+        raise MedclfError("train.precision=bf16-mixed: this GPU has no bf16; use 16-mixed")
+    return precision, channels_last, compile_
+
+
+def _profiler(name: Any, run: RunDir) -> Any:
+    if name is None:
+        return None
+    from lightning.pytorch.profilers import AdvancedProfiler, PyTorchProfiler, SimpleProfiler
+
+    kinds = {"simple": SimpleProfiler, "advanced": AdvancedProfiler, "pytorch": PyTorchProfiler}
+    if str(name) not in kinds:
+        raise MedclfError(f"train.profiler='{name}': use simple, advanced, pytorch or null")
+    return kinds[str(name)](dirpath=str(run.profile_dir), filename="profile")
+
+
+def _flat_params(cfg: DictConfig) -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, f"{prefix}{k}.")
+        else:
+            flat[prefix.rstrip(".")] = node if not isinstance(node, list) else str(node)
+
+    walk(OmegaConf.to_container(cfg, resolve=True), "")
+    return flat
+
+
+def _run_trainer(
+    cfg: DictConfig,
+    run: RunDir,
+    prepared: PreparedData,
+    prep: Preprocessing,
+    cache: Any,
+    model: Any,
+    loss: Any,
+    stages: list[Any],
+    train_counts: list[int],
+) -> TrainResult:
+    import lightning as L
+    import torch
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from medclf.data.datamodule import CachedBatches, DecodedBatches, ImageDataModule
+    from medclf.training.callbacks import (
+        AtomicCheckpointIO,
+        EpochMetricsCSV,
+        RNGState,
+        StageEarlyStopping,
+    )
+    from medclf.training.curves import plot_training_curves
+    from medclf.training.loggers import build_loggers, log_run_files
+    from medclf.training.module import Classifier
+
+    table = prepared.table
+    classes = list(prep.class_names)
     label_idx = {c: i for i, c in enumerate(classes)}
     datasets: dict[str, Any] = {}
     for split in SPLITS:
@@ -110,74 +262,128 @@ def train(cfg: DictConfig) -> TrainResult:
             datasets[split] = CachedBatches(str(cache.images_path), rows, labels)
         else:
             datasets[split] = DecodedBatches(list(part["path"]), labels, prep)
-    dm = ImageDataModule(datasets, int(cfg.data.batch_size), int(cfg.data.num_workers))
+    sampler = cfg.train.get("sampler")
+    if sampler not in (None, "weighted"):
+        raise MedclfError(f"train.sampler='{sampler}': use weighted or null")
+    train_weights = None
+    if sampler == "weighted":
+        per_class = [1.0 / max(n, 1) for n in train_counts]
+        train_weights = [per_class[i] for i in datasets["train"].labels]
+    dm = ImageDataModule(
+        datasets,
+        int(cfg.data.batch_size),
+        int(cfg.data.num_workers),
+        train_weights=train_weights,
+    )
 
+    precision, channels_last, compile_ = _device_flags(cfg)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if compile_:
+        model.compile()  # in place: parameter names (and checkpoints) stay those of the model
     meta: dict[str, Any] = {
         "model": OmegaConf.to_container(cfg.model, resolve=True),
         "num_classes": len(classes),
-        "in_chans": channels,
+        "in_chans": prep.channels,
         "preprocessing": prep.to_dict(),
     }
+    monitor, mode = str(cfg.train.monitor), str(cfg.train.monitor_mode)
+    mixup = OmegaConf.to_container(cfg.train.mixup, resolve=True)
+    mixup["label_smoothing"] = float(cfg.train.loss.label_smoothing or 0.0)
     module = Classifier(
         model,
         num_classes=len(classes),
-        optimizer=str(cfg.train.optimizer),
-        lr=float(cfg.train.lr),
-        weight_decay=float(cfg.train.weight_decay),
-        scheduler=str(cfg.train.scheduler),
-        max_epochs=int(cfg.train.max_epochs),
+        stages=stages,
+        loss=loss,
         augment=OmegaConf.to_container(cfg.data.augment, resolve=True),
         mean=prep.mean,
         std=prep.std,
         image_size=prep.image_size,
+        monitor=monitor,
+        monitor_mode=mode,
+        mixup=mixup,
+        ema_decay=float(cfg.train.ema.decay) if cfg.train.ema.enabled else None,
+        channels_last=channels_last,
         checkpoint_meta=meta,
     )
-    monitor, mode = str(cfg.train.monitor), str(cfg.train.monitor_mode)
-    ckpt = ModelCheckpoint(
+    # Both saved after validation and after metrics.csv got the epoch's row, so a checkpoint
+    # never covers an epoch metrics.csv lacks and a resume after a kill loses no rows.
+    best_ckpt = ModelCheckpoint(
         dirpath=run.best_ckpt.parent,
-        filename="best",
+        filename=run.best_ckpt.stem,
         monitor=monitor,
         mode=mode,
         save_top_k=1,
-        save_last=True,
         auto_insert_metric_name=False,
         enable_version_counter=False,
+        save_on_train_epoch_end=True,
+    )
+    # last.ckpt from its own callback: Lightning 2.6's save_last writes only in epochs that
+    # also improved the monitor, which would make a resume repeat epochs.
+    last_ckpt = ModelCheckpoint(
+        dirpath=run.last_ckpt.parent,
+        filename=run.last_ckpt.stem,
+        monitor=None,
+        save_top_k=1,
+        enable_version_counter=False,
+        save_on_train_epoch_end=True,
     )
     epoch_log = EpochMetricsCSV(run.metrics_csv)
-    callbacks: list[L.Callback] = [ckpt, epoch_log]
-    if cfg.train.early_stopping.enabled:
+    callbacks: list[L.Callback] = [RNGState(), epoch_log, best_ckpt, last_ckpt]
+    if any(s.early_stopping for s in stages):
         callbacks.append(
-            EarlyStopping(
+            StageEarlyStopping(
                 monitor=monitor,
                 mode=mode,
                 patience=int(cfg.train.early_stopping.patience),
                 min_delta=float(cfg.train.early_stopping.min_delta),
             )
         )
+    loggers = build_loggers(cfg, run)
+    for lg in loggers:
+        lg.log_hyperparams(_flat_params(cfg))
+    if stages[0].trainable != "all" or len(stages) > 1:
+        plan = [f"{s.name}: {s.epochs} ep, trains {s.trainable}, {s.optimizer}" for s in stages]
+        log.info("stages: %s", "; ".join(plan))
     trainer = L.Trainer(
         default_root_dir=run.root,
-        max_epochs=int(cfg.train.max_epochs),
+        max_epochs=sum(s.epochs for s in stages),
         accelerator=str(cfg.train.accelerator),
         devices=cfg.train.devices,
-        precision=str(cfg.train.precision),
+        precision=precision,
         deterministic=bool(cfg.train.deterministic),
-        logger=TensorBoardLogger(save_dir=str(run.logs), name="tensorboard", version=""),
+        logger=loggers or False,
         callbacks=callbacks,
         plugins=[AtomicCheckpointIO()],
         enable_progress_bar=bool(cfg.train.progress_bar),
         enable_model_summary=False,
         limit_train_batches=cfg.train.limit_train_batches,
+        gradient_clip_val=cfg.train.grad_clip,
+        accumulate_grad_batches=int(cfg.train.accumulate_grad_batches),
+        profiler=_profiler(cfg.train.get("profiler"), run),
         num_sanity_val_steps=0,
         log_every_n_steps=1,
     )
-    trainer.fit(module, datamodule=dm)
+    resume_ckpt = str(run.last_ckpt) if run.last_ckpt.is_file() else None
+    trainer.fit(module, datamodule=dm, ckpt_path=resume_ckpt, weights_only=False)
     if not run.best_ckpt.is_file():
         raise MedclfError(f"training finished without a checkpoint in {run.best_ckpt.parent}")
-    return TrainResult(
-        run=run,
-        best_metrics=_best_epoch_row(epoch_log.rows, monitor, mode),
-        epochs=trainer.current_epoch,
+    plot_training_curves(run.metrics_csv, run.curves_png)
+    best = _best_epoch_row(epoch_log.rows, monitor, mode)
+    write_json(
+        run.summary,
+        {
+            "epochs": trainer.current_epoch,
+            "stages": [s.name for s in stages],
+            "monitor": monitor,
+            "best": best,
+            "loggers": {lg.label: not lg.failed for lg in loggers},
+        },
     )
+    log_run_files(loggers, run)
+    for lg in loggers:
+        lg.finalize("success")
+    return TrainResult(run=run, best_metrics=best, epochs=trainer.current_epoch)
 
 
 def _best_epoch_row(rows: list[dict[str, Any]], monitor: str, mode: str) -> dict[str, float]:
