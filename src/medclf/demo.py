@@ -58,6 +58,9 @@ def run_demo(overrides: list[str]) -> None:
     data_dir = _ensure_dataset(Path(cfg.runs_root) / "demo" / "data" / "synthetic_ct")
     if cfg.data.path is None:
         cfg.data.path = str(data_dir)
+    from medclf.models.architectures import resolve_input_config
+
+    resolve_input_config(cfg)
     log.info("[2/5] training %s on %s px images", cfg.model.name, cfg.data.image_size)
     trained = train(cfg)
     run = trained.run

@@ -12,7 +12,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import EarlyStopping
+from lightning.pytorch.callbacks import EarlyStopping, RichProgressBar
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from medclf.atomic import atomic_path, write_text
@@ -188,3 +188,12 @@ def _machine_load(device: torch.device) -> dict[str, float]:
         with contextlib.suppress(Exception):
             load["sys/gpu_util_percent"] = float(torch.cuda.utilization(device))
     return load
+
+
+class ProgressBar(RichProgressBar):
+    """Lightning's rich bar without "v_num" (the tail of a tracker's run id, noise here)."""
+
+    def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
+        metrics = super().get_metrics(trainer, pl_module)
+        metrics.pop("v_num", None)
+        return metrics

@@ -95,8 +95,10 @@ class FailSoftLogger(Logger):
 
 
 def _mlflow(cfg: Any, run: RunDir) -> Logger:
+    import mlflow  # noqa: F401 - configures its loggers on import; quiet them afterwards
     from lightning.pytorch.loggers import MLFlowLogger
 
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
     # A tracking server that is down must cost seconds, not MLflow's default minutes of retries.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")

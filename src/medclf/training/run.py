@@ -243,6 +243,7 @@ def _run_trainer(
     from medclf.training.callbacks import (
         AtomicCheckpointIO,
         EpochMetricsCSV,
+        ProgressBar,
         RNGState,
         StageEarlyStopping,
     )
@@ -339,6 +340,8 @@ def _run_trainer(
                 min_delta=float(cfg.train.early_stopping.min_delta),
             )
         )
+    if cfg.train.progress_bar:
+        callbacks.append(ProgressBar())
     loggers = build_loggers(cfg, run)
     for lg in loggers:
         lg.log_hyperparams(_flat_params(cfg))
