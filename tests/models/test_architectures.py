@@ -170,6 +170,11 @@ def test_every_architecture_trains_and_exports(name: str, tmp_path: Path, tiny_s
     from medclf.export.onnx import export_onnx
     from medclf.training.run import train
 
+    # The deep models get a whole epoch (about 9 steps): after a single step their batch-norm
+    # running statistics are still near init and, in eval mode, tf_efficientnetv2_l's logits
+    # reach 1e6 and differ by 50% between float32 and float64 in PyTorch itself, so no export
+    # could match it. After an epoch its ONNX parity is 2e-7.
+    steps = [] if name in HEAVY else ["train.limit_train_batches=1"]
     cfg = compose(
         [
             f"model={name}",
@@ -177,7 +182,7 @@ def test_every_architecture_trains_and_exports(name: str, tmp_path: Path, tiny_s
             "data.image_size=64",
             "data.batch_size=4",
             "train.max_epochs=1",
-            "train.limit_train_batches=1",
+            *steps,
             "train.progress_bar=false",
             "logger=[]",
             f"runs_root={tmp_path}",

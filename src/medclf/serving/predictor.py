@@ -115,10 +115,6 @@ class OnnxPredictor(Predictor):
     def predict_batch(self, x: np.ndarray) -> np.ndarray:
         return self.session.run([self.output_name], {self.input_name: x.astype(np.float32)})[0]
 
-    def logits_batch(self, x: np.ndarray) -> np.ndarray:
-        """Raw logits (medclf exports carry both outputs), for the export parity check."""
-        return self.session.run(["logits"], {self.input_name: x.astype(np.float32)})[0]
-
 
 def load_predictor(spec: str | Path) -> Predictor:
     """``spec`` is a run directory or an ``.onnx`` file."""
