@@ -84,8 +84,9 @@ def test_deterministic_twins_and_sigkill_resume_match(synth40: Path, tmp_path: P
     assert 2 <= killed_rows < 5
     killed = next((tmp_path / "runs" / "killed").iterdir())
     assert not (killed / "train_summary.json").exists()
-    resumed = medclf("train", f"resume={killed}", cwd=tmp_path, check=True)
+    resumed = medclf("train", f"resume={killed}", "logger=[csv]", cwd=tmp_path, check=True)
     assert "resuming" in resumed.stderr
+    assert (killed / "logs" / "csv" / "metrics.csv").is_file()  # watching may change
     pd.testing.assert_frame_equal(_results(twin_a), _results(killed))
     for name in ("best.ckpt", "last.ckpt"):
         assert _same_weights(

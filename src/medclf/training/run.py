@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from medclf.atomic import write_json, write_text
@@ -92,7 +93,8 @@ def resume(run_path: str | Path, overrides: list[str] | None = None) -> TrainRes
     cfg = OmegaConf.load(run.config)
     for item in overrides or []:
         key, _, value = item.partition("=")
-        OmegaConf.update(cfg, key, OmegaConf.create({"v": value})["v"] if value else None)
+        # YAML, as Hydra reads values: logger=[csv] is a list, progress_bar=false a bool.
+        OmegaConf.update(cfg, key, yaml.safe_load(value) if value else None)
     with open_dict(cfg):
         # The saved split, not a re-split: refuses if any image changed since.
         cfg.data.split_file = str(run.split)
