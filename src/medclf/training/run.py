@@ -103,6 +103,8 @@ def resume(run_path: str | Path, overrides: list[str] | None = None) -> TrainRes
 
 
 def _fit(cfg: DictConfig, resume_from: RunDir | None) -> TrainResult:
+    if cfg.model.get("pretrained") and not cfg.model.get("weights") and resume_from is None:
+        _check_pretrained_available(cfg.model)
     # Validate the data first: a bad path fails in a second, before the heavy imports.
     prepared = prepare_data(cfg.data, save_memo=False)
     from medclf.models.architectures import resolve_input_config
@@ -160,6 +162,18 @@ def _fit(cfg: DictConfig, resume_from: RunDir | None) -> TrainResult:
         log.info("resuming %s from %s", run.root, run.last_ckpt)
     _log_data_summary(table, classes)
     return _run_trainer(cfg, run, prepared, prep, cache, model, loss, stages, train_counts)
+
+
+def _check_pretrained_available(model_cfg: Any) -> None:
+    """Offline without cached weights: fail in seconds, before the data is scanned."""
+    from medclf.models.architectures import is_custom, timm_name
+    from medclf.models.factory import check_model_name
+    from medclf.models.weights import pretrained_kwargs
+
+    if is_custom(str(model_cfg.name)):
+        return  # build_model explains that custom_cnn has no pretrained weights
+    check_model_name(model_cfg)
+    pretrained_kwargs(timm_name(str(model_cfg.name)), True, None)
 
 
 def _log_data_summary(table: Any, classes: list[str]) -> None:
