@@ -33,6 +33,13 @@ def medclf(
     return proc
 
 
+def printed_run(proc: subprocess.CompletedProcess, cwd: Path) -> Path:
+    """The run folder ``medclf train`` printed (``run: PATH``), relative to its ``cwd``."""
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("run: ")), None)
+    assert line, f"no 'run: ' line in the output:\n{proc.stdout}\n{proc.stderr[-2000:]}"
+    return cwd / line.removeprefix("run: ").strip()
+
+
 @pytest.fixture(scope="session")
 def tiny_synth(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from medclf.data.synth import generate
@@ -56,9 +63,7 @@ def trained_run(tiny_synth: Path, tmp_path_factory: pytest.TempPathFactory) -> P
         cwd=work,
         check=True,
     )
-    run_line = [ln for ln in proc.stdout.splitlines() if ln.startswith("run: ")]
-    assert run_line, proc.stdout
-    run = work / run_line[0].removeprefix("run: ").strip()
+    run = printed_run(proc, work)
     medclf("evaluate", f"run={run}", cwd=work, check=True)
     medclf("export", f"run={run}", "format=onnx", cwd=work, check=True)
     return run

@@ -13,7 +13,7 @@ from PIL import Image
 from medclf.config import compose
 from medclf.data.check import near_duplicate_pairs
 from medclf.data.prepare import prepare_data
-from tests.conftest import CHEST_CT, medclf
+from tests.conftest import CHEST_CT, medclf, printed_run
 
 
 def _phantom(seed: int, size: int = 64) -> np.ndarray:
@@ -105,7 +105,7 @@ def test_train_excludes_unreadable_files_and_refuses_leakage_when_strict(
     ok = medclf("train", *common, "train.max_epochs=1", "runs_root=runs", cwd=tmp_path)
     assert ok.returncode == 0, ok.stderr
     assert "3 unreadable file(s) excluded" in ok.stderr
-    run = tmp_path / ok.stdout.split("run: ")[1].split()[0]
+    run = printed_run(ok, tmp_path)
     split = pd.read_csv(run / "split.csv")
     assert not split["path"].str.contains("zero.png|truncated.png|garbage.png").any()
     assert json.loads((run / "data_check.json").read_text())["label_conflict_count"] == 1

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from tests.conftest import SHARED_DATASETS, medclf
+from tests.conftest import SHARED_DATASETS, medclf, printed_run
 
 pytestmark = pytest.mark.slow
 
@@ -164,6 +164,21 @@ def _unreadable_class(root: Path, content: bytes) -> Path:
             ["train", "data.path={t}/m", "model=resnet_18"],
             "unknown model.name 'resnet_18'",
         ),
+        (
+            lambda t: _two_class_tree(t / "s"),
+            ["train", "data.path={t}/s", "train.sampler=balanced"],
+            "train.sampler='balanced'",
+        ),
+        (
+            lambda t: _two_class_tree(t / "p"),
+            ["train", "data.path={t}/p", "train.profiler=fast"],
+            "train.profiler='fast'",
+        ),
+        (
+            lambda t: _two_class_tree(t / "g"),
+            ["train", "data.path={t}/g", "train.precision=8"],
+            "train.precision='8'",
+        ),
         (lambda t: None, ["train", "train.epochz=3"], "unknown config key 'train.epochz'"),
         (lambda t: None, ["evaluate", "run={t}/norun"], "no such run folder"),
         (lambda t: None, ["predict", "model={t}/x.onnx", "{t}"], "ONNX file not found"),
@@ -177,6 +192,9 @@ def _unreadable_class(root: Path, content: bytes) -> Path:
         "zero-byte",
         "corrupt",
         "unknown-model",
+        "bad-sampler",
+        "bad-profiler",
+        "bad-precision",
         "unknown-key",
         "no-run",
         "no-onnx",
@@ -214,7 +232,7 @@ def test_dicom_train_then_predict_uses_the_stored_window(tmp_path: Path):
         cwd=tmp_path,
         check=True,
     )
-    run = tmp_path / proc.stdout.split("run: ")[1].split()[0]
+    run = printed_run(proc, tmp_path)
     prep = json.loads((run / "preprocessing.json").read_text())
     assert prep["window"] == "mediastinum" and prep["class_names"] == ["contrast", "plain"]
     split = pd.read_csv(run / "split.csv", dtype=str)

@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 
 from medclf.errors import MedclfError
 from medclf.models import build_model
-from tests.conftest import medclf
+from tests.conftest import medclf, printed_run
 
 
 def _cfg(**kw):
@@ -109,6 +109,10 @@ def test_run_from_local_weights_evaluates_without_the_file(imagenet_like, tiny_s
         cwd=tmp_path,
         check=True,
     )
-    run = tmp_path / proc.stdout.split("run: ")[1].split()[0]
+    run = printed_run(proc, tmp_path)
     weights.unlink()  # the checkpoint holds every weight; nothing may re-read the start file
     medclf("evaluate", f"run={run}", cwd=tmp_path, check=True)
+    # nor may a resume (as after a kill between the last checkpoint and the summary)
+    (run / "train_summary.json").unlink()
+    medclf("train", f"resume={run}", cwd=tmp_path, check=True)
+    assert (run / "train_summary.json").is_file()

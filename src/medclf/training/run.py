@@ -25,6 +25,7 @@ log = logging.getLogger("medclf")
 # Overrides `medclf train resume=RUN` accepts: they change how training is watched, never
 # what is trained, so the resumed run still ends exactly as an uninterrupted one.
 RESUME_OVERRIDES = ("train.progress_bar", "logger", "train.profiler")
+PROFILERS = ("simple", "advanced", "pytorch")
 
 
 @dataclass
@@ -116,6 +117,15 @@ def _fit(cfg: DictConfig, resume_from: RunDir | None) -> TrainResult:
     model_defaults = resolve_input_config(cfg)
     stages = resolve_stages(cfg.train, bool(cfg.model.get("freeze_backbone")))
     logger_names(cfg.get("logger"))
+    # Every remaining setting is checked before the run folder exists: a typo never leaves
+    # a half-written run behind.
+    if cfg.train.get("sampler") not in (None, "weighted"):
+        raise MedclfError(f"train.sampler='{cfg.train.sampler}': use weighted or null")
+    if cfg.train.get("profiler") not in (None, *PROFILERS):
+        raise MedclfError(
+            f"train.profiler='{cfg.train.profiler}': use {', '.join(PROFILERS)} or null"
+        )
+    device_flags = _device_flags(cfg)
     check_or_refuse(prepared.report, bool(cfg.data.strict))
     table = prepared.table
 
@@ -132,8 +142,13 @@ def _fit(cfg: DictConfig, resume_from: RunDir | None) -> TrainResult:
     train_counts = [int((train_labels == c).sum()) for c in classes]
     loss = build_loss(cfg.train.loss, train_counts)
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    model_cfg = cfg.model
+    if resume_from is not None:
+        # last.ckpt restores every weight: never re-read model.weights or contact the hub.
+        plain = OmegaConf.to_container(cfg.model, resolve=True)
+        model_cfg = OmegaConf.create({**plain, "pretrained": False, "weights": None})
     model = build_model(
-        cfg.model, num_classes=len(classes), in_chans=channels, image_size=provisional.image_size
+        model_cfg, num_classes=len(classes), in_chans=channels, image_size=provisional.image_size
     )
     prepared.save_memo()
     cache = None
@@ -161,7 +176,9 @@ def _fit(cfg: DictConfig, resume_from: RunDir | None) -> TrainResult:
         prep = Preprocessing.load_file(run.preprocessing)
         log.info("resuming %s from %s", run.root, run.last_ckpt)
     _log_data_summary(table, classes)
-    return _run_trainer(cfg, run, prepared, prep, cache, model, loss, stages, train_counts)
+    return _run_trainer(
+        cfg, run, prepared, prep, cache, model, loss, stages, train_counts, device_flags
+    )
 
 
 def _check_pretrained_available(model_cfg: Any) -> None:
@@ -215,29 +232,17 @@ def _device_flags(cfg: DictConfig) -> tuple[str, bool, bool]:
     return precision, channels_last, compile_
 
 
-def _profiler(name: Any, run: RunDir) -> Any:
+def _profiler(name: str | None, run: RunDir) -> Any:
     if name is None:
         return None
-    from lightning.pytorch.profilers import AdvancedProfiler, PyTorchProfiler, SimpleProfiler
+    from lightning.pytorch import profilers
 
-    kinds = {"simple": SimpleProfiler, "advanced": AdvancedProfiler, "pytorch": PyTorchProfiler}
-    if str(name) not in kinds:
-        raise MedclfError(f"train.profiler='{name}': use simple, advanced, pytorch or null")
-    return kinds[str(name)](dirpath=str(run.profile_dir), filename="profile")
-
-
-def _flat_params(cfg: DictConfig) -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-
-    def walk(node: Any, prefix: str) -> None:
-        if isinstance(node, dict):
-            for k, v in node.items():
-                walk(v, f"{prefix}{k}.")
-        else:
-            flat[prefix.rstrip(".")] = node if not isinstance(node, list) else str(node)
-
-    walk(OmegaConf.to_container(cfg, resolve=True), "")
-    return flat
+    kind = {
+        "simple": "SimpleProfiler",
+        "advanced": "AdvancedProfiler",
+        "pytorch": "PyTorchProfiler",
+    }
+    return getattr(profilers, kind[name])(dirpath=str(run.profile_dir), filename="profile")
 
 
 def _run_trainer(
@@ -250,6 +255,7 @@ def _run_trainer(
     loss: Any,
     stages: list[Any],
     train_counts: list[int],
+    device_flags: tuple[str, bool, bool],
 ) -> TrainResult:
     import lightning as L
     import torch
@@ -279,11 +285,8 @@ def _run_trainer(
             datasets[split] = CachedBatches(str(cache.images_path), rows, labels)
         else:
             datasets[split] = DecodedBatches(list(part["path"]), labels, prep)
-    sampler = cfg.train.get("sampler")
-    if sampler not in (None, "weighted"):
-        raise MedclfError(f"train.sampler='{sampler}': use weighted or null")
     train_weights = None
-    if sampler == "weighted":
+    if cfg.train.get("sampler") == "weighted":
         per_class = [1.0 / max(n, 1) for n in train_counts]
         train_weights = [per_class[i] for i in datasets["train"].labels]
     dm = ImageDataModule(
@@ -293,7 +296,7 @@ def _run_trainer(
         train_weights=train_weights,
     )
 
-    precision, channels_last, compile_ = _device_flags(cfg)
+    precision, channels_last, compile_ = device_flags
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     if compile_:
@@ -359,8 +362,8 @@ def _run_trainer(
     if cfg.train.progress_bar:
         callbacks.append(ProgressBar())
     loggers = build_loggers(cfg, run)
-    for lg in loggers:
-        lg.log_hyperparams(_flat_params(cfg))
+    for lg in loggers:  # each Lightning logger flattens nested keys itself (train/lr)
+        lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     if stages[0].trainable != "all" or len(stages) > 1:
         plan = [f"{s.name}: {s.epochs} ep, trains {s.trainable}, {s.optimizer}" for s in stages]
         log.info("stages: %s", "; ".join(plan))
@@ -400,8 +403,6 @@ def _run_trainer(
         },
     )
     log_run_files(loggers, run)
-    for lg in loggers:
-        lg.finalize("success")
     return TrainResult(run=run, best_metrics=best, epochs=trainer.current_epoch)
 
 

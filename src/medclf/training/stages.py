@@ -133,12 +133,15 @@ def _validate(d: dict[str, Any], where: str, index: int) -> Stage:
             raise MedclfError(f"{where}.{key} must be positive, got {value}")
         return value
 
+    lr = rate("lr")
+    if lr is None:
+        raise MedclfError(f"{where}.lr must be set (the rate for groups without their own)")
     return Stage(
         name=str(d.get("name") or f"stage{index}"),
         epochs=epochs,
         trainable=trainable,
         optimizer=opt,
-        lr=rate("lr") or 1e-3,
+        lr=lr,
         backbone_lr=rate("backbone_lr"),
         head_lr=rate("head_lr"),
         weight_decay=float(d.get("weight_decay") or 0.0),
