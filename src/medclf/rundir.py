@@ -30,6 +30,15 @@ class RunDir:
         return self.root / "preprocessing.json"
 
     @property
+    def calibration(self) -> Path:
+        """Temperature and operating thresholds fitted on validation by ``medclf evaluate``."""
+        return self.root / "calibration.json"
+
+    @property
+    def model_card(self) -> Path:
+        return self.root / "model_card.md"
+
+    @property
     def data_check(self) -> Path:
         return self.root / "data_check.json"
 

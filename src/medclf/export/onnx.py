@@ -1,8 +1,10 @@
 """ONNX export: dynamic batch, preprocessing and classes embedded, parity-checked.
 
 The graph takes the normalized NCHW input at the trained size and returns ``logits`` and
-``probabilities``. The preprocessing record (size, channels, normalization, class names) is
-embedded as ONNX metadata and written to ``metadata.json``, so a consumer needs nothing else.
+``probabilities`` (calibrated: ``softmax(logits / T)`` with the run's fitted temperature). The
+preprocessing record (size, channels, normalization, class names) and the decision record
+(temperature, operating thresholds) are embedded as ONNX metadata and written to
+``metadata.json``, so a consumer needs nothing else.
 The ONNX file only lands in ``export/`` after the parity check on real test images passes.
 """
 
@@ -22,6 +24,7 @@ from medclf.atomic import atomic_path, write_json
 from medclf.errors import MedclfError
 from medclf.rundir import RunDir
 from medclf.serving.predictor import (
+    ONNX_META_DECISION,
     ONNX_META_MODEL_NAME,
     ONNX_META_MODEL_VERSION,
     ONNX_META_PREPROCESSING,
@@ -74,16 +77,19 @@ def export_onnx(run_dir: str | Path) -> ExportResult:
     reference = TorchPredictor(run.root)
     prep = reference.prep
 
+    decision = reference.decision
+
     class WithSoftmax(torch.nn.Module):
-        def __init__(self, model: torch.nn.Module) -> None:
+        def __init__(self, model: torch.nn.Module, temperature: float) -> None:
             super().__init__()
             self.model = model
+            self.temperature = temperature
 
         def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             logits = self.model(x)
-            return logits, torch.softmax(logits, dim=1)
+            return logits, torch.softmax(logits / self.temperature, dim=1)
 
-    wrapped = WithSoftmax(reference.model).eval()
+    wrapped = WithSoftmax(reference.model, decision.temperature).eval()
     example = torch.zeros(2, prep.channels, prep.image_size, prep.image_size)
     out_dir = run.export_dir
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -112,6 +118,7 @@ def export_onnx(run_dir: str | Path) -> ExportResult:
         proto = program.model_proto
         metadata = {
             ONNX_META_PREPROCESSING: json.dumps(prep.to_dict()),
+            ONNX_META_DECISION: json.dumps(decision.to_dict()),
             ONNX_META_MODEL_NAME: reference.name,
             ONNX_META_MODEL_VERSION: reference.version,
             "medclf.version": __version__,
@@ -152,6 +159,7 @@ def export_onnx(run_dir: str | Path) -> ExportResult:
             ],
             "model": {"name": reference.name, "version": reference.version},
             "preprocessing": prep.to_dict(),
+            "decision": decision.to_dict(),
             "medclf_version": __version__,
         },
     )

@@ -1,12 +1,14 @@
 """Predictors: a run directory (PyTorch, best checkpoint) or an exported ONNX file.
 
-Both take the same preprocessing record and return softmax probabilities, so predict, serve
-and evaluate give the same numbers for the same file whichever backend answers.
+Both take the same preprocessing and decision records and return calibrated probabilities
+(``softmax(logits / temperature)``) with the operating-point decision, so predict, serve and
+evaluate give the same numbers for the same file whichever backend answers.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,23 +16,38 @@ from typing import Any
 
 import numpy as np
 
+from medclf.decision import DecisionRecord
 from medclf.errors import MedclfError
 from medclf.preprocessing import Preprocessing
 
+log = logging.getLogger("medclf")
 ONNX_META_PREPROCESSING = "medclf.preprocessing"
+ONNX_META_DECISION = "medclf.decision"
 ONNX_META_MODEL_NAME = "medclf.model_name"
 ONNX_META_MODEL_VERSION = "medclf.model_version"
 
 
 class Predictor(ABC):
     prep: Preprocessing
+    decision: DecisionRecord
     name: str
     version: str
     backend: str
 
     @abstractmethod
+    def logits_batch(self, x: np.ndarray) -> np.ndarray:
+        """NCHW float32 model input -> N x classes raw logits (before temperature)."""
+
+    @abstractmethod
     def predict_batch(self, x: np.ndarray) -> np.ndarray:
-        """NCHW float32 model input -> N x classes probabilities."""
+        """NCHW float32 model input -> N x classes calibrated probabilities."""
+
+    def logits_arrays(self, inputs: Sequence[np.ndarray], batch_size: int = 32) -> np.ndarray:
+        out = [
+            self.logits_batch(np.stack(inputs[i : i + batch_size]).astype(np.float32))
+            for i in range(0, len(inputs), batch_size)
+        ]
+        return np.concatenate(out) if out else np.zeros((0, len(self.class_names)), np.float32)
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -57,10 +74,17 @@ class Predictor(ABC):
                 "confidence": float(probs[k]),
             },
             "probabilities": {c: float(p) for c, p in zip(self.class_names, probs, strict=True)},
+            "decision": self.decision.decide(probs, self.class_names),
         }
 
     def info(self) -> dict[str, Any]:
-        return {"name": self.name, "version": self.version, "backend": self.backend}
+        return {
+            "name": self.name,
+            "version": self.version,
+            "backend": self.backend,
+            "temperature": self.decision.temperature,
+            "operating_rule": self.decision.rule,
+        }
 
 
 class TorchPredictor(Predictor):
@@ -77,13 +101,19 @@ class TorchPredictor(Predictor):
         self.prep = Preprocessing.load_file(run.preprocessing)
         self.name = run.name
         self.version = file_digest(run.best_ckpt)
+        self.decision = load_run_decision(run, self.version, self.prep.class_names)
         self._torch = torch
 
+    def _logits(self, x: np.ndarray):
+        with self._torch.inference_mode():
+            return self.model(self._torch.from_numpy(np.ascontiguousarray(x))).float()
+
+    def logits_batch(self, x: np.ndarray) -> np.ndarray:
+        return self._logits(x).numpy()
+
     def predict_batch(self, x: np.ndarray) -> np.ndarray:
-        torch = self._torch
-        with torch.inference_mode():
-            logits = self.model(torch.from_numpy(np.ascontiguousarray(x)))
-            return torch.softmax(logits.float(), dim=1).numpy()
+        logits = self._logits(x) / self.decision.temperature
+        return self._torch.softmax(logits, dim=1).numpy()
 
 
 class OnnxPredictor(Predictor):
@@ -106,14 +136,47 @@ class OnnxPredictor(Predictor):
                 "export it with 'medclf export run=RUN'"
             )
         self.prep = Preprocessing.from_dict(json.loads(meta[ONNX_META_PREPROCESSING]))
+        # The graph's probabilities already divide by this temperature (see export).
+        self.decision = (
+            DecisionRecord.from_dict(json.loads(meta[ONNX_META_DECISION]))
+            if ONNX_META_DECISION in meta
+            else DecisionRecord()
+        )
         self.name = meta.get(ONNX_META_MODEL_NAME, path.stem)
         self.version = meta.get(ONNX_META_MODEL_VERSION, "unknown")
         self.input_name = self.session.get_inputs()[0].name
         outputs = [o.name for o in self.session.get_outputs()]
-        self.output_name = "probabilities" if "probabilities" in outputs else outputs[0]
+        if not {"logits", "probabilities"} <= set(outputs):
+            raise MedclfError(
+                f"model={path}: expected outputs 'logits' and 'probabilities', found {outputs}; "
+                "export it with 'medclf export run=RUN'"
+            )
+
+    def logits_batch(self, x: np.ndarray) -> np.ndarray:
+        return self.session.run(["logits"], {self.input_name: x.astype(np.float32)})[0]
 
     def predict_batch(self, x: np.ndarray) -> np.ndarray:
-        return self.session.run([self.output_name], {self.input_name: x.astype(np.float32)})[0]
+        return self.session.run(["probabilities"], {self.input_name: x.astype(np.float32)})[0]
+
+
+def load_run_decision(run: Any, version: str, class_names: tuple[str, ...]) -> DecisionRecord:
+    """The run's calibration record, unless it was fitted to other weights (then none)."""
+    if not run.calibration.is_file():
+        return DecisionRecord()
+    record = DecisionRecord.load_file(run.calibration)
+    fitted_to = record.fitted_on.get("model_version")
+    if fitted_to and fitted_to != version:
+        log.warning(
+            "%s was fitted to weights %s, not the current best.ckpt (%s); ignoring it. "
+            "Re-run 'medclf evaluate run=%s' to refit temperature and thresholds",
+            run.calibration,
+            fitted_to,
+            version,
+            run.root,
+        )
+        return DecisionRecord()
+    record.check_classes(class_names, str(run.calibration))
+    return record
 
 
 def load_predictor(spec: str | Path) -> Predictor:
