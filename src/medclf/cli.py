@@ -259,26 +259,30 @@ def _fmt_metrics(metrics: dict[str, float]) -> str:
 
 @app.command()
 @handles_errors
-def evaluate(args: list[str] = typer.Argument(None, help="run=RUN [split=test]")) -> None:
-    """Evaluate a run's best checkpoint: metrics.json, predictions.csv, confusion matrix."""
+def evaluate(
+    args: list[str] = typer.Argument(
+        None, help="run=RUN [split=test] [data.path=OTHER] [eval.KEY=VALUE ...]"
+    ),
+    fail_on_gate: bool = typer.Option(
+        False, "--fail-on-gate", help="Exit with status 1 when a quality gate fails."
+    ),
+) -> None:
+    """Clinical evaluation of a run's best checkpoint: metrics with 95% CIs, calibration,
+    operating thresholds, quality gates, figures, report.html and model_card.md."""
     from medclf.evaluation.evaluate import evaluate as run_eval
+    from medclf.evaluation.summary import print_summary
 
     found, rest = split_kv(args, {"run", "split"})
-    _reject_extra(rest, "evaluate")
+    bad = [a for a in rest if "=" not in a]
+    _reject_extra(bad, "evaluate")
     result = run_eval(
-        _require(found, "run", "medclf evaluate run=RUN [split=test]"),
-        split=found.get("split", "test"),
+        _require(found, "run", "medclf evaluate run=RUN [split=test | data.path=OTHER]"),
+        split=found.get("split"),
+        overrides=rest,
     )
-    m = result.metrics
-    typer.echo(
-        f"{m['split']}: n={m['n']} accuracy={m['accuracy']:.4f} macro_f1={m['macro_f1']:.4f}"
-    )
-    for name, pc in m["per_class"].items():
-        typer.echo(
-            f"  {name:<24} precision={pc['precision']:.3f} recall={pc['recall']:.3f} "
-            f"f1={pc['f1']:.3f} n={pc['support']}"
-        )
-    typer.echo(f"results: {result.out_dir}")
+    print_summary(result)
+    if fail_on_gate and not result.gates["passed"]:
+        raise typer.Exit(1)
 
 
 @app.command()

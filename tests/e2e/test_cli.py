@@ -47,6 +47,10 @@ def test_train_evaluate_export_outputs(trained_run: Path):
         "eval/test/metrics.json",
         "eval/test/predictions.csv",
         "eval/test/confusion_matrix.png",
+        "eval/test/report.html",
+        "eval/test/gates.json",
+        "calibration.json",
+        "model_card.md",
         "export/model.onnx",
         "export/metadata.json",
         "export/parity.json",
@@ -65,7 +69,7 @@ def test_train_evaluate_export_outputs(trained_run: Path):
     split = pd.read_csv(run / "split.csv", dtype=str, keep_default_na=False)
     assert (split.groupby("patient_id")["split"].nunique() == 1).all()
     metrics = json.loads((run / "eval/test/metrics.json").read_text())
-    assert metrics["n"] == int((split["split"] == "test").sum())
+    assert metrics["evaluated"]["images"] == int((split["split"] == "test").sum())
     assert set(metrics["per_class"]) == {"cavity", "ground_glass", "nodule", "normal"}
     parity = json.loads((run / "export/parity.json").read_text())
     assert parity["passed"] and parity["max_abs_diff"] <= 1e-4 and parity["images"] > 0

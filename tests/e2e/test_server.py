@@ -89,7 +89,7 @@ def test_predict_response_schema(onnx_server: str, trained_run: Path):
         r = httpx.post(f"{onnx_server}/predict", files={"file": ("scan.png", fh, "image/png")})
     assert r.status_code == 200
     body = r.json()
-    assert set(body) == {"prediction", "probabilities", "model", "request_id"}
+    assert set(body) == {"prediction", "probabilities", "decision", "model", "request_id"}
     assert set(body["prediction"]) == {"class", "class_index", "confidence"}
     assert body["prediction"]["confidence"] == max(body["probabilities"].values())
     assert r.headers["x-request-id"] == body["request_id"]
@@ -105,11 +105,16 @@ def test_cli_predict_served_predict_and_evaluation_agree(
     from_eval = [float(row[f"prob_{c}"]) for c in classes]
     cli = json.loads(medclf("predict", f"model={trained_run}", path, "--json", check=True).stdout)
     from_cli = [cli["results"][0]["probabilities"][c] for c in classes]
+    # the operating-point decision fitted by evaluate is the one predict and serve return
+    expected_decision = "" if pd.isna(row["decision"]) else row["decision"]
+    assert (cli["results"][0]["decision"]["label"] or "") == expected_decision
     served = []
     for url in (run_server, onnx_server):
         with open(path, "rb") as fh:
             body = httpx.post(f"{url}/predict", files={"file": ("x.png", fh)}).json()
         served.append([body["probabilities"][c] for c in classes])
+        assert (body["decision"]["label"] or "") == expected_decision
+        assert body["decision"]["rule"] == "youden"
     for other in (from_cli, *served):
         assert max(abs(a - b) for a, b in zip(from_eval, other, strict=True)) < 1e-5
 

@@ -9,7 +9,9 @@ learnable but not trivially separable. Each patient has one anatomy and one find
 1-4 slices with small shifts, so ``patient_id`` matters for leakage-safe splits.
 
 Images are 16-bit grayscale PNG in an ImageFolder tree, plus ``manifest.csv``
-(path, label, patient_id). Output is a pure function of the seed.
+(path, label, patient_id, and per-patient metadata sex, age and site for subgroup analysis;
+drawn from their own random stream, unrelated to the images). Output is a pure function of
+the seed.
 """
 
 from __future__ import annotations
@@ -107,6 +109,7 @@ def generate(out: Path, per_class: int = 150, size: int = 128, seed: int = 0) ->
     if out.exists() and any(out.iterdir()) and not (out / "manifest.csv").is_file():
         raise MedclfError(f"{out} exists and is not a medclf synthetic dataset; choose another OUT")
     rng = np.random.default_rng(seed)
+    meta_rng = np.random.default_rng([seed, 1])
     staging = out.with_name(f".{out.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
     rows = []
@@ -118,14 +121,19 @@ def generate(out: Path, per_class: int = 150, size: int = 128, seed: int = 0) ->
             p = _patient(rng, size)
             n = min(int(rng.integers(1, MAX_SLICES_PER_PATIENT + 1)), per_class - made)
             pid = f"P{patient:05d}"
+            meta = (
+                str(meta_rng.choice(["F", "M"])),
+                int(meta_rng.integers(25, 90)),
+                str(meta_rng.choice(["site_a", "site_b", "site_c"])),
+            )
             for k in range(n):
                 img = render_slice(cls, p, size, rng)
                 rel = f"{cls}/{pid}_s{k}.png"
                 Image.fromarray(np.round(img * 65535).astype(np.uint16)).save(staging / rel)
-                rows.append((rel, cls, pid))
+                rows.append((rel, cls, pid, *meta))
             made += n
             patient += 1
-    manifest = pd.DataFrame(rows, columns=["path", "label", "patient_id"])
+    manifest = pd.DataFrame(rows, columns=["path", "label", "patient_id", "sex", "age", "site"])
     with atomic_path(staging / "manifest.csv") as tmp:
         manifest.to_csv(tmp, index=False)
     if out.exists():

@@ -1,0 +1,206 @@
+"""``model_card.md``: what the model is for, what it was trained and tested on, how well it
+does (with intervals), how it is calibrated and thresholded, which gates it passed, how it
+does per subgroup, and the limitations the numbers themselves reveal."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from omegaconf import OmegaConf
+
+from medclf.atomic import atomic_path
+
+SMALL_GROUP = 30
+
+
+def fmt(v: dict[str, Any] | None, digits: int = 3) -> str:
+    """``0.912 (0.871-0.945)``: a value with its interval when there is one."""
+    if not v or v.get("value") is None or v["value"] != v["value"]:
+        return "n/a"
+    text = f"{v['value']:.{digits}f}"
+    lo, hi = v.get("ci_low"), v.get("ci_high")
+    if lo is not None and hi is not None and lo == lo and hi == hi:
+        text += f" ({lo:.{digits}f}-{hi:.{digits}f})"
+    return text
+
+
+def data_fingerprint(split_csv: Path) -> str:
+    """Content hash of the exact image set (every file's sha256 and label, order-free)."""
+    table = pd.read_csv(split_csv, dtype=str, keep_default_na=False)
+    rows = sorted(f"{s}:{lbl}:{sp}" for s, lbl, sp in zip(
+        table["sha256"], table["label"], table["split"], strict=True
+    ))
+    return hashlib.sha256("\n".join(rows).encode()).hexdigest()[:16]
+
+
+def split_counts(split_csv: Path) -> pd.DataFrame:
+    table = pd.read_csv(split_csv, dtype=str, keep_default_na=False)
+    counts = table.groupby(["label", "split"]).size().unstack(fill_value=0)
+    return counts[[c for c in ("train", "val", "test") if c in counts.columns]]
+
+
+def limitations(metrics: dict[str, Any], values: dict[str, Any]) -> list[str]:
+    out = []
+    ev = metrics["evaluated"]
+    acc = values.get("accuracy", {})
+    if acc.get("ci_low") is not None and acc["ci_high"] - acc["ci_low"] > 0.1:
+        out.append(
+            f"The evaluation set is small ({ev['images']} images): the 95% interval of accuracy "
+            f"spans {acc['ci_high'] - acc['ci_low']:.2f}. Collect more test data before "
+            "relying on differences of a few points."
+        )
+    if not ev["external"]:
+        out.append(
+            "Tested on a held-out split of the training source only; performance on other "
+            "scanners, sites or populations is unknown until evaluated externally "
+            "(`medclf evaluate run=RUN data.path=OTHER`)."
+        )
+    for c in metrics["task"]["classes"]:
+        sens = values.get(f"sensitivity[{c}]", {}).get("value")
+        if sens is not None and sens < 0.8:
+            out.append(f"Class '{c}' is missed often: sensitivity {sens:.2f} on this data.")
+    ratio = metrics.get("train_imbalance_ratio")
+    if ratio and ratio >= 3:
+        out.append(f"Training classes are imbalanced ({ratio:.1f}:1 largest to smallest).")
+    for col, groups in metrics.get("subgroups", {}).items():
+        small = [g for g, v in groups.items() if v["n"] < SMALL_GROUP]
+        if small:
+            out.append(
+                f"Subgroups of {col} with fewer than {SMALL_GROUP} images ({', '.join(small)}) "
+                "give unreliable estimates."
+            )
+    cal = metrics["calibration"]
+    if cal["fitted_on"]:
+        out.append(
+            f"Temperature and thresholds were fitted on {cal['fitted_on'].get('images')} "
+            "validation images from the training source; refit them on local data before use "
+            "at a new site."
+        )
+    out.append(
+        "Not a medical device. Intended for research and as decision support reviewed by a "
+        "qualified reader, not for autonomous diagnosis."
+    )
+    return out
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def write_model_card(run, path: Path, metrics, values, gates) -> Path:
+    from medclf.preprocessing import Preprocessing
+
+    cfg = OmegaConf.load(run.config)
+    prep = Preprocessing.load_file(run.preprocessing)
+    classes = metrics["task"]["classes"]
+    ev = metrics["evaluated"]
+    ci = metrics["confidence_intervals"]
+    op = metrics["operating_point"]
+    cal = metrics["calibration"]
+    counts = split_counts(run.split)
+    overall_names = [k for k in metrics["overall"]]
+    parts = [
+        f"# Model card: {run.name}",
+        "## Intended use",
+        f"Classifies {prep.channels}-channel medical images into "
+        f"{len(classes)} classes ({', '.join(classes)}). For research and decision support "
+        "reviewed by a qualified reader; not for autonomous diagnosis and not a medical device.",
+        "## Model",
+        _table(
+            ["field", "value"],
+            [
+                ["architecture", f"`{cfg.model.name}`"],
+                ["weights version", f"`{metrics['model']['version']}` (weights/best.ckpt)"],
+                [
+                    "input",
+                    f"{prep.image_size} px, {prep.channels} channel(s), "
+                    f"normalization {prep.normalize}",
+                ],
+                ["temperature", f"{cal['after']['temperature']:.3f}"],
+                ["operating rule", f"`{op['rule']}`"],
+            ],
+        ),
+        "## Training data",
+        f"Source `{cfg.data.path}`; data fingerprint `{data_fingerprint(run.split)}` "
+        "(sha256 of every image, label and split).",
+        _table(
+            ["class", *counts.columns],
+            [[c, *(int(v) for v in counts.loc[c])] for c in counts.index],
+        ),
+        f"## Evaluation: {ev['name']}",
+        f"{ev['images']} images, {ev['patients']} patients, from {ev['source']}. "
+        f"{int(ci['level'] * 100)}% intervals: {ci['method']} bootstrap, {ci['resamples']} "
+        f"resamples of {ci['units']} {ci['unit']}s.",
+        _table(["metric", "value (95% CI)"], [[k, fmt(values[k])] for k in overall_names]),
+        "### Per class (one-vs-rest, argmax decision)",
+        _table(
+            ["class", "n", "sensitivity", "specificity", "PPV", "NPV", "F1", "ROC-AUC"],
+            [
+                [c, ev["class_counts"][c]]
+                + [fmt(values.get(f"{m}[{c}]"), 2) for m in
+                   ("sensitivity", "specificity", "ppv", "npv", "f1", "roc_auc")]
+                for c in classes
+            ],
+        ),
+        "## Calibration",
+        _table(
+            ["", "temperature", "ECE", "MCE", "Brier", "NLL"],
+            [
+                [k, f"{cal[k]['temperature']:.3f}"]
+                + [f"{cal[k][m]:.4f}" for m in ("ece", "mce", "brier", "nll")]
+                for k in ("before", "after")
+            ],
+        ),
+        "## Operating point",
+        f"Rule `{op['rule']}` chosen on validation; thresholds on calibrated probabilities.",
+        _table(
+            ["class", "threshold", "sensitivity", "specificity", "PPV", "NPV"],
+            [
+                [c, f"{op['thresholds'].get(c, float('nan')):.4f}"]
+                + [fmt(op["per_class"].get(c, {}).get(m), 2) for m in
+                   ("sensitivity", "specificity", "ppv", "npv")]
+                for c in classes
+                if c in op["thresholds"]
+            ],
+        ),
+        f"## Quality gates: {'PASSED' if gates['passed'] else 'FAILED'}",
+        _table(
+            ["gate", "value", "judged on", "result"],
+            [
+                [g["gate"], "n/a" if g["value"] is None else f"{g['value']:.4g}",
+                 g["judged_on"], "pass" if g["passed"] else "**FAIL**"]
+                for g in gates["gates"]
+            ],
+        ),
+    ]
+    if metrics.get("subgroups"):
+        parts.append("## Subgroups")
+        for col, groups in metrics["subgroups"].items():
+            parts.append(f"### {col}")
+            parts.append(
+                _table(
+                    ["group", "n", "accuracy (95% CI)", "balanced acc.", "macro AUC"],
+                    [
+                        [
+                            g,
+                            v["n"],
+                            fmt({"value": v["accuracy"],
+                                 "ci_low": (v.get("accuracy_ci") or [None])[0],
+                                 "ci_high": (v.get("accuracy_ci") or [None, None])[1]}),
+                            f"{v['balanced_accuracy']:.3f}",
+                            "n/a" if v["macro_auc"] != v["macro_auc"] else f"{v['macro_auc']:.3f}",
+                        ]
+                        for g, v in groups.items()
+                    ],
+                )
+            )
+    parts.append("## Limitations")
+    parts += [f"- {line}" for line in limitations(metrics, values)]
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text("\n\n".join(parts) + "\n")
+    return path

@@ -1,0 +1,54 @@
+"""The console summary of an evaluation: headline numbers with intervals, per-class
+sensitivity/specificity, calibration, operating point, gates and where the files are."""
+
+from __future__ import annotations
+
+import typer
+
+from medclf.evaluation.model_card import fmt
+
+HEADLINE = ("accuracy", "balanced_accuracy", "macro_f1", "macro_auc", "mcc")
+
+
+def print_summary(result) -> None:
+    m = result.metrics
+    ev = m["evaluated"]
+    ci = m["confidence_intervals"]
+    echo = typer.echo
+    echo(
+        f"{ev['name']}: {ev['images']} images, {ev['patients']} patients "
+        f"({int(ci['level'] * 100)}% CI, {ci['method']} bootstrap over {ci['unit']}s)"
+    )
+    for key in HEADLINE:
+        if key in m["overall"]:
+            echo(f"  {key:<20} {fmt(m['overall'][key])}")
+    for c, pc in m["per_class"].items():
+        echo(
+            f"  {c:<20} sensitivity {fmt(pc['sensitivity'], 2):<18} "
+            f"specificity {fmt(pc['specificity'], 2):<18} n={ev['class_counts'][c]}"
+        )
+    cal = m["calibration"]
+    echo(
+        f"calibration: T={cal['after']['temperature']:.2f} ECE "
+        f"{cal['before']['ece']:.3f} -> {cal['after']['ece']:.3f}, Brier "
+        f"{cal['before']['brier']:.3f} -> {cal['after']['brier']:.3f}"
+    )
+    op = m["operating_point"]
+    if op["thresholds"]:
+        parts = [
+            f"{c} >= {t:.3f} (sens {op['per_class'][c]['sensitivity']['value']:.2f}, "
+            f"spec {op['per_class'][c]['specificity']['value']:.2f})"
+            for c, t in op["thresholds"].items()
+        ]
+        echo(f"operating point ({op['rule']}): " + "; ".join(parts))
+    lat = m["latency"]
+    if lat.get("runs"):
+        echo(
+            f"latency: p50 {lat['latency_p50_ms']:.1f} ms, p95 {lat['latency_p95_ms']:.1f} ms; "
+            f"{lat['throughput_images_per_s']:.0f} images/s at batch {lat['batch_size']}"
+        )
+    gates = result.gates
+    verdict = "passed" if gates["passed"] else f"FAILED: {', '.join(gates['failed'])}"
+    echo(f"gates: {verdict}")
+    echo(f"report: {result.out_dir / 'report.html'}")
+    echo(f"results: {result.out_dir}")
