@@ -10,8 +10,9 @@ from medclf.errors import MedclfError
 
 
 def test_binary_threshold_decides_between_positive_and_negative(tmp_path) -> None:
-    rec = DecisionRecord(temperature=1.7, rule="youden", thresholds={"tumor": 0.3},
-                         positive_class="tumor")
+    rec = DecisionRecord(
+        temperature=1.7, rule="youden", thresholds={"tumor": 0.3}, positive_class="tumor"
+    )
     classes = ("normal", "tumor")
     assert rec.decide(np.array([0.65, 0.35]), classes)["label"] == "tumor"  # below argmax
     assert rec.decide(np.array([0.75, 0.25]), classes)["label"] == "normal"

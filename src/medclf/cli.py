@@ -287,6 +287,32 @@ def evaluate(
 
 @app.command()
 @handles_errors
+def compare(
+    runs: list[str] = typer.Argument(None, help="RUN folders evaluated with 'medclf evaluate'"),
+    metric: str = typer.Option("macro_auc", "--metric", help="Rank by this metric (or alias)."),
+    split: str = typer.Option("test", "--split", help="Which evaluation of each run."),
+    out: Path = typer.Option(Path(), "--out", help="Folder for compare.csv and .html."),
+) -> None:
+    """Rank evaluated runs: metrics with CIs, calibration, gates, latency, size."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from medclf.evaluation.compare import compare_runs
+
+    result = compare_runs(list(runs or []), metric=metric, split=split, out=out)
+    table = Table(show_header=True, header_style="bold")
+    shown = [c for c in result.table.columns if c not in ("path", "gates_passed")]
+    for c in shown:
+        table.add_column(c, overflow="fold")
+    for row in result.table.to_dict("records"):
+        table.add_row(*("" if row[c] is None else str(row[c]) for c in shown))
+    Console(width=220).print(table)
+    typer.echo(f"table: {result.csv}")
+    typer.echo(f"report: {result.html}")
+
+
+@app.command()
+@handles_errors
 def export(args: list[str] = typer.Argument(None, help="run=RUN [format=onnx]")) -> None:
     """Export the best checkpoint to ONNX and verify it against PyTorch on test images."""
     from medclf.export.onnx import export_onnx
@@ -365,17 +391,19 @@ def _print_predictions(results: list[dict[str, Any]], classes: tuple[str, ...]) 
     table.add_column("image", overflow="fold")
     table.add_column("class")
     table.add_column("confidence", justify="right")
+    table.add_column("decision")
     for c in classes:
         table.add_column(f"p({c})", justify="right")
     for r in results:
         if "error" in r:
-            table.add_row(r["path"], "[red]error[/red]", "", *([""] * len(classes)))
+            table.add_row(r["path"], "[red]error[/red]", "", "", *([""] * len(classes)))
             continue
         probs = r["probabilities"]
         table.add_row(
             r["path"],
             r["prediction"]["class"],
             f"{r['prediction']['confidence']:.4f}",
+            r["decision"]["label"] or "refer (no class over its threshold)",
             *(f"{probs[c]:.4f}" for c in classes),
         )
     Console(width=max(120, 40 + 14 * len(classes))).print(table)

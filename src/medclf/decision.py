@@ -51,8 +51,7 @@ class DecisionRecord:
         flagged = [
             class_names[i]
             for i in order
-            if class_names[i] in self.thresholds
-            and probs[i] >= self.thresholds[class_names[i]]
+            if class_names[i] in self.thresholds and probs[i] >= self.thresholds[class_names[i]]
         ]
         if flagged:
             label: str | None = flagged[0]

@@ -74,20 +74,29 @@ def run_demo(overrides: list[str]) -> None:
     predictor = OnnxPredictor(ex.onnx_path)
     lines = []
     for path, label in zip(samples["path"], samples["label"], strict=True):
-        pred = predictor.predict_one(path)["prediction"]
+        out = predictor.predict_one(path)
+        pred = out["prediction"]
         lines.append(
             f"  {Path(path).name:<18} true={label:<13} predicted={pred['class']:<13} "
-            f"confidence={pred['confidence']:.3f}"
+            f"confidence={pred['confidence']:.3f}  decision={out['decision']['label'] or 'refer'}"
         )
     m = ev.metrics
+    from medclf.evaluation.model_card import fmt
+
+    cal = m["calibration"]
+    gates = ev.gates
+    gate_line = "all passed" if gates["passed"] else "FAILED: " + ", ".join(gates["failed"])
     minutes = (time.perf_counter() - t0) / 60
     print(
         "\n".join(
             [
                 "",
                 f"medclf demo finished in {minutes:.1f} min",
-                f"  test accuracy   {m['accuracy']:.3f}   macro F1 {m['macro_f1']:.3f}   "
-                f"(n={m['n']})",
+                f"  test accuracy   {fmt(m['overall']['accuracy'])}   macro AUC "
+                f"{fmt(m['overall']['macro_auc'])}   (n={m['evaluated']['images']}, 95% CI)",
+                f"  calibration     T={cal['after']['temperature']:.2f}, ECE "
+                f"{cal['before']['ece']:.3f} -> {cal['after']['ece']:.3f}",
+                f"  quality gates   {gate_line}",
                 f"  ONNX parity     max |dp| {ex.parity['max_abs_diff']:.1e} over "
                 f"{ex.parity['images']} images",
                 "predictions:",
@@ -96,7 +105,8 @@ def run_demo(overrides: list[str]) -> None:
                 f"  run folder      {run.root}",
                 f"  best weights    {run.best_ckpt}",
                 f"  evaluation      {ev.out_dir}",
-                "                  (metrics.json, predictions.csv, confusion_matrix.png)",
+                f"  report          {ev.out_dir / 'report.html'}",
+                f"  model card      {run.model_card}",
                 f"  ONNX model      {ex.onnx_path}",
                 "next:",
                 f"  {_command_name()} serve model={ex.onnx_path}",

@@ -53,7 +53,7 @@ def test_unmeasured_gate_fails_and_bad_gates_are_named() -> None:
     assert not result["passed"] and result["gates"][0]["reason"] == "not measured on this data"
     with pytest.raises(MedclfError, match=r"eval.gates.sensitivity.classes: \['c'\]"):
         judge_gates({"sensitivity": {"min": 0.8, "classes": ["c"]}}, VALUES, CLASSES)
-    with pytest.raises(MedclfError, match="eval.gates.accuracy: give min and/or max"):
+    with pytest.raises(MedclfError, match=r"eval\.gates\.accuracy: give min and/or max"):
         judge_gates({"accuracy": {"minimum": 0.8}}, VALUES, CLASSES)
     with pytest.raises(MedclfError, match="unknown metric 'acuracy'"):
         judge_gates({"acuracy": {"min": 0.8}}, VALUES, CLASSES)

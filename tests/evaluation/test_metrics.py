@@ -62,7 +62,7 @@ def test_overall_and_per_class_match_sklearn(k: int, ties: bool) -> None:
                 )
     assert ("top2_accuracy" in v) == (k > 2)
     assert v["brier"] == pytest.approx(brier_score(probs, y))
-    prec, rec, f1, support = skm.precision_recall_fscore_support(y, pred, **kw)
+    prec, rec, f1, _ = skm.precision_recall_fscore_support(y, pred, **kw)
     cm = skm.confusion_matrix(y, pred, labels=labels)
     for i, c in enumerate(names):
         tn = cm.sum() - cm[i].sum() - cm[:, i].sum() + cm[i, i]
@@ -72,9 +72,7 @@ def test_overall_and_per_class_match_sklearn(k: int, ties: bool) -> None:
         assert v[f"specificity[{c}]"] == pytest.approx(tn / (cm.sum() - cm[i].sum()))
         assert v[f"npv[{c}]"] == pytest.approx(tn / (cm.sum() - cm[:, i].sum()))
         assert v[f"roc_auc[{c}]"] == pytest.approx(skm.roc_auc_score(y == i, probs[:, i]))
-        assert v[f"pr_auc[{c}]"] == pytest.approx(
-            skm.average_precision_score(y == i, probs[:, i])
-        )
+        assert v[f"pr_auc[{c}]"] == pytest.approx(skm.average_precision_score(y == i, probs[:, i]))
 
 
 def test_binary_reports_at_the_threshold_and_threshold_free() -> None:

@@ -2,9 +2,10 @@
 
 ECE and MCE are torchmetrics' top-label calibration errors (equal-width bins over the
 confidence of the predicted class); Brier is scikit-learn's definition (binary: on the
-positive class; multiclass: summed over classes). Temperature scaling (Guo et al., 2017) divides the logits
-by one scalar T fitted on the validation split by minimizing the negative log-likelihood: it
-keeps every argmax (accuracy is unchanged) and, for binary tasks, every ranking (AUC too).
+positive class; multiclass: summed over classes). Temperature scaling (Guo et al., 2017)
+divides the logits by one scalar T fitted on the validation split by minimizing the negative
+log-likelihood: it keeps every argmax (accuracy is unchanged) and, for binary tasks, every
+ranking (AUC too).
 """
 
 from __future__ import annotations

@@ -19,8 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from medclf.atomic import atomic_path, write_json
-from medclf.data.split import SPLIT_COLUMNS, metadata_columns
+from medclf.data.split import metadata_columns
 from medclf.decision import DecisionRecord
 from medclf.errors import MedclfError
 from medclf.rundir import RunDir
@@ -115,7 +114,9 @@ def fit_decision(
         try:
             point = choose_threshold(val.y == i, probs[:, i], rule)
         except MedclfError:
-            log.warning("class %s: validation lacks positives or negatives; no threshold", classes[i])
+            log.warning(
+                "class %s: validation lacks positives or negatives; no threshold", classes[i]
+            )
             continue
         thresholds[classes[i]] = point.threshold
     return DecisionRecord(
@@ -123,7 +124,7 @@ def fit_decision(
         rule=str(rule),
         thresholds=thresholds,
         positive_class=None if positive is None else classes[positive],
-        fitted_on={"split": "val", "images": int(len(val.y)), "model_version": version},
+        fitted_on={"split": "val", "images": len(val.y), "model_version": version},
     )
 
 

@@ -83,7 +83,10 @@ def judge_gates(
                 entry.update({"op": op, "limit": limit})
                 if measured is None or not np.isfinite(measured.get("value", np.nan)):
                     entry.update(
-                        value=None, judged_value=None, judged_on=on, passed=False,
+                        value=None,
+                        judged_value=None,
+                        judged_on=on,
+                        passed=False,
                         reason="not measured on this data",
                     )
                     results.append(entry)

@@ -30,9 +30,10 @@ def fmt(v: dict[str, Any] | None, digits: int = 3) -> str:
 def data_fingerprint(split_csv: Path) -> str:
     """Content hash of the exact image set (every file's sha256 and label, order-free)."""
     table = pd.read_csv(split_csv, dtype=str, keep_default_na=False)
-    rows = sorted(f"{s}:{lbl}:{sp}" for s, lbl, sp in zip(
-        table["sha256"], table["label"], table["split"], strict=True
-    ))
+    rows = sorted(
+        f"{s}:{lbl}:{sp}"
+        for s, lbl, sp in zip(table["sha256"], table["label"], table["split"], strict=True)
+    )
     return hashlib.sha256("\n".join(rows).encode()).hexdigest()[:16]
 
 
@@ -142,8 +143,10 @@ def write_model_card(run, path: Path, metrics, values, gates) -> Path:
             ["class", "n", "sensitivity", "specificity", "PPV", "NPV", "F1", "ROC-AUC"],
             [
                 [c, ev["class_counts"][c]]
-                + [fmt(values.get(f"{m}[{c}]"), 2) for m in
-                   ("sensitivity", "specificity", "ppv", "npv", "f1", "roc_auc")]
+                + [
+                    fmt(values.get(f"{m}[{c}]"), 2)
+                    for m in ("sensitivity", "specificity", "ppv", "npv", "f1", "roc_auc")
+                ]
                 for c in classes
             ],
         ),
@@ -162,8 +165,10 @@ def write_model_card(run, path: Path, metrics, values, gates) -> Path:
             ["class", "threshold", "sensitivity", "specificity", "PPV", "NPV"],
             [
                 [c, f"{op['thresholds'].get(c, float('nan')):.4f}"]
-                + [fmt(op["per_class"].get(c, {}).get(m), 2) for m in
-                   ("sensitivity", "specificity", "ppv", "npv")]
+                + [
+                    fmt(op["per_class"].get(c, {}).get(m), 2)
+                    for m in ("sensitivity", "specificity", "ppv", "npv")
+                ]
                 for c in classes
                 if c in op["thresholds"]
             ],
@@ -172,8 +177,12 @@ def write_model_card(run, path: Path, metrics, values, gates) -> Path:
         _table(
             ["gate", "value", "judged on", "result"],
             [
-                [g["gate"], "n/a" if g["value"] is None else f"{g['value']:.4g}",
-                 g["judged_on"], "pass" if g["passed"] else "**FAIL**"]
+                [
+                    g["gate"],
+                    "n/a" if g["value"] is None else f"{g['value']:.4g}",
+                    g["judged_on"],
+                    "pass" if g["passed"] else "**FAIL**",
+                ]
                 for g in gates["gates"]
             ],
         ),
@@ -189,9 +198,13 @@ def write_model_card(run, path: Path, metrics, values, gates) -> Path:
                         [
                             g,
                             v["n"],
-                            fmt({"value": v["accuracy"],
-                                 "ci_low": (v.get("accuracy_ci") or [None])[0],
-                                 "ci_high": (v.get("accuracy_ci") or [None, None])[1]}),
+                            fmt(
+                                {
+                                    "value": v["accuracy"],
+                                    "ci_low": (v.get("accuracy_ci") or [None])[0],
+                                    "ci_high": (v.get("accuracy_ci") or [None, None])[1],
+                                }
+                            ),
                             f"{v['balanced_accuracy']:.3f}",
                             "n/a" if v["macro_auc"] != v["macro_auc"] else f"{v['macro_auc']:.3f}",
                         ]

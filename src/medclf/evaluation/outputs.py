@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import shutil
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -128,7 +127,9 @@ def write_outputs(
             tiles = []
         if tiles:
             figures["gradcam"] = plots.plot_gallery(
-                tiles, out / FIGURES["gradcam"], "Grad-CAM, predicted class",
+                tiles,
+                out / FIGURES["gradcam"],
+                "Grad-CAM, predicted class",
                 cols=max(2, min(6, 2 * int(ev_cfg.gradcam_per_class))),
             )
     card = write_model_card(run, out / "model_card.md", metrics, values, gates)

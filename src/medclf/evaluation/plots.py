@@ -94,14 +94,31 @@ def plot_reliability(calibration: dict[str, Any], path: Path):
         width = np.diff(edges)
         acc = np.nan_to_num(np.asarray(rel["accuracy"], float))
         conf = np.asarray(rel["confidence"], float)
-        ax.bar(edges[:-1], acc, width=width, align="edge", edgecolor="black", alpha=0.7,
-               label="accuracy")
+        ax.bar(
+            edges[:-1],
+            acc,
+            width=width,
+            align="edge",
+            edgecolor="black",
+            alpha=0.7,
+            label="accuracy",
+        )
         gap_mask = np.isfinite(conf)
-        ax.bar(edges[:-1][gap_mask], (conf - acc)[gap_mask], bottom=acc[gap_mask],
-               width=width[gap_mask], align="edge", color="tab:red", alpha=0.35, label="gap")
+        ax.bar(
+            edges[:-1][gap_mask],
+            (conf - acc)[gap_mask],
+            bottom=acc[gap_mask],
+            width=width[gap_mask],
+            align="edge",
+            color="tab:red",
+            alpha=0.35,
+            label="gap",
+        )
         ax.plot([0, 1], [0, 1], ls="--", color="grey")
         ax.set(
-            xlim=(0, 1), ylim=(0, 1), xlabel="confidence",
+            xlim=(0, 1),
+            ylim=(0, 1),
+            xlabel="confidence",
             title=f"{key} (T={part['temperature']:.2f}): ECE {part['ece']:.3f}, "
             f"Brier {part['brier']:.3f}",
         )

@@ -52,7 +52,7 @@ def subgroup_metrics(
         for level in sorted(levels.unique(), key=str):
             rows = np.flatnonzero((levels == level).to_numpy())
             values = suite.compute(y[rows], probs[rows])
-            entry: dict[str, Any] = {"n": int(len(rows))}
+            entry: dict[str, Any] = {"n": len(rows)}
             entry.update({k: float(values[i]) for k, i in zip(picks, idx, strict=True)})
             pats = table["patient_id"].astype(str).iloc[rows].tolist()
             units = resampling_units(pats if any(p for p in pats) else None, len(rows))

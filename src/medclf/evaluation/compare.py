@@ -1,0 +1,122 @@
+"""``medclf compare RUN...``: rank evaluated runs by one metric, with everything that decides
+between them (intervals, calibration, gates, latency, size) side by side."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from jinja2 import Environment, select_autoescape
+from omegaconf import OmegaConf
+
+from medclf.atomic import atomic_path
+from medclf.errors import MedclfError
+from medclf.evaluation.metrics import resolve_metric
+from medclf.rundir import RunDir
+
+_HTML = """<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">
+<title>medclf compare: {{ metric }}</title><style>
+body{font-family:system-ui,sans-serif;margin:2rem;color:#1d2430}
+table{border-collapse:collapse;font-size:.92rem}th,td{border:1px solid #d4dae1;padding:.3rem .6rem}
+th{background:#f1f4f7}td{text-align:right}td:nth-child(2),td:nth-child(3){text-align:left}
+.fail{color:#b3261e;font-weight:600}.pass{color:#176b2c;font-weight:600}
+</style></head><body><h1>Runs ranked by {{ metric }} ({{ split }})</h1>
+<table><tr>{% for c in columns %}<th>{{ c }}</th>{% endfor %}</tr>
+{% for row in rows %}<tr>{% for c in columns %}<td
+{%- if c == 'gates' %} class="{{ 'pass' if row['gates_passed'] else 'fail' }}"{% endif -%}
+>{{ row[c] }}</td>{% endfor %}</tr>
+{% endfor %}</table></body></html>
+"""
+
+
+@dataclass
+class Comparison:
+    table: pd.DataFrame
+    csv: Path
+    html: Path
+
+
+def _ci(v: dict[str, Any] | None) -> str:
+    if not v or v.get("value") is None:
+        return ""
+    if v.get("ci_low") is None:
+        return f"{v['value']:.3f}"
+    return f"{v['value']:.3f} ({v['ci_low']:.3f}-{v['ci_high']:.3f})"
+
+
+def _model_size(run: RunDir) -> tuple[float, float]:
+    """(parameters in millions, best.ckpt megabytes)."""
+    from medclf.training.checkpoint import load_checkpoint
+
+    state = load_checkpoint(run.best_ckpt)["state_dict"]
+    params = sum(v.numel() for k, v in state.items() if k.startswith("model."))
+    return params / 1e6, run.best_ckpt.stat().st_size / 2**20
+
+
+def _row(path: str, split: str, metric) -> dict[str, Any]:
+    run = RunDir.open(path)
+    metrics_file = run.eval_dir(split) / "metrics.json"
+    if not metrics_file.is_file():
+        raise MedclfError(
+            f"run={path}: no eval/{split}/metrics.json; run 'medclf evaluate run={path}"
+            f"{'' if split == 'test' else ' split=' + split}' first"
+        )
+    m = json.loads(metrics_file.read_text())
+    gates = json.loads((run.eval_dir(split) / "gates.json").read_text())
+    key = metric.name
+    if metric.scope != "overall" or key not in m["overall"]:
+        raise MedclfError(f"--metric {key}: not an overall metric of {metrics_file}")
+    params, size = _model_size(run)
+    lat = m.get("latency", {})
+    n_pass = sum(g["passed"] for g in gates["gates"])
+    return {
+        "run": run.name,
+        "path": str(run.root),
+        "model": OmegaConf.load(run.config).model.name,
+        "_sort": m["overall"][key]["value"],
+        key: _ci(m["overall"][key]),
+        **{
+            k: _ci(m["overall"].get(k))
+            for k in ("accuracy", "balanced_accuracy", "macro_f1", "macro_auc")
+            if k != key
+        },
+        "ece_calibrated": round(m["calibration"]["after"]["ece"], 4),
+        "brier": round(m["calibration"]["after"]["brier"], 4),
+        "gates": f"{n_pass}/{len(gates['gates'])}",
+        "gates_passed": bool(gates["passed"]),
+        "latency_p95_ms": round(lat["latency_p95_ms"], 2) if lat.get("runs") else None,
+        "images_per_s": round(lat["throughput_images_per_s"], 1) if lat.get("runs") else None,
+        "params_m": round(params, 3),
+        "size_mb": round(size, 2),
+        "test_images": m["evaluated"]["images"],
+    }
+
+
+def compare_runs(
+    runs: list[str], metric: str = "macro_auc", split: str = "test", out: str | Path = "."
+) -> Comparison:
+    if not runs:
+        raise MedclfError("no runs given; usage: medclf compare RUN RUN... [--metric macro_auc]")
+    spec = resolve_metric(metric)
+    rows = [_row(r, split, spec) for r in runs]
+    table = pd.DataFrame(rows).sort_values(
+        "_sort", ascending=not spec.higher_is_better, kind="stable", na_position="last"
+    )
+    table.insert(0, "rank", range(1, len(table) + 1))
+    table = table.drop(columns="_sort")
+    out = Path(out)
+    csv, html = out / "compare.csv", out / "compare.html"
+    with atomic_path(csv) as tmp:
+        table.to_csv(tmp, index=False)
+    columns = [c for c in table.columns if c not in ("path", "gates_passed")]
+    page = (
+        Environment(autoescape=select_autoescape(default=True))
+        .from_string(_HTML)
+        .render(metric=spec.name, split=split, columns=columns, rows=table.to_dict("records"))
+    )
+    with atomic_path(html) as tmp:
+        Path(tmp).write_text(page, encoding="utf-8")
+    return Comparison(table=table, csv=csv, html=html)
