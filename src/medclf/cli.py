@@ -261,7 +261,8 @@ def _fmt_metrics(metrics: dict[str, float]) -> str:
 @handles_errors
 def evaluate(
     args: list[str] = typer.Argument(
-        None, help="run=RUN [split=test] [data.path=OTHER] [eval.KEY=VALUE ...]"
+        None,
+        help="run=RUN [split=test] [data.path=OTHER] [model=checkpoint|onnx] [eval.KEY=VALUE ...]",
     ),
     fail_on_gate: bool = typer.Option(
         False, "--fail-on-gate", help="Exit with status 1 when a quality gate fails."
@@ -272,13 +273,14 @@ def evaluate(
     from medclf.evaluation.evaluate import evaluate as run_eval
     from medclf.evaluation.summary import print_summary
 
-    found, rest = split_kv(args, {"run", "split"})
+    found, rest = split_kv(args, {"run", "split", "model"})
     bad = [a for a in rest if "=" not in a]
     _reject_extra(bad, "evaluate")
     result = run_eval(
         _require(found, "run", "medclf evaluate run=RUN [split=test | data.path=OTHER]"),
         split=found.get("split"),
         overrides=rest,
+        model=found.get("model", "checkpoint"),
     )
     print_summary(result)
     if fail_on_gate and not result.gates["passed"]:

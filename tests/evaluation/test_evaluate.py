@@ -200,3 +200,20 @@ def test_external_dataset_and_bad_input(trained_run: Path, tiny_synth: Path, tmp
     shutil.copytree(trained_run, no_weights, ignore=shutil.ignore_patterns("*.ckpt", "eval"))
     proc = medclf("evaluate", f"run={no_weights}", cwd=tmp_path)
     assert proc.returncode == 2 and "no weights/best.ckpt" in proc.stderr
+
+
+def test_the_exported_onnx_model_evaluates_as_deployed(trained_run: Path, tmp_path: Path):
+    proc = medclf("evaluate", f"run={trained_run}", "model=onnx", *FAST, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    ours = pd.read_csv(trained_run / "eval/test/predictions.csv", keep_default_na=False)
+    onnx = pd.read_csv(trained_run / "eval/test-onnx/predictions.csv", keep_default_na=False)
+    cols = [f"prob_{c}" for c in CLASSES]
+    np.testing.assert_allclose(onnx[cols].to_numpy(), ours[cols].to_numpy(), atol=1e-4)
+    assert (onnx["decision"] == ours["decision"]).all()
+    m = json.loads((trained_run / "eval/test-onnx/metrics.json").read_text())
+    assert m["model"]["backend"] == "onnxruntime"
+
+    bare = tmp_path / "bare"
+    shutil.copytree(trained_run, bare, ignore=shutil.ignore_patterns("export", "eval"))
+    proc = medclf("evaluate", f"run={bare}", "model=onnx", cwd=tmp_path)
+    assert proc.returncode == 2 and "no export/model.onnx; run 'medclf export" in proc.stderr

@@ -31,14 +31,18 @@ class _Shifted:
     def __init__(self, reference, logit_shift: float):
         self.reference, self.shift = reference, logit_shift
 
-    def predict_batch(self, x):
-        import torch
-
-        with torch.inference_mode():
-            logits = self.reference.model(torch.from_numpy(x)).numpy()
+    def logits_batch(self, x):
+        logits = self.reference.logits_batch(x).astype(np.float64)
         logits[:, 0] += self.shift * np.abs(logits).max(axis=1)
+        return logits
+
+    def predict_batch(self, x):
+        logits = self.logits_batch(x) / self.reference.decision.temperature
         e = np.exp(logits - logits.max(axis=1, keepdims=True))
         return e / e.sum(axis=1, keepdims=True)
+
+    def logits_arrays(self, inputs):
+        return self.logits_batch(np.stack(inputs))
 
     def predict_arrays(self, inputs):
         return self.predict_batch(np.stack(inputs))

@@ -191,7 +191,10 @@ def evaluate(
     split: str | None = None,
     overrides: list[str] | None = None,
     progress: bool = True,
+    model: str = "checkpoint",
 ) -> EvalResult:
+    """``model="onnx"`` evaluates ``RUN/export/model.onnx`` as deployed: with the temperature
+    and thresholds embedded in it (nothing is refitted) and results in ``eval/<name>-onnx``."""
     from medclf.evaluation.calibration import (
         apply_temperature,
         brier_score,
@@ -205,7 +208,7 @@ def evaluate(
     from medclf.evaluation.outputs import write_outputs
     from medclf.evaluation.settings import evaluation_config
     from medclf.evaluation.subgroups import subgroup_metrics
-    from medclf.serving.predictor import TorchPredictor
+    from medclf.serving.predictor import OnnxPredictor, TorchPredictor
 
     overrides = list(overrides or [])
     run = RunDir.open(run_dir)
@@ -218,7 +221,18 @@ def evaluate(
     if table.empty:
         raise MedclfError(f"{name}: no images to evaluate; check split= or data.path=")
 
-    predictor = TorchPredictor(run.root)
+    if model not in ("checkpoint", "onnx"):
+        raise MedclfError(f"model={model}: evaluate takes model=checkpoint or model=onnx")
+    if model == "onnx":
+        onnx_file = run.export_dir / "model.onnx"
+        if not onnx_file.is_file():
+            raise MedclfError(
+                f"run={run_dir}: no export/model.onnx; run 'medclf export run={run_dir}' first"
+            )
+        predictor = OnnxPredictor(onnx_file)
+        name = f"{name}-onnx"
+    else:
+        predictor = TorchPredictor(run.root)
     classes = predictor.class_names
     unknown = sorted(set(table["label"]) - set(classes))
     if unknown:
@@ -231,14 +245,17 @@ def evaluate(
     # 1. calibration and operating thresholds on validation
     val_rows = split_table[split_table["split"] == "val"].reset_index(drop=True)
     val = _run_model(predictor, val_rows, "reading val", progress) if len(val_rows) else None
-    decision = fit_decision(val, classes, ev_cfg, predictor.version)
-    decision.save(run.calibration)
-    predictor.decision = decision
+    if model == "onnx":
+        decision = predictor.decision  # the deployed artifact's own record
+    else:
+        decision = fit_decision(val, classes, ev_cfg, predictor.version)
+        decision.save(run.calibration)
+        predictor.decision = decision
 
     # 2. the evaluated images
     ev = (
         val
-        if (name == "val" and not external and val is not None)
+        if (split == "val" and not external and val is not None)
         else _run_model(predictor, table, f"reading {name}", progress)
     )
     raw = apply_temperature(ev.logits, 1.0)

@@ -119,7 +119,7 @@ def write_outputs(
         figures["top_losses"] = plots.plot_gallery(
             losses, out / FIGURES["top_losses"], "most confident errors"
         )
-    if int(ev_cfg.gradcam_per_class) > 0:
+    if int(ev_cfg.gradcam_per_class) > 0 and hasattr(predictor, "model"):
         try:
             tiles = _gradcam_tiles(ev, probs, predictor, classes, int(ev_cfg.gradcam_per_class))
         except (ValueError, RuntimeError) as exc:  # an architecture Grad-CAM cannot hook
@@ -134,6 +134,7 @@ def write_outputs(
             )
     card = write_model_card(run, out / "model_card.md", metrics, values, gates)
     if metrics["evaluated"]["name"] == "test" and not metrics["evaluated"]["external"]:
+        # the run's card describes its checkpoint on its own test split
         shutil.copyfile(card, run.model_card)
     write_report(out / "report.html", run, metrics, values, gates, figures)
     return figures

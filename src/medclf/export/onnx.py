@@ -54,12 +54,24 @@ def _parity_images(run: RunDir, limit: int) -> list[str]:
 
 
 def parity_report(reference: TorchPredictor, candidate: OnnxPredictor, paths: list[str]) -> dict:
+    """Largest probability difference, calibrated and at temperature 1: a large fitted
+    temperature flattens the calibrated probabilities and would hide a logit error."""
+    from scipy.special import softmax
+
     inputs = [reference.prep(p) for p in paths]
     ref = reference.predict_arrays(inputs)
     got = candidate.predict_arrays(inputs)
+    ref_raw = softmax(reference.logits_arrays(inputs).astype(np.float64), axis=1)
+    got_raw = softmax(candidate.logits_arrays(inputs).astype(np.float64), axis=1)
     # batch-1 path too: a dynamic-batch bug often shows only at one of the two
     single = np.concatenate([candidate.predict_batch(x[None]) for x in inputs[:4]])
-    diff = float(max(np.abs(ref - got).max(), np.abs(ref[: len(single)] - single).max()))
+    diff = float(
+        max(
+            np.abs(ref - got).max(),
+            np.abs(ref_raw - got_raw).max(),
+            np.abs(ref[: len(single)] - single).max(),
+        )
+    )
     return {
         "images": len(paths),
         "max_abs_diff": diff,
