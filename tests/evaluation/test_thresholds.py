@@ -57,3 +57,15 @@ def test_rules_parse_with_synonyms_and_reject_nonsense() -> None:
             parse_rule(bad)
     with pytest.raises(MedclfError, match="with and without"):
         choose_threshold(np.ones(5, bool), np.linspace(0, 1, 5), parse_rule("youden"))
+
+
+def test_binary_positive_class_is_the_finding() -> None:
+    from medclf.evaluation.evaluate import _positive_class
+
+    assert _positive_class(("malignant", "normal"), None) == 0
+    assert _positive_class(("contrast", "no_contrast"), None) == 0
+    assert _positive_class(("cavity", "nodule"), None) == 1  # 'nodule' is not a "no ..." name
+    assert _positive_class(("contrast", "plain"), "contrast") == 0
+    assert _positive_class(("a", "b", "c"), None) is None
+    with pytest.raises(MedclfError, match=r"eval\.positive_class=x: not one of"):
+        _positive_class(("a", "b"), "x")

@@ -25,7 +25,10 @@ from medclf.errors import MedclfError
 from medclf.rundir import RunDir
 
 log = logging.getLogger("medclf")
-NEGATIVE_NAMES = re.compile(r"^(normal|negative|healthy|benign|no[_\-. ]?.*|non[_\-. ]?.*)$", re.I)
+# Class names that mean "no finding"; the other class of a binary task is the positive one.
+NEGATIVE_NAMES = re.compile(
+    r"^(normal|negative|healthy|benign|control|none|no|no[_\-. ].+|non[_\-. ].+|nofinding)$", re.I
+)
 
 
 @dataclass
