@@ -296,6 +296,7 @@ def compare(
     out: Path = typer.Option(Path(), "--out", help="Folder for compare.csv and .html."),
 ) -> None:
     """Rank evaluated runs: metrics with CIs, calibration, gates, latency, size."""
+    import pandas as pd
     from rich.console import Console
     from rich.table import Table
 
@@ -307,7 +308,7 @@ def compare(
     for c in shown:
         table.add_column(c, overflow="fold")
     for row in result.table.to_dict("records"):
-        table.add_row(*("" if row[c] is None else str(row[c]) for c in shown))
+        table.add_row(*("" if pd.isna(row[c]) else str(row[c]) for c in shown))
     Console(width=220).print(table)
     typer.echo(f"table: {result.csv}")
     typer.echo(f"report: {result.html}")

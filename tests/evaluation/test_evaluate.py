@@ -142,31 +142,19 @@ def test_report_renders_in_headless_chromium(trained_run: Path, tmp_path: Path) 
 
 
 def test_gates_fail_the_exit_code_only_with_the_flag(trained_run: Path, tmp_path: Path) -> None:
+    def evaluate_val(*extra: str):
+        return medclf("evaluate", f"run={trained_run}", "split=val", *FAST, *extra, cwd=tmp_path)
+
     strict = ["eval.gates.accuracy.min=1.01", "eval.gates.latency_p95_ms=null"]
-    proc = medclf("evaluate", f"run={trained_run}", "split=val", *FAST, *strict, cwd=tmp_path)
+    proc = evaluate_val(*strict)
     assert proc.returncode == 0 and "gates: FAILED: accuracy >= 1.01" in proc.stdout
-    proc = medclf(
-        "evaluate",
-        f"run={trained_run}",
-        "split=val",
-        *FAST,
-        *strict,
-        "--fail-on-gate",
-        cwd=tmp_path,
-    )
+    proc = evaluate_val(*strict, "--fail-on-gate")
     assert proc.returncode == 1
     gates = json.loads((trained_run / "eval/val/gates.json").read_text())
     assert not gates["passed"] and "accuracy >= 1.01" in gates["failed"]
     assert not any(g["metric"] == "latency_p95_ms" for g in gates["gates"])
-    lenient = ["eval.gates.accuracy.min=0", "eval.gates.sensitivity=null"]
-    proc = medclf(
-        "evaluate",
-        f"run={trained_run}",
-        "split=val",
-        *FAST,
-        *lenient,
-        "--fail-on-gate",
-        cwd=tmp_path,
+    proc = evaluate_val(
+        "eval.gates.accuracy.min=0", "eval.gates.sensitivity=null", "--fail-on-gate"
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "gates: passed" in proc.stdout

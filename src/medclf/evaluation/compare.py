@@ -15,6 +15,7 @@ from omegaconf import OmegaConf
 from medclf.atomic import atomic_path
 from medclf.errors import MedclfError
 from medclf.evaluation.metrics import resolve_metric
+from medclf.evaluation.model_card import fmt
 from medclf.rundir import RunDir
 
 _HTML = """<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">
@@ -37,14 +38,6 @@ class Comparison:
     table: pd.DataFrame
     csv: Path
     html: Path
-
-
-def _ci(v: dict[str, Any] | None) -> str:
-    if not v or v.get("value") is None:
-        return ""
-    if v.get("ci_low") is None:
-        return f"{v['value']:.3f}"
-    return f"{v['value']:.3f} ({v['ci_low']:.3f}-{v['ci_high']:.3f})"
 
 
 def _model_size(run: RunDir) -> tuple[float, float]:
@@ -77,9 +70,9 @@ def _row(path: str, split: str, metric) -> dict[str, Any]:
         "path": str(run.root),
         "model": OmegaConf.load(run.config).model.name,
         "_sort": m["overall"][key]["value"],
-        key: _ci(m["overall"][key]),
+        key: fmt(m["overall"][key]),
         **{
-            k: _ci(m["overall"].get(k))
+            k: fmt(m["overall"].get(k))
             for k in ("accuracy", "balanced_accuracy", "macro_f1", "macro_auc")
             if k != key
         },

@@ -45,7 +45,7 @@ class Evaluated:
     table: pd.DataFrame
     y: np.ndarray
     logits: np.ndarray
-    inputs: list[np.ndarray]
+    images: list[np.ndarray]  # CxHxW in [0, 1], before normalization (for figures)
 
 
 def _positive_class(classes: tuple[str, ...], wanted: str | None) -> int | None:
@@ -61,7 +61,7 @@ def _positive_class(classes: tuple[str, ...], wanted: str | None) -> int | None:
     return 1 - negatives[0] if len(negatives) == 1 else 1
 
 
-def _target_table(run: RunDir, split: str | None, data_cfg: Any, external: bool):
+def _target_table(split_table: pd.DataFrame, split: str | None, data_cfg: Any, external: bool):
     """(name, table) of the images to evaluate."""
     if external:
         from medclf.data.discover import DiscoverOptions, discover
@@ -78,12 +78,11 @@ def _target_table(run: RunDir, split: str | None, data_cfg: Any, external: bool)
             if col not in table:
                 table[col] = ""
         return name, table.reset_index(drop=True)
-    table = pd.read_csv(run.split, dtype=str, keep_default_na=False)
     split = split or "test"
-    if split not in set(table["split"]):
-        available = ", ".join(sorted(set(table["split"])))
+    if split not in set(split_table["split"]):
+        available = ", ".join(sorted(set(split_table["split"])))
         raise MedclfError(f"split={split}: the run has no such split (available: {available})")
-    return split, table[table["split"] == split].reset_index(drop=True)
+    return split, split_table[split_table["split"] == split].reset_index(drop=True)
 
 
 def _run_model(predictor, table: pd.DataFrame, desc: str, progress: bool) -> Evaluated:
@@ -93,9 +92,9 @@ def _run_model(predictor, table: pd.DataFrame, desc: str, progress: bool) -> Eva
     arrays, errors = decode_all(list(table["path"]), predictor.prep, desc=desc, progress=progress)
     if errors:
         raise MedclfError(f"{len(errors)} image(s) could not be read; first: {errors[0]}")
-    inputs = [predictor.prep.normalize_array(a) for a in arrays]
+    logits = predictor.logits_arrays([predictor.prep.normalize_array(a) for a in arrays])
     y = table["label"].map({c: i for i, c in enumerate(classes)}).to_numpy(np.int64)
-    return Evaluated(table, y, predictor.logits_arrays(inputs), inputs)
+    return Evaluated(table, y, logits, arrays)
 
 
 def fit_decision(
@@ -139,14 +138,12 @@ def _interval_values(
     keys = suite.keys()
     point = suite.compute(ev.y, probs)
     values = {k: {"value": float(v)} for k, v in zip(keys, point, strict=True)}
-    patients = ev.table["patient_id"].astype(str).tolist()
-    has_ids = any(p not in ("", "nan") for p in patients)
-    units = resampling_units(patients if has_ids else None, len(ev.y))
+    units = resampling_units(ev.table["patient_id"].astype(str).tolist(), len(ev.y))
     info = {
         "level": float(ev_cfg.ci_level),
         "method": str(ev_cfg.ci_method),
         "resamples": int(ev_cfg.n_bootstrap),
-        "unit": "patient" if has_ids else "image",
+        "unit": "patient" if len(units) < len(ev.y) else "image",
         "units": len(units),
         "seed": seed,
     }
@@ -220,7 +217,8 @@ def evaluate(
     cfg = evaluation_config(run.config, overrides)
     ev_cfg = cfg.eval
     external = any(o.split("=", 1)[0].lstrip("+") == "data.path" for o in overrides)
-    name, table = _target_table(run, split, cfg.data, external)
+    split_table = pd.read_csv(run.split, dtype=str, keep_default_na=False)
+    name, table = _target_table(split_table, split, cfg.data, external)
     if table.empty:
         raise MedclfError(f"{name}: no images to evaluate; check split= or data.path=")
 
@@ -243,13 +241,15 @@ def evaluate(
             f"{name}: labels {unknown} are not classes of the model ({', '.join(classes)}); "
             "map them with data.class_map={old: new} or evaluate a model trained on them"
         )
-    split_table = pd.read_csv(run.split, dtype=str, keep_default_na=False)
 
-    # 1. calibration and operating thresholds on validation
-    val_rows = split_table[split_table["split"] == "val"].reset_index(drop=True)
-    val = _run_model(predictor, val_rows, "reading val", progress) if len(val_rows) else None
+    # 1. calibration and operating thresholds on validation (an ONNX file keeps its own)
+    evaluating_val = split == "val" and not external
+    val = None
+    if model == "checkpoint" or evaluating_val:
+        val_rows = split_table[split_table["split"] == "val"].reset_index(drop=True)
+        val = _run_model(predictor, val_rows, "reading val", progress) if len(val_rows) else None
     if model == "onnx":
-        decision = predictor.decision  # the deployed artifact's own record
+        decision = predictor.decision
     else:
         decision = fit_decision(val, classes, ev_cfg, predictor.version)
         decision.save(run.calibration)
@@ -258,12 +258,12 @@ def evaluate(
     # 2. the evaluated images
     ev = (
         val
-        if (split == "val" and not external and val is not None)
+        if (evaluating_val and val is not None)
         else _run_model(predictor, table, f"reading {name}", progress)
     )
     raw = apply_temperature(ev.logits, 1.0)
     probs = apply_temperature(ev.logits, decision.temperature)
-    positive = _positive_class(classes, ev_cfg.positive_class)
+    positive = classes.index(decision.positive_class) if decision.positive_class else None
     suite = MetricSuite(
         classes,
         positive=positive,
@@ -319,7 +319,7 @@ def evaluate(
         positive_class=decision.positive_class,
         fitted_on=decision.fitted_on,
     )
-    patients = ev.table["patient_id"].astype(str)
+    patients = ev.table["patient_id"].astype(str).replace("nan", "")
     metrics = {
         "run": str(run.root),
         "evaluated": {

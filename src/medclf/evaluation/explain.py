@@ -7,14 +7,11 @@ permuted to NCHW), otherwise the last 2-D convolution. Explanations are of the p
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 
 import numpy as np
 import torch
 from torch import nn
-
-log = logging.getLogger("medclf")
 
 
 def cam_target(model: nn.Module) -> tuple[nn.Module, Callable | None]:

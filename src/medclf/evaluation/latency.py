@@ -19,7 +19,7 @@ BATCH = 32
 
 
 def measure_latency(predictor, evaluated, runs: int = 50) -> dict[str, Any]:
-    if runs <= 0 or not len(evaluated.inputs):
+    if runs <= 0 or not len(evaluated.images):
         return {"runs": 0}
     import torch
 
@@ -31,8 +31,9 @@ def measure_latency(predictor, evaluated, runs: int = 50) -> dict[str, Any]:
         t0 = time.perf_counter()
         predictor.predict_one(path)
         times.append((time.perf_counter() - t0) * 1000)
-    reps = -(-BATCH // len(evaluated.inputs))
-    batch = np.stack((list(evaluated.inputs) * reps)[:BATCH]).astype(np.float32)
+    reps = -(-BATCH // len(evaluated.images))
+    images = (list(evaluated.images) * reps)[:BATCH]
+    batch = np.stack([predictor.prep.normalize_array(a) for a in images]).astype(np.float32)
     predictor.predict_batch(batch)
     batch_times = []
     for _ in range(max(3, runs // 10)):

@@ -21,6 +21,7 @@ import numpy as np
 from scipy.stats import rankdata
 
 from medclf.errors import MedclfError
+from medclf.evaluation.calibration import brier_score, calibration_errors
 
 
 @dataclass(frozen=True)
@@ -249,8 +250,6 @@ class MetricSuite:
 
     def compute(self, y_true: np.ndarray, probs: np.ndarray) -> np.ndarray:
         """Every metric for labels ``y_true`` and probabilities ``probs`` (rows sum to 1)."""
-        from medclf.evaluation.calibration import brier_score, calibration_errors
-
         y_true = np.asarray(y_true, np.int64)
         n_classes = self.n_classes
         y_pred = probs.argmax(axis=1)

@@ -198,13 +198,7 @@ def write_model_card(run, path: Path, metrics, values, gates) -> Path:
                         [
                             g,
                             v["n"],
-                            fmt(
-                                {
-                                    "value": v["accuracy"],
-                                    "ci_low": (v.get("accuracy_ci") or [None])[0],
-                                    "ci_high": (v.get("accuracy_ci") or [None, None])[1],
-                                }
-                            ),
+                            fmt(v["accuracy"]),
                             f"{v['balanced_accuracy']:.3f}",
                             "n/a" if v["macro_auc"] != v["macro_auc"] else f"{v['macro_auc']:.3f}",
                         ]

@@ -23,12 +23,6 @@ FIGURES = {
 }
 
 
-def _unnormalized(prep, x: np.ndarray) -> np.ndarray:
-    mean = np.asarray(prep.mean, np.float32)[:, None, None]
-    std = np.asarray(prep.std, np.float32)[:, None, None]
-    return np.clip(x * std + mean, 0, 1)
-
-
 def predictions_frame(ev, probs, decisions, classes) -> pd.DataFrame:
     y_pred = probs.argmax(axis=1)
     return pd.DataFrame(
@@ -45,13 +39,13 @@ def predictions_frame(ev, probs, decisions, classes) -> pd.DataFrame:
     )
 
 
-def _top_losses(ev, probs, prep, classes, limit: int) -> list[tuple[np.ndarray, str]]:
+def _top_losses(ev, probs, classes, limit: int) -> list[tuple[np.ndarray, str]]:
     y_pred = probs.argmax(axis=1)
     wrong = np.flatnonzero(y_pred != ev.y)
     order = wrong[np.argsort(-probs[wrong, y_pred[wrong]], kind="stable")][:limit]
     return [
         (
-            _unnormalized(prep, ev.inputs[i]),
+            ev.images[i],
             f"{Path(str(ev.table['path'].iloc[i])).name[:22]}\n"
             f"true {classes[ev.y[i]]} / pred {classes[y_pred[i]]}\n"
             f"p={probs[i, y_pred[i]]:.2f}, loss={-np.log(max(probs[i, ev.y[i]], 1e-12)):.2f}",
@@ -70,12 +64,11 @@ def _gradcam_tiles(ev, probs, predictor, classes, per_class: int):
         chosen += list(rows[np.argsort(-probs[rows, k], kind="stable")][:per_class])
     if not chosen:
         return []
-    maps = gradcam_maps(
-        predictor.model, np.stack([ev.inputs[i] for i in chosen]), [y_pred[i] for i in chosen]
-    )
+    inputs = np.stack([predictor.prep.normalize_array(ev.images[i]) for i in chosen])
+    maps = gradcam_maps(predictor.model, inputs, [y_pred[i] for i in chosen])
     return [
         (
-            overlay(_unnormalized(predictor.prep, ev.inputs[i]), heat),
+            overlay(ev.images[i], heat),
             f"true {classes[ev.y[i]]}\npred {classes[y_pred[i]]} p={probs[i, y_pred[i]]:.2f}",
         )
         for i, heat in zip(chosen, maps, strict=True)
@@ -114,7 +107,7 @@ def write_outputs(
     if run.curves_png.is_file() or plot_training_curves(run.metrics_csv, run.curves_png):
         shutil.copyfile(run.curves_png, out / FIGURES["training"])
         figures["training"] = out / FIGURES["training"]
-    losses = _top_losses(ev, probs, predictor.prep, classes, int(ev_cfg.top_losses))
+    losses = _top_losses(ev, probs, classes, int(ev_cfg.top_losses))
     if losses:
         figures["top_losses"] = plots.plot_gallery(
             losses, out / FIGURES["top_losses"], "most confident errors"

@@ -42,10 +42,6 @@ def _interval(v: dict[str, Any] | None) -> str:
     return f"{_num(v['ci_low'])} - {_num(v['ci_high'])}"
 
 
-def _pair(v: list | None) -> str:
-    return "" if not v else f"{_num(v[0])} - {_num(v[1])}"
-
-
 def write_report(path: Path, run, metrics, values, gates, figures: dict[str, Path]) -> Path:
     images = {
         key: base64.b64encode(Path(p).read_bytes()).decode("ascii") for key, p in figures.items()
@@ -85,7 +81,6 @@ def write_report(path: Path, run, metrics, values, gates, figures: dict[str, Pat
         figure=figure,
         num=_num,
         interval=_interval,
-        pair=_pair,
     )
     with atomic_path(path) as tmp:
         Path(tmp).write_text(html, encoding="utf-8")

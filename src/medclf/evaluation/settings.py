@@ -23,8 +23,9 @@ def evaluation_config(run_config: Path, overrides: list[str]) -> DictConfig:
                 f"'{item}': evaluate takes eval.* and data.* settings (data.path=OTHER evaluates "
                 "another dataset); the model's own settings come from the run"
             )
-    compose(overrides)  # validates every key and value against the packaged config
-    packaged = compose([])
+    # validates every key and value; its eval section is the packaged one with the overrides,
+    # which are applied again below, on top of the run's own eval section
+    packaged = compose(overrides)
     saved = OmegaConf.load(run_config)
     cfg = OmegaConf.create(
         {

@@ -2,8 +2,9 @@
 
 A model that is accurate overall can fail one group; a reviewer asks for the breakdown. Numeric
 ``age`` columns are cut into bands; other columns with at most ``MAX_LEVELS`` distinct values
-are grouped as they are. Accuracy gets a percentile bootstrap interval (patients as units),
-since small groups make point values misleading.
+are grouped as they are. Accuracy (``{"value", "ci_low", "ci_high"}`` like every metric)
+gets a percentile bootstrap interval (patients as units), since small groups make point values
+misleading.
 """
 
 from __future__ import annotations
@@ -54,8 +55,8 @@ def subgroup_metrics(
             values = suite.compute(y[rows], probs[rows])
             entry: dict[str, Any] = {"n": len(rows)}
             entry.update({k: float(values[i]) for k, i in zip(picks, idx, strict=True)})
-            pats = table["patient_id"].astype(str).iloc[rows].tolist()
-            units = resampling_units(pats if any(p for p in pats) else None, len(rows))
+            entry["accuracy"] = {"value": entry["accuracy"]}
+            units = resampling_units(table["patient_id"].astype(str).iloc[rows].tolist(), len(rows))
             if len(units) >= 5:
                 hit = (probs[rows].argmax(1) == y[rows]).astype(float)
                 (ci,) = bootstrap_intervals(
@@ -64,7 +65,7 @@ def subgroup_metrics(
                     n_resamples=SUBGROUP_RESAMPLES,
                     method="percentile",
                 )
-                entry["accuracy_ci"] = [ci.low, ci.high]
+                entry["accuracy"].update(ci_low=ci.low, ci_high=ci.high)
             groups[str(level)] = entry
         out["age_band" if col.lower().startswith("age") else col] = groups
     return out

@@ -59,9 +59,10 @@ def parity_report(reference: TorchPredictor, candidate: OnnxPredictor, paths: li
     from scipy.special import softmax
 
     inputs = [reference.prep(p) for p in paths]
-    ref = reference.predict_arrays(inputs)
+    ref_logits = reference.logits_arrays(inputs).astype(np.float64)
+    ref = softmax(ref_logits / reference.decision.temperature, axis=1)
     got = candidate.predict_arrays(inputs)
-    ref_raw = softmax(reference.logits_arrays(inputs).astype(np.float64), axis=1)
+    ref_raw = softmax(ref_logits, axis=1)
     got_raw = softmax(candidate.logits_arrays(inputs).astype(np.float64), axis=1)
     # batch-1 path too: a dynamic-batch bug often shows only at one of the two
     single = np.concatenate([candidate.predict_batch(x[None]) for x in inputs[:4]])

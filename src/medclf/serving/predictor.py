@@ -42,23 +42,22 @@ class Predictor(ABC):
     def predict_batch(self, x: np.ndarray) -> np.ndarray:
         """NCHW float32 model input -> N x classes calibrated probabilities."""
 
-    def logits_arrays(self, inputs: Sequence[np.ndarray], batch_size: int = 32) -> np.ndarray:
+    def _batched(self, fn, inputs: Sequence[np.ndarray], batch_size: int) -> np.ndarray:
         out = [
-            self.logits_batch(np.stack(inputs[i : i + batch_size]).astype(np.float32))
+            fn(np.stack(inputs[i : i + batch_size]).astype(np.float32))
             for i in range(0, len(inputs), batch_size)
         ]
         return np.concatenate(out) if out else np.zeros((0, len(self.class_names)), np.float32)
+
+    def logits_arrays(self, inputs: Sequence[np.ndarray], batch_size: int = 32) -> np.ndarray:
+        return self._batched(self.logits_batch, inputs, batch_size)
 
     @property
     def class_names(self) -> tuple[str, ...]:
         return self.prep.class_names
 
     def predict_arrays(self, inputs: Sequence[np.ndarray], batch_size: int = 32) -> np.ndarray:
-        out = [
-            self.predict_batch(np.stack(inputs[i : i + batch_size]).astype(np.float32))
-            for i in range(0, len(inputs), batch_size)
-        ]
-        return np.concatenate(out) if out else np.zeros((0, len(self.class_names)), np.float32)
+        return self._batched(self.predict_batch, inputs, batch_size)
 
     def predict_one(self, source: str | Path | bytes, name: str | None = None) -> dict[str, Any]:
         """The documented prediction record for one image (path or file bytes)."""
