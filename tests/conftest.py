@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,6 +18,9 @@ for _var, _val in {
     "NO_ALBUMENTATIONS_UPDATE": "1",
     "DVC_NO_ANALYTICS": "1",
     "DO_NOT_TRACK": "1",
+    # a fixed pseudonym key, so tests (and their CLI subprocesses) never create a key file
+    # in the working directory; tests of the key file itself unset it
+    "MEDCLF_PSEUDONYM_KEY": "medclf-test-suite-pseudonym-key",
 }.items():
     os.environ.setdefault(_var, _val)
 
@@ -38,6 +45,42 @@ def printed_run(proc: subprocess.CompletedProcess, cwd: Path) -> Path:
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("run: ")), None)
     assert line, f"no 'run: ' line in the output:\n{proc.stdout}\n{proc.stderr[-2000:]}"
     return cwd / line.removeprefix("run: ").strip()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def served(model: Path, timeout: float = 90) -> Iterator[str]:
+    """A real ``medclf serve`` process on a free 127.0.0.1 port; yields its base URL."""
+    import httpx
+
+    port = _free_port()
+    cmd = [sys.executable, "-m", "medclf", "serve", f"model={model}", "host=127.0.0.1"]
+    proc = subprocess.Popen(
+        [*cmd, f"port={port}"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise AssertionError(f"server exited: {proc.stdout.read()}")
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"server did not become healthy in {timeout:.0f} s")
+            time.sleep(0.3)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
 
 
 @pytest.fixture(scope="session")

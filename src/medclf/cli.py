@@ -132,13 +132,14 @@ def data_check(
     out: Path = typer.Option(None, "--out", help="Where to write check.json."),
 ) -> None:
     """Counts, formats, unreadable files, duplicates, near-duplicates, leakage, imbalance."""
-    from medclf.atomic import write_json
+    from medclf.atomic import sweep_stale, write_json
     from medclf.data.check import print_check
     from medclf.data.prepare import prepare_data
 
     cfg = _data_config(path, overrides)
     prepared = prepare_data(cfg.data)
     target = out or Path(cfg.runs_root) / "checks" / _dataset_slug(prepared.dataset) / "check.json"
+    sweep_stale(target.parent, recursive=False)  # a report write killed mid-way
     write_json(target, prepared.report)
     print_check(prepared.report)
     typer.echo(f"report: {target}")
@@ -378,6 +379,9 @@ def predict(
         typer.echo(json.dumps({"model": predictor.info(), "results": results}, indent=2))
     else:
         _print_predictions(results, predictor.class_names)
+    for r in results:
+        for warning in r.get("warnings", []):
+            typer.echo(f"warning: {warning}", err=True)
     failed = [r for r in results if "error" in r]
     if failed:
         raise MedclfError(

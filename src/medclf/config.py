@@ -13,6 +13,7 @@ from importlib import resources
 
 from omegaconf import DictConfig, OmegaConf
 
+from medclf.config_checks import check_values
 from medclf.errors import MedclfError
 
 CONF_MODULE = "medclf.conf"
@@ -93,6 +94,7 @@ def compose(overrides: list[str] | None = None) -> DictConfig:
     finally:
         GlobalHydra.instance().clear()
     OmegaConf.set_struct(cfg, True)
+    check_values(cfg)
     return cfg
 
 

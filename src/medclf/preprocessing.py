@@ -23,7 +23,7 @@ from PIL import Image
 
 from medclf.atomic import write_json
 from medclf.data.dicom import normalize_window, window_key
-from medclf.data.io import read_image
+from medclf.data.io import DEFAULT_MAX_PIXELS, Decoded, decode
 from medclf.errors import MedclfError
 
 RECORD_VERSION = 1
@@ -43,6 +43,7 @@ class Preprocessing:
     resize: str = "bilinear"
     normalize: str = "dataset"
     window: str | tuple[float, float] = "dicom"
+    max_pixels: int = DEFAULT_MAX_PIXELS  # decoding budget (``data.max_pixels``)
     version: int = RECORD_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -74,16 +75,28 @@ class Preprocessing:
         size = (self.image_size, self.image_size)
         if chw.shape[1:] == size:
             return np.ascontiguousarray(chw, dtype=np.float32)
+        # one plane at a time, without an extra full-size copy (large images stay cheap)
         planes = [
-            np.asarray(Image.fromarray(plane, mode="F").resize(size, Image.Resampling.BILINEAR))
-            for plane in chw.astype(np.float32)
+            np.asarray(
+                Image.fromarray(np.ascontiguousarray(plane, dtype=np.float32), mode="F").resize(
+                    size, Image.Resampling.BILINEAR
+                )
+            )
+            for plane in chw
         ]
         return np.stack(planes).astype(np.float32)
 
+    def decode(self, source: str | Path | bytes, name: str | None = None) -> Decoded:
+        """Decode with this record's window and pixel budget (see ``medclf.data.io``)."""
+        return decode(source, name=name, window=self.window, max_pixels=self.max_pixels)
+
+    def fit(self, image: np.ndarray) -> np.ndarray:
+        """A decoded HxW(x3) image -> CxHxW at the model's channels and size."""
+        return self.resize_array(self.to_channels(image))
+
     def load(self, source: str | Path | bytes, name: str | None = None) -> np.ndarray:
         """Decode, convert channels and resize: CxHxW float32 in [0,1], before normalization."""
-        image = read_image(source, name=name, window=self.window)
-        return self.resize_array(self.to_channels(image))
+        return self.fit(self.decode(source, name=name).array)
 
     def normalize_array(self, chw: np.ndarray) -> np.ndarray:
         mean = np.asarray(self.mean, dtype=np.float32)[:, None, None]
@@ -121,6 +134,7 @@ class Preprocessing:
                 resize=str(d.get("resize", "bilinear")),
                 normalize=str(d.get("normalize", "dataset")),
                 window=d.get("window", "dicom"),
+                max_pixels=int(d.get("max_pixels", DEFAULT_MAX_PIXELS)),
                 version=version,
                 extra=dict(d.get("extra", {})),
             )

@@ -10,6 +10,7 @@ import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
 
+from medclf.atomic import sweep_stale
 from medclf.errors import MedclfError
 
 
@@ -104,6 +105,7 @@ class RunDir:
         if not root.is_dir():
             raise MedclfError(f"run={path}: no such run folder (run 'medclf train' first)")
         run = cls(root)
+        sweep_stale(root)  # temporaries of commands killed on this run (kill -9)
         for required in (run.config, run.preprocessing):
             if not required.is_file():
                 raise MedclfError(

@@ -185,3 +185,27 @@ def test_a_manifest_listing_one_file_under_two_labels_is_a_reported_conflict(tmp
     assert report["label_conflicts"][0]["labels"] == ["a", "b"]
     both = prepared.table[prepared.table["path"].str.endswith("/0.png")]
     assert len(both) == 2 and both["split"].nunique() == 1  # one content, one split
+
+
+def test_an_excluded_file_takes_no_part_in_patient_accounting(tmp_path: Path):
+    """One unreadable image of a patient is excluded (it has no split): it must not make the
+    patient look like it is in two splits, or --strict would refuse a clean dataset."""
+    root = tmp_path / "data"
+    rows, seed = [], 0
+    for cls in ("a", "b"):
+        for p in range(5):
+            for s in range(2):
+                seed += 1
+                name = f"{cls}{p}_{s}.png"
+                _save(root / name, _phantom(seed))
+                rows.append((name, cls, f"{cls}{p}"))
+    (root / "a0_broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    rows.append(("a0_broken.png", "a", "a0"))
+    pd.DataFrame(rows, columns=["path", "label", "patient_id"]).to_csv(
+        root / "manifest.csv", index=False
+    )
+    cfg = compose([f"data.path={root}", f"data.cache_dir={tmp_path / 'cache'}"])
+    report = prepare_data(cfg.data, progress=False).report
+    assert [Path(u["path"]).name for u in report["unreadable"]] == ["a0_broken.png"]
+    assert report["patients_in_several_splits_count"] == 0
+    assert report["passed"]

@@ -16,9 +16,10 @@ from pydicom.uid import (
     generate_uid,
 )
 
-from medclf.data.dicom import WINDOW_PRESETS, file_window, hash_patient_id
+from medclf.data.dicom import WINDOW_PRESETS, file_window
 from medclf.data.discover import DiscoverOptions, discover
 from medclf.data.io import decode, is_image_file
+from medclf.data.pseudonym import load_key, pseudonym
 from medclf.errors import MedclfError
 from tests.conftest import SHARED_DATASETS
 
@@ -157,8 +158,8 @@ def test_extensionless_dicom_is_found_by_its_preamble(tmp_path: Path):
     assert not is_image_file(tmp_path / "a" / "README")
     df = discover(tmp_path)
     assert len(df) == 4 and sorted(df["label"].unique()) == ["a", "b"]
-    # PatientID becomes a stable one-way hash; the raw id never appears.
-    assert set(df["patient_id"]) == {hash_patient_id("MRN-0001")}
+    # PatientID becomes the project's keyed pseudonym; the raw id never appears.
+    assert set(df["patient_id"]) == {pseudonym("MRN-0001", load_key())}
     assert "MRN-0001" not in df.to_csv()
 
 

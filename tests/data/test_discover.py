@@ -6,6 +6,7 @@ import pytest
 from PIL import Image
 
 from medclf.data.discover import canonical_class_names, discover
+from medclf.data.pseudonym import load_key, pseudonym
 from medclf.errors import MedclfError
 from tests.conftest import CHEST_CT
 
@@ -63,7 +64,9 @@ def test_manifest_relative_paths_and_patient_ids(tmp_path: Path):
         "path,label,patient_id\nimgs/x.png,a,p1\nimgs/y.png,b,p2\n"
     )
     df = discover(tmp_path)
-    assert list(df["patient_id"]) == ["p1", "p2"]
+    # manifest ids are replaced by the project's keyed pseudonyms (medclf.data.pseudonym)
+    key = load_key()
+    assert list(df["patient_id"]) == [pseudonym("p1", key), pseudonym("p2", key)]
     assert all(Path(p).is_absolute() and Path(p).is_file() for p in df["path"])
 
 
@@ -142,7 +145,8 @@ def test_manifest_metadata_columns_are_kept_and_columns_can_be_renamed(tmp_path:
     opts = DiscoverOptions(columns={"path": "file", "label": "finding", "patient_id": "subject"})
     df = discover(tmp_path / "meta.csv", opts)
     assert list(df.columns) == ["path", "label", "patient_id", "split", "sex", "site"]
-    assert df["patient_id"].tolist() == ["s1", "s1", "s2", "s3"]
+    key = load_key()
+    assert df["patient_id"].tolist() == [pseudonym(s, key) for s in ("s1", "s1", "s2", "s3")]
     with pytest.raises(MedclfError, match=r"column\(s\) \['img'\] named in data.columns"):
         discover(tmp_path / "meta.csv", DiscoverOptions(columns={"path": "img"}))
 

@@ -47,7 +47,7 @@ def test_presplit_without_val_carves_val_from_train_only():
 
 
 def test_too_few_images_for_a_split_is_a_clear_error():
-    with pytest.raises(MedclfError, match="split is empty"):
+    with pytest.raises(MedclfError, match=r"class a: 1 image\(s\), but the train/val/test"):
         make_splits(_table(1, classes=("a", "b")), [0.7, 0.15, 0.15], seed=0)
 
 
@@ -80,3 +80,13 @@ def test_one_giant_duplicate_group_is_explained():
     df["_near_group"] = "n0"  # e.g. blank images: every one near-duplicates every other
     with pytest.raises(MedclfError, match=r"20 of 20 images form one group.*near_duplicate"):
         make_splits(df, [0.7, 0.15, 0.15], seed=0)
+
+
+def test_a_class_whose_patients_cannot_fill_every_split_is_named():
+    # three images of class "b" but all from one patient: they cannot reach val and test
+    df = _table(10, classes=("a",))
+    extra = pd.DataFrame(
+        {"path": ["b0", "b1", "b2"], "label": "b", "patient_id": "pb", "split": ""}
+    )
+    with pytest.raises(MedclfError, match=r"class b: fewer than 1 image\(s\) in the"):
+        make_splits(pd.concat([df, extra], ignore_index=True), [0.7, 0.15, 0.15], seed=0)

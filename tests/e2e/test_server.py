@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,61 +10,21 @@ import httpx
 import pandas as pd
 import pytest
 
-from tests.conftest import medclf
+from tests.conftest import medclf, served
 
 pytestmark = pytest.mark.slow
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _start(model: Path) -> Iterator[str]:
-    port = _free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "medclf",
-            "serve",
-            f"model={model}",
-            "host=127.0.0.1",
-            f"port={port}",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            if proc.poll() is not None:
-                raise AssertionError(f"server exited: {proc.stdout.read()}")
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError("server did not become healthy in 90 s")
-            time.sleep(0.3)
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
-
-
 @pytest.fixture(scope="module")
 def run_server(trained_run: Path) -> Iterator[str]:
-    yield from _start(trained_run)
+    with served(trained_run) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
 def onnx_server(trained_run: Path) -> Iterator[str]:
-    yield from _start(trained_run / "export" / "model.onnx")
+    with served(trained_run / "export" / "model.onnx") as url:
+        yield url
 
 
 def _test_image(run: Path) -> tuple[str, pd.Series]:

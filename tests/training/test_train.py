@@ -251,7 +251,9 @@ def test_two_stage_recipe_on_chest_ct(tmp_path: Path):
     assert epochs.loc[2, "lr/head"] < 3e-5  # cosine decay within the stage
 
 
-def test_a_run_that_trains_nothing_fails(tiny_synth: Path, tmp_path: Path):
+def test_a_run_that_would_train_nothing_is_refused_before_it_starts(
+    tiny_synth: Path, tmp_path: Path
+):
     proc = medclf(
         "train",
         f"data.path={tiny_synth}",
@@ -262,5 +264,8 @@ def test_a_run_that_trains_nothing_fails(tiny_synth: Path, tmp_path: Path):
         "logger=[]",
         cwd=tmp_path,
     )
-    assert proc.returncode != 0 and "without a checkpoint" in proc.stderr
-    assert "Traceback" not in proc.stderr
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        "error: train.limit_train_batches=0 is not valid: expected a number > 0 (or null)"
+    )
+    assert not (tmp_path / "runs").exists()  # refused when composed: nothing written

@@ -18,7 +18,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from medclf.atomic import UMASK, write_json
+from medclf.atomic import staging_dir, sweep_stale, write_json
 from medclf.data.dicom import window_key
 from medclf.errors import MedclfError
 from medclf.preprocessing import Preprocessing
@@ -129,8 +128,8 @@ def build_cache(
     scale = 65535.0 if wide else 255.0
     shape = (len(unique), prep.channels, prep.image_size, prep.image_size)
 
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
+    sweep_stale(root.parent, recursive=False)  # builds killed mid-way
+    tmp = staging_dir(root)
     try:
         images = np.lib.format.open_memmap(tmp / IMAGES_FILE, mode="w+", dtype=dtype, shape=shape)
 
@@ -163,7 +162,6 @@ def build_cache(
                 "images": len(unique),
             },
         )
-        tmp.chmod(0o777 & ~UMASK)
         try:
             tmp.rename(root)
         except OSError:

@@ -4,7 +4,9 @@ Input is the split table (path, label, patient_id, split) joined with the file s
 (``medclf.data.scan``). Findings:
 
 - counts per class per split, formats, PIL modes / DICOM photometrics, bit depths, size range;
-- unreadable files (listed, and excluded from training);
+- unreadable files (listed, and excluded from training; they take no part in the duplicate,
+  leakage and patient findings below, since they are in no split);
+- tiny images (a side under ``TINY_SIDE`` px), which are kept but warned about;
 - exact duplicates (same content hash) within and across splits;
 - near-duplicates across splits: pHash Hamming distance <= ``near_duplicate_distance`` bits
   of 256 (identical content is reported as exact, not again as near);
@@ -26,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from medclf.data.discover import SPLITS
+from medclf.data.io import TINY_SIDE
 
 CHECK_VERSION = 1
 _MAX_LISTED = 200  # per finding in check.json; counts are always complete
@@ -109,9 +112,11 @@ def check_dataset(
         for r in df[df["error"] != ""].to_dict("records")
     ]
 
+    # Excluded (unreadable) files take no part in duplicate, leakage or patient accounting:
+    # they are in no split, and counting them would report leakage in a clean dataset.
     groups, conflicts = [], []
     within = across = 0
-    for sha, g in df[df["sha256"] != ""].groupby("sha256", sort=True):
+    for sha, g in readable[readable["sha256"] != ""].groupby("sha256", sort=True):
         if len(g) < 2:
             continue
         files = [_file(r) for r in g.to_dict("records")]
@@ -142,7 +147,7 @@ def check_dataset(
     ]
 
     leaked_patients = []
-    with_pid = df[df["patient_id"] != ""]
+    with_pid = readable[readable["patient_id"] != ""]
     if len(splits) > 1 and not with_pid.empty:
         spread = with_pid.groupby("patient_id")["split"].agg(lambda s: sorted(set(s)))
         leaked_patients = [
@@ -157,6 +162,7 @@ def check_dataset(
         "largest": str(per_class.idxmax()) if len(per_class) else "",
         "smallest": str(per_class.idxmin()) if len(per_class) else "",
     }
+    tiny = readable[(readable["width"] < TINY_SIDE) | (readable["height"] < TINY_SIDE)]
     leakage = bool(across or near or leaked_patients)
     return {
         "version": CHECK_VERSION,
@@ -178,6 +184,14 @@ def check_dataset(
             else [],
         },
         "unreadable": unreadable,
+        "tiny_images": {
+            "min_side": TINY_SIDE,
+            "count": len(tiny),
+            "files": [
+                {**_file(r), "width": int(r["width"]), "height": int(r["height"])}
+                for r in tiny.head(_MAX_LISTED).to_dict("records")
+            ],
+        },
         "exact_duplicates": {
             "groups_within_split": within,
             "groups_across_splits": across,
@@ -232,6 +246,13 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
             f"LABEL CONFLICT identical content under different labels: "
             f"{report['label_conflict_count']} (e.g. {' vs '.join(c['labels'])}: "
             f"{c['files'][0]['path']})"
+        )
+    tiny = report.get("tiny_images", {})
+    if tiny.get("count"):
+        t = tiny["files"][0]
+        lines.append(
+            f"TINY images smaller than {tiny['min_side']} px: {tiny['count']} (predictions on "
+            f"them are unreliable); e.g. {t['path']} ({t['width']}x{t['height']})"
         )
     if ex["groups_within_split"]:
         lines.append(f"exact duplicates within a split: {ex['groups_within_split']} group(s)")

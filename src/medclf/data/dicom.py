@@ -14,15 +14,16 @@ become Hounsfield units). The window is chosen by ``data.window``:
 MONOCHROME1 images (white = low values) are inverted after windowing so that every image has
 the MONOCHROME2 sense. Multi-frame files use the middle frame, documented in the README: a
 classifier of single images needs one plane, and the middle frame of a series is the one
-most likely to show the organ. PHI never leaves this module: only the pixel array and a
-one-way hash of PatientID are returned.
+most likely to show the organ, and only that frame is decoded. PHI never leaves this module:
+only the pixel array and a keyed pseudonym of PatientID (``medclf.data.pseudonym``) are
+returned. The header's Rows x Columns x frames x samples is checked against the pixel budget
+before any pixel is decoded.
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -130,11 +131,6 @@ def file_window(ds: Any) -> tuple[float, float] | None:
     return center, width
 
 
-def hash_patient_id(raw: str) -> str:
-    """A stable pseudonym: the same PatientID always maps to the same 16 hex characters."""
-    return "p" + hashlib.sha256(raw.strip().encode("utf-8")).hexdigest()[:15]
-
-
 @dataclass(frozen=True)
 class DicomImage:
     array: np.ndarray  # (H, W) float32 in [0, 1], windowed, MONOCHROME2 sense, or (H, W, 3)
@@ -163,23 +159,41 @@ def _open(source: Path | bytes, label: str, stop_before_pixels: bool = False) ->
         raise MedclfError(f"{label}: corrupt or truncated DICOM file ({exc})") from exc
 
 
-def dicom_patient_id(path: Path) -> str:
-    """Hashed PatientID from the header (no pixel decoding), or "" when absent."""
+def dicom_patient_id(path: Path, pseudonymize: Callable[[str], str]) -> str:
+    """The pseudonym of the header's PatientID (no pixel decoding), or "" when absent."""
     try:
         ds = _open(path, str(path), stop_before_pixels=True)
     except MedclfError:
         return ""
     raw = str(ds.get("PatientID", "") or "").strip()
-    return hash_patient_id(raw) if raw else ""
+    return pseudonymize(raw) if raw else ""
 
 
-def read_dicom(source: Path | bytes, label: str, window: Any = "dicom") -> DicomImage:
+def _header_int(ds: Any, keyword: str, default: int) -> int:
+    value = _first_number(ds.get(keyword))
+    return int(value) if value is not None else default
+
+
+def read_dicom(
+    source: Path | bytes, label: str, window: Any = "dicom", max_pixels: int | None = None
+) -> DicomImage:
     from pydicom.pixels import apply_modality_lut, get_decoder
+
+    from medclf.data.io import check_pixel_budget
 
     spec = normalize_window(window)
     ds = _open(source, label)
     if "PixelData" not in ds:
         raise MedclfError(f"{label}: DICOM file has no pixel data (not an image)")
+    frames = max(_header_int(ds, "NumberOfFrames", 1), 1)
+    check_pixel_budget(
+        label,
+        _header_int(ds, "Columns", 0),
+        _header_int(ds, "Rows", 0),
+        frames,
+        _header_int(ds, "SamplesPerPixel", 1),
+        max_pixels,
+    )
     syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
     syntax_name = getattr(syntax, "name", str(syntax or "unknown"))
     if syntax is not None and getattr(syntax, "is_compressed", False):
@@ -195,17 +209,18 @@ def read_dicom(source: Path | bytes, label: str, window: Any = "dicom") -> Dicom
                 "pylibjpeg-openjpeg) or convert the file to an uncompressed transfer syntax"
             )
     try:
+        if frames > 1:  # decode the middle frame only, not the whole series
+            ds.pixel_array_options(index=frames // 2)
         pixels = ds.pixel_array
     except Exception as exc:  # pydicom raises many types for broken pixel data
         raise MedclfError(
             f"{label}: cannot decode DICOM pixel data ({syntax_name}): {exc}"
         ) from exc
 
-    frames = int(_first_number(ds.get("NumberOfFrames")) or 1)
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
     samples = int(ds.get("SamplesPerPixel", 1) or 1)
-    if frames > 1 and pixels.ndim >= 3 and pixels.shape[0] == frames:
-        pixels = pixels[frames // 2]
+    if frames > 1 and pixels.ndim == (3 if samples == 1 else 4):
+        pixels = pixels[frames // 2]  # a decoder that ignored the index
     bits = int(ds.get("BitsStored", 8 * pixels.dtype.itemsize) or 8)
 
     if samples == 3 or pixels.ndim == 3:

@@ -14,7 +14,8 @@ Supported layouts (``data.format``; ``auto`` detects them in this order):
    names carry the label. A missing val or test split is carved out of train later.
 
 Images are PNG/JPEG/TIFF/BMP and DICOM (``.dcm`` or extension-less with the DICM preamble).
-For DICOM rows without a patient id, the header's PatientID is used, as a one-way hash.
+For DICOM rows without a patient id, the header's PatientID is used. Every patient id (a
+manifest's too) is replaced by its keyed pseudonym (``medclf.data.pseudonym``) right here.
 ``data.class_map`` renames raw labels (e.g. ``{"0": normal, "1": pneumonia}``).
 
 Class identity across splits: folder names are matched exactly, and a longer name is merged
@@ -36,6 +37,7 @@ import pandas as pd
 
 from medclf.data.dicom import dicom_patient_id, looks_like_dicom
 from medclf.data.io import is_image_file, load_npz, npz_ref
+from medclf.data.pseudonym import Pseudonymizer
 from medclf.errors import MedclfError
 
 SPLIT_ALIASES = {
@@ -63,6 +65,7 @@ class DiscoverOptions:
     image_root: str | None = None
     label_pattern: str | None = None
     class_map: Mapping[str, str] = field(default_factory=dict)
+    pseudonym_key_file: str | None = None  # see medclf.data.pseudonym
 
     @classmethod
     def from_cfg(cls, data: Any) -> DiscoverOptions:
@@ -74,6 +77,7 @@ class DiscoverOptions:
             image_root=str(image_root) if image_root else None,
             label_pattern=str(pattern) if pattern else None,
             class_map={str(k): str(v) for k, v in dict(data.get("class_map") or {}).items()},
+            pseudonym_key_file=str(data.get("pseudonym_key_file") or "") or None,
         )
 
 
@@ -279,12 +283,17 @@ def _detect(root: Path, fmt: str) -> tuple[str, Path]:
     return "folder", root
 
 
-def _dicom_patients(df: pd.DataFrame) -> pd.DataFrame:
-    """Fill empty patient ids of DICOM rows from the (hashed) PatientID header."""
-    empty = df["patient_id"].eq("")
-    dicom = empty & df["path"].map(lambda p: "::" not in p and looks_like_dicom(Path(p)))
+def _pseudonymize_patients(df: pd.DataFrame, key_file: str | None) -> pd.DataFrame:
+    """Replace every patient id by its keyed pseudonym: a manifest's ids, and for DICOM rows
+    without one, the header's PatientID. Nothing downstream ever sees a raw id."""
+    keyed = Pseudonymizer(key_file)
+    ids = df["patient_id"].fillna("").astype(str).str.strip()
+    df["patient_id"] = [keyed(v) for v in ids]
+    dicom = ids.eq("") & df["path"].map(lambda p: "::" not in p and looks_like_dicom(Path(p)))
     if dicom.any():
-        df.loc[dicom, "patient_id"] = [dicom_patient_id(Path(p)) for p in df.loc[dicom, "path"]]
+        df.loc[dicom, "patient_id"] = [
+            dicom_patient_id(Path(p), keyed) for p in df.loc[dicom, "path"]
+        ]
     return df
 
 
@@ -309,7 +318,7 @@ def discover(path: str | Path | None, options: DiscoverOptions | None = None) ->
         df = _from_folders(target)
     if opts.class_map:
         df["label"] = df["label"].map(lambda v: opts.class_map.get(v, v))
-    df = _dicom_patients(df)
+    df = _pseudonymize_patients(df, opts.pseudonym_key_file)
     classes = sorted(df["label"].unique())
     if len(classes) < 2:
         raise MedclfError(

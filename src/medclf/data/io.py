@@ -4,6 +4,10 @@
 alpha is dropped. DICOM goes through ``medclf.data.dicom`` (modality LUT, then the configured
 window). The result is (H, W) for grayscale and (H, W, 3) for color. Every failure is a
 MedclfError that names the file, so a bad image is reported instead of killing a run.
+
+Sizes are bounded before decoding: the header's width x height x frames x samples must fit
+``max_pixels`` (``data.max_pixels``), because a 100 KB PNG or DICOM can claim a billion
+pixels. Decoding keeps few full-size copies (about 8 bytes per pixel for a 16-bit image).
 """
 
 from __future__ import annotations
@@ -12,7 +16,6 @@ import functools
 import hashlib
 import io
 import re
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +26,15 @@ from PIL import Image, UnidentifiedImageError
 from medclf.data.dicom import has_dicm_preamble, looks_like_dicom, minmax, normalize_window
 from medclf.errors import MedclfError
 
+# medclf checks every raster header against ``max_pixels`` itself, before decoding, so Pillow's
+# own process-wide bomb limit (89 Mpx warning, 179 Mpx error) is switched off: it would
+# otherwise override the configured budget in both directions and surface as a traceback.
+Image.MAX_IMAGE_PIXELS = None
+DEFAULT_MAX_PIXELS = 100_000_000
+# Images smaller than this (either side, pixels) are reported: usually a thumbnail, an icon
+# or a broken export, and their prediction is an extrapolation from a few pixels.
+TINY_SIDE = 16
+_GRAY_MODES = frozenset({"1", "L", "LA", "F", "I", "I;16", "I;16B", "I;16L", "I;16N"})
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp"})
 
 # Max value by PIL integer mode, for scaling to [0, 1]. Mode "I" (32-bit int) is how Pillow
@@ -35,6 +47,35 @@ _INT_MODE_MAX = {
     "I": 65535.0,
 }
 _MODE_BITS = {"1": 1, "F": 32, **{m: 16 for m in _INT_MODE_MAX}}
+
+
+class ImageTooLargeError(MedclfError):
+    """The header claims more pixels than ``data.max_pixels`` (the server answers 413)."""
+
+
+def check_pixel_budget(
+    label: str, width: int, height: int, frames: int, samples: int, max_pixels: int | None
+) -> None:
+    """Refuse, from header facts alone, an image whose decoded size exceeds the budget."""
+    budget = DEFAULT_MAX_PIXELS if max_pixels is None else int(max_pixels)
+    total = max(width, 0) * max(height, 0) * max(frames, 1) * max(samples, 1)
+    if total > budget:
+        shape = f"{width}x{height}" + (f"x{frames} frames" if frames > 1 else "")
+        raise ImageTooLargeError(
+            f"{label}: image too large to decode ({shape}, {samples} sample(s) per pixel = "
+            f"{total / 1e6:,.0f} million values > data.max_pixels={budget:,}); raise "
+            "data.max_pixels if the image is genuine"
+        )
+
+
+def tiny_image_warning(label: str, width: int, height: int) -> str | None:
+    """A one-line warning for an image too small to classify meaningfully, else None."""
+    if min(width, height) >= TINY_SIDE:
+        return None
+    return (
+        f"{label}: image is only {width}x{height} px (smaller than {TINY_SIDE} px); its "
+        "prediction is unreliable"
+    )
 
 
 @dataclass(frozen=True)
@@ -73,13 +114,17 @@ def load_npz(path: str | Path) -> dict[str, np.ndarray]:
         raise MedclfError(f"{p}: cannot read .npz file ({exc})") from exc
 
 
-def _decode_npz_ref(ref: re.Match[str]) -> Decoded:
+def _decode_npz_ref(ref: re.Match[str], max_pixels: int | None) -> Decoded:
     arrays = load_npz(ref["file"])
     key, index = ref["key"], int(ref["index"])
     label = f"{ref['file']}::{key}[{index}]"
     if key not in arrays or index >= len(arrays[key]):
         raise MedclfError(f"{label}: no such image in the .npz file")
     raw = np.asarray(arrays[key][index])
+    if raw.ndim >= 2:
+        check_pixel_budget(
+            label, raw.shape[1], raw.shape[0], 1, int(np.prod(raw.shape[2:])), max_pixels
+        )
     if raw.ndim == 3 and raw.shape[-1] == 1:
         raw = raw[..., 0]
     if raw.ndim not in (2, 3) or (raw.ndim == 3 and raw.shape[-1] not in (3, 4)):
@@ -117,33 +162,47 @@ def is_image_file(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES or looks_like_dicom(path)
 
 
+def _scaled(raw: np.ndarray, scale: float, clip: bool = False) -> np.ndarray:
+    """float32 ``raw / scale`` with one full-size float copy (in-place arithmetic)."""
+    arr = raw.astype(np.float32)
+    del raw
+    arr /= np.float32(scale)
+    if clip:
+        np.clip(arr, 0.0, 1.0, out=arr)
+    return arr
+
+
 def _to_array(img: Image.Image) -> np.ndarray:
     mode = img.mode
     if mode in _INT_MODE_MAX:
-        arr = np.asarray(img, dtype=np.float64) / _INT_MODE_MAX[mode]
-        return np.clip(arr, 0.0, 1.0).astype(np.float32)
+        # 32-bit "I" may hold values outside 0..65535; 16-bit modes cannot.
+        return _scaled(np.asarray(img), _INT_MODE_MAX[mode], clip=mode == "I")
     if mode == "F":
         return minmax(np.asarray(img, dtype=np.float32))
     if mode in ("L", "1"):
-        return np.asarray(img.convert("L"), dtype=np.float32) / 255.0
+        return _scaled(np.asarray(img.convert("L")), 255.0)
     if mode == "LA":
-        return np.asarray(img.getchannel("L"), dtype=np.float32) / 255.0
+        return _scaled(np.asarray(img.getchannel("L")), 255.0)
     # RGB, RGBA, P, CMYK, YCbCr, ...: resolve to RGB (palette looked up, alpha dropped).
-    return np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
+    return _scaled(np.asarray(img.convert("RGB")), 255.0)
 
 
-def _decode_raster(stream: io.BytesIO | Path, label: str, window: Any) -> Decoded:
+def _decode_raster(
+    stream: io.BytesIO | Path, label: str, window: Any, max_pixels: int | None
+) -> Decoded:
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(stream) as img:
-                img.load()
-                arr = _to_array(img)
-                kind = (img.format or "unknown").lower()
-                mode = img.mode
+        # Image.open reads the header only; the budget is checked before load() decodes.
+        with Image.open(stream) as img:
+            width, height = img.size
+            samples = 1 if img.mode in _GRAY_MODES else 3
+            check_pixel_budget(label, width, height, 1, samples, max_pixels)
+            img.load()
+            arr = _to_array(img)
+            kind = (img.format or "unknown").lower()
+            mode = img.mode
     except UnidentifiedImageError as exc:
         raise MedclfError(f"{label}: not a readable image (PNG, JPEG, TIFF, BMP, DICOM)") from exc
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombWarning) as exc:
+    except (OSError, ValueError, SyntaxError, MemoryError, Image.DecompressionBombError) as exc:
         raise MedclfError(f"{label}: corrupt or truncated image ({exc})") from exc
     if window == "minmax":
         arr = minmax(arr)
@@ -156,13 +215,19 @@ def _decode_raster(stream: io.BytesIO | Path, label: str, window: Any) -> Decode
     return Decoded(arr, kind, mode, bits, arr.shape[1], arr.shape[0])
 
 
-def decode(source: str | Path | bytes, name: str | None = None, window: Any = "dicom") -> Decoded:
-    """Decode ``source`` (a path or the bytes of a file) with its facts; see module docstring."""
+def decode(
+    source: str | Path | bytes,
+    name: str | None = None,
+    window: Any = "dicom",
+    max_pixels: int | None = None,
+) -> Decoded:
+    """Decode ``source`` (a path or the bytes of a file) with its facts; see module docstring.
+    ``max_pixels`` bounds the decoded size (None: ``DEFAULT_MAX_PIXELS``)."""
     label = name or (str(source) if not isinstance(source, bytes) else "uploaded file")
     spec = normalize_window(window)
     ref = None if isinstance(source, bytes) else _NPZ_REF.match(str(source))
     if ref:
-        return _decode_npz_ref(ref)
+        return _decode_npz_ref(ref, max_pixels)
     if isinstance(source, bytes):
         if not source:
             raise MedclfError(f"{label}: empty file (0 bytes); send an image file")
@@ -179,14 +244,19 @@ def decode(source: str | Path | bytes, name: str | None = None, window: Any = "d
     if is_dicom:
         from medclf.data.dicom import read_dicom
 
-        dcm = read_dicom(source if isinstance(source, bytes) else Path(source), label, spec)
+        dcm = read_dicom(
+            source if isinstance(source, bytes) else Path(source), label, spec, max_pixels
+        )
         h, w = dcm.array.shape[:2]
         return Decoded(dcm.array, "dicom", dcm.photometric, dcm.bits_stored, w, h)
-    return _decode_raster(stream, label, spec)
+    return _decode_raster(stream, label, spec, max_pixels)
 
 
 def read_image(
-    source: str | Path | bytes, name: str | None = None, window: Any = "dicom"
+    source: str | Path | bytes,
+    name: str | None = None,
+    window: Any = "dicom",
+    max_pixels: int | None = None,
 ) -> np.ndarray:
     """Decode ``source`` to float32 in [0, 1]: (H, W) or (H, W, 3)."""
-    return decode(source, name=name, window=window).array
+    return decode(source, name=name, window=window, max_pixels=max_pixels).array

@@ -15,9 +15,11 @@ from typing import Any
 
 import pandas as pd
 
+from medclf.atomic import sweep_stale
 from medclf.data.cache import ImageCache, build_cache
 from medclf.data.check import check_dataset, near_duplicate_pairs
 from medclf.data.discover import DiscoverOptions, discover
+from medclf.data.io import DEFAULT_MAX_PIXELS
 from medclf.data.scan import scan, update_memo
 from medclf.data.sources import resolve_source
 from medclf.data.split import (
@@ -84,7 +86,15 @@ def prepare_data(data: Any, progress: bool = True, save_memo: bool = True) -> Pr
         dataset = str(path)
     cache_dir = data.get("cache_dir")
     memo = Path(str(cache_dir)).expanduser() / "scan.csv" if cache_dir else None
-    scanned = scan(list(table["path"]), data.get("window", "dicom"), memo=memo, progress=progress)
+    if memo is not None:
+        sweep_stale(memo.parent, recursive=False)  # memo/cache writes killed mid-way
+    scanned = scan(
+        list(table["path"]),
+        data.get("window", "dicom"),
+        memo=memo,
+        progress=progress,
+        max_pixels=data.get("max_pixels"),
+    )
 
     if split_file:
         changed = table["sha256"].to_numpy() != scanned["sha256"].to_numpy()
@@ -123,6 +133,7 @@ def prepare_data(data: Any, progress: bool = True, save_memo: bool = True) -> Pr
             _with_near_groups(readable, near_pairs),
             list(data.get("split_ratios")),
             int(data.get("split_seed")),
+            min_per_class=int(data.get("min_images_per_class") or 1),
         ).drop(columns=NEAR_GROUP)
     if bad.any():
         first = scanned.loc[bad, "error"].iloc[0]
@@ -164,4 +175,5 @@ def provisional_preprocessing(data: Any, table: pd.DataFrame) -> Preprocessing:
         std=(1.0,) * channels,
         normalize=str(data.get("normalize")),
         window=data.get("window", "dicom"),
+        max_pixels=int(data.get("max_pixels") or DEFAULT_MAX_PIXELS),
     )

@@ -55,18 +55,18 @@ def perceptual_hash(array: np.ndarray) -> str:
     return str(imagehash.phash(img, hash_size=PHASH_SIZE))
 
 
-def _stamp(path: str, window: Any) -> str:
+def _stamp(path: str, window: Any, max_pixels: int | None) -> str:
     """What must not change for a memoized scan row to stay valid."""
     file = path.split("::", 1)[0]
     try:
         st = Path(file).stat()
     except OSError:
         return ""
-    settings = json.dumps([window_key(window), PHASH_SIZE])
+    settings = json.dumps([window_key(window), PHASH_SIZE, max_pixels])
     return f"{st.st_size}:{st.st_mtime_ns}:{settings}:{path}"
 
 
-def _scan_one(path: str, stamp: str, window: Any) -> dict[str, Any]:
+def _scan_one(path: str, stamp: str, window: Any, max_pixels: int | None) -> dict[str, Any]:
     row: dict[str, Any] = {"path": path, "stamp": stamp, "error": ""}
     try:
         row["sha256"] = sample_sha256(path)
@@ -74,7 +74,7 @@ def _scan_one(path: str, stamp: str, window: Any) -> dict[str, Any]:
         row.update(sha256="", error=f"{path}: cannot read file ({exc})")
         return row
     try:
-        d = decode(path, window=window)
+        d = decode(path, window=window, max_pixels=max_pixels)
     except MedclfError as exc:
         row["error"] = str(exc)
         return row
@@ -103,6 +103,7 @@ def scan(
     window: Any = "dicom",
     memo: Path | None = None,
     progress: bool = True,
+    max_pixels: int | None = None,
 ) -> pd.DataFrame:
     """One row per path (same order): sha256, error ("" when readable) and format facts."""
     known = _load_memo(memo)
@@ -110,7 +111,7 @@ def scan(
     rows: dict[str, dict[str, Any]] = {}
     todo: list[tuple[str, str]] = []
     for p in dict.fromkeys(paths):
-        stamp = _stamp(p, window)
+        stamp = _stamp(p, window, max_pixels)
         hit = by_stamp.get(stamp)
         if hit is not None:
             rows[p] = hit
@@ -120,7 +121,7 @@ def scan(
         workers = min(8, os.cpu_count() or 1)
         with ThreadPoolExecutor(max_workers=workers) as pool:
             results = tqdm(
-                pool.map(lambda item: _scan_one(*item, window), todo),
+                pool.map(lambda item: _scan_one(*item, window, max_pixels), todo),
                 total=len(todo),
                 desc="checking images",
                 unit="img",

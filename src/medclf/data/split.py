@@ -85,15 +85,21 @@ def assign_splits(
     return groups.map(assignment)
 
 
-def make_splits(df: pd.DataFrame, ratios: list[float], seed: int) -> pd.DataFrame:
-    """Fill in missing splits: all of them for unsplit data, or val/test carved from train."""
+def make_splits(
+    df: pd.DataFrame, ratios: list[float], seed: int, min_per_class: int = 1
+) -> pd.DataFrame:
+    """Fill in missing splits: all of them for unsplit data, or val/test carved from train.
+    Every split made here must hold at least ``min_per_class`` images of every class."""
     if len(ratios) != 3:
         raise MedclfError("data.split_ratios needs three numbers: train, val, test")
     by_name = dict(zip(SPLITS, (float(r) for r in ratios), strict=True))
     classes = sorted(df["label"].unique())
     df = df.copy()
     present = set(df["split"]) - {""}
+    made: list[str] = []
     if not present:
+        made = list(SPLITS)
+        _check_class_sizes(df, classes, made, min_per_class)
         df["split"] = assign_splits(df, by_name, seed, classes)
     elif "" in set(df["split"]):
         raise MedclfError(
@@ -104,10 +110,40 @@ def make_splits(df: pd.DataFrame, ratios: list[float], seed: int) -> pd.DataFram
         missing = [s for s in ("val", "test") if s not in present]
         if missing:
             train = df[df["split"] == "train"]
+            made = ["train", *missing]
+            _check_class_sizes(train, classes, made, min_per_class)
             carve = {"train": by_name["train"], **{s: by_name[s] for s in missing}}
             df.loc[train.index, "split"] = assign_splits(train, carve, seed, classes)
     check_splits(df, classes, _groups(df).value_counts().iloc[0])
+    _check_class_sizes(df, classes, made, min_per_class, assigned=True)
     return df
+
+
+def _check_class_sizes(
+    df: pd.DataFrame, classes: list[str], made: list[str], minimum: int, assigned: bool = False
+) -> None:
+    """Refuse a class too small for the splits medclf makes: with one image it would land
+    in train only and every validation metric of it would be meaningless."""
+    if not made:
+        return
+    needed = minimum * len(made)
+    for c in classes:
+        rows = df[df["label"] == c]
+        if not assigned and len(rows) < needed:
+            raise MedclfError(
+                f"class {c}: {len(rows)} image(s), but the {'/'.join(made)} split(s) medclf "
+                f"makes need at least {minimum} each ({needed} in all, in separate patients); "
+                "add images of this class, remove it, or lower data.min_images_per_class"
+            )
+        if assigned:
+            short = [s for s in made if int((rows["split"] == s).sum()) < minimum]
+            if short:
+                raise MedclfError(
+                    f"class {c}: fewer than {minimum} image(s) in the {', '.join(short)} "
+                    f"split(s) ({len(rows)} images in all; images of one patient or "
+                    "near-identical images stay together); add images of this class from "
+                    "other patients, or remove it"
+                )
 
 
 def check_splits(df: pd.DataFrame, classes: list[str], largest_group: int = 1) -> None:

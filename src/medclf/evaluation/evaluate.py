@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from medclf.atomic import atomic_dir, atomic_path
 from medclf.data.split import metadata_columns
 from medclf.decision import DecisionRecord
 from medclf.errors import MedclfError
@@ -208,7 +210,7 @@ def evaluate(
     from medclf.evaluation.outputs import write_outputs
     from medclf.evaluation.settings import evaluation_config
     from medclf.evaluation.subgroups import subgroup_metrics
-    from medclf.serving.predictor import OnnxPredictor, TorchPredictor
+    from medclf.serving.predictor import OnnxPredictor, TorchPredictor, recorded_file_sha256
 
     overrides = list(overrides or [])
     run = RunDir.open(run_dir)
@@ -230,7 +232,7 @@ def evaluate(
             raise MedclfError(
                 f"run={run_dir}: no export/model.onnx; run 'medclf export run={run_dir}' first"
             )
-        predictor = OnnxPredictor(onnx_file)
+        predictor = OnnxPredictor(onnx_file, recorded_file_sha256(onnx_file))
         name = f"{name}-onnx"
     else:
         predictor = TorchPredictor(run.root)
@@ -252,7 +254,6 @@ def evaluate(
         decision = predictor.decision
     else:
         decision = fit_decision(val, classes, ev_cfg, predictor.version)
-        decision.save(run.calibration)
         predictor.decision = decision
 
     # 2. the evaluated images
@@ -261,6 +262,8 @@ def evaluate(
         if (evaluating_val and val is not None)
         else _run_model(predictor, table, f"reading {name}", progress)
     )
+    if model != "onnx":
+        decision.save(run.calibration)  # once every evaluated image was read
     raw = apply_temperature(ev.logits, 1.0)
     probs = apply_temperature(ev.logits, decision.temperature)
     positive = classes.index(decision.positive_class) if decision.positive_class else None
@@ -347,5 +350,12 @@ def evaluate(
         "gates": {"passed": gates["passed"], "failed": gates["failed"]},
     }
     out = run.eval_dir(name)
-    write_outputs(run, out, metrics, values, gates, ev, probs, decisions, predictor, ev_cfg)
+    # Built in a staging folder and renamed: a killed evaluation never leaves an eval/<name>/
+    # that looks complete (the staging folder is swept by the next command on the run).
+    with atomic_dir(out) as staging:
+        write_outputs(run, staging, metrics, values, gates, ev, probs, decisions, predictor, ev_cfg)
+    if name == "test" and not external:
+        # the run's card describes its checkpoint on its own test split
+        with atomic_path(run.model_card) as tmp:
+            shutil.copyfile(out / "model_card.md", tmp)
     return EvalResult(out_dir=out, metrics=metrics, gates=gates)

@@ -125,9 +125,6 @@ def write_outputs(
                 "Grad-CAM, predicted class",
                 cols=max(2, min(6, 2 * int(ev_cfg.gradcam_per_class))),
             )
-    card = write_model_card(run, out / "model_card.md", metrics, values, gates)
-    if metrics["evaluated"]["name"] == "test" and not metrics["evaluated"]["external"]:
-        # the run's card describes its checkpoint on its own test split
-        shutil.copyfile(card, run.model_card)
+    write_model_card(run, out / "model_card.md", metrics, values, gates)
     write_report(out / "report.html", run, metrics, values, gates, figures)
     return figures

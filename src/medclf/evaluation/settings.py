@@ -11,6 +11,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from medclf.config import compose
+from medclf.config_checks import check_values
 from medclf.errors import MedclfError
 
 
@@ -38,4 +39,5 @@ def evaluation_config(run_config: Path, overrides: list[str]) -> DictConfig:
             key, _, value = item.partition("=")
             # YAML, as Hydra reads values: gates_on=ci a string, classes=[a,b] a list
             OmegaConf.update(cfg, key.lstrip("+"), yaml.safe_load(value) if value else None)
+    check_values(cfg, sections=["eval", "data"])  # the merged values, before any image is read
     return cfg

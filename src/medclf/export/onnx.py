@@ -6,6 +6,8 @@ preprocessing record (size, channels, normalization, class names) and the decisi
 (temperature, operating thresholds) are embedded as ONNX metadata and written to
 ``metadata.json``, so a consumer needs nothing else.
 The ONNX file only lands in ``export/`` after the parity check on real test images passes.
+Integrity: the ONNX metadata carries the sha256 of the graph (nodes and weights) and
+``metadata.json`` the sha256 of the file; every load verifies both and refuses a mismatch.
 """
 
 from __future__ import annotations
@@ -24,12 +26,15 @@ from medclf.atomic import atomic_path, write_json
 from medclf.errors import MedclfError
 from medclf.rundir import RunDir
 from medclf.serving.predictor import (
+    EXPORT_METADATA,
     ONNX_META_DECISION,
+    ONNX_META_GRAPH_SHA256,
     ONNX_META_MODEL_NAME,
     ONNX_META_MODEL_VERSION,
     ONNX_META_PREPROCESSING,
     OnnxPredictor,
     TorchPredictor,
+    graph_sha256,
 )
 
 log = logging.getLogger("medclf")
@@ -137,6 +142,8 @@ def export_onnx(run_dir: str | Path) -> ExportResult:
             "medclf.version": __version__,
         }
         del proto.metadata_props[:]
+        # verified by every load (OnnxPredictor): a damaged or altered graph is refused
+        metadata[ONNX_META_GRAPH_SHA256] = graph_sha256(proto)
         for key, value in metadata.items():
             proto.metadata_props.add(key=key, value=value)
         proto.producer_name = "medclf"
@@ -144,9 +151,8 @@ def export_onnx(run_dir: str | Path) -> ExportResult:
         onnx.checker.check_model(proto)
         onnx.save_model(proto, tmp_onnx)
 
-        parity = parity_report(
-            reference, OnnxPredictor(tmp_onnx), _parity_images(run, PARITY_MAX_IMAGES)
-        )
+        candidate = OnnxPredictor(tmp_onnx)
+        parity = parity_report(reference, candidate, _parity_images(run, PARITY_MAX_IMAGES))
         write_json(out_dir / "parity.json", parity)
         if not parity["passed"]:
             raise MedclfError(
@@ -155,7 +161,7 @@ def export_onnx(run_dir: str | Path) -> ExportResult:
                 f"(details in {out_dir / 'parity.json'})"
             )
     write_json(
-        out_dir / "metadata.json",
+        out_dir / EXPORT_METADATA,
         {
             "format": "onnx",
             "opset": OPSET,
@@ -171,6 +177,9 @@ def export_onnx(run_dir: str | Path) -> ExportResult:
                 {"name": "probabilities", "shape": ["batch", len(prep.class_names)]},
             ],
             "model": {"name": reference.name, "version": reference.version},
+            # checked by load_predictor before the file is served
+            "file": {"name": final.name, "sha256": candidate.file_sha256},
+            "graph_sha256": metadata[ONNX_META_GRAPH_SHA256],
             "preprocessing": prep.to_dict(),
             "decision": decision.to_dict(),
             "medclf_version": __version__,

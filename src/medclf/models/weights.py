@@ -18,6 +18,7 @@ from typing import Any
 
 from medclf.errors import MedclfError
 from medclf.net import reachable
+from medclf.safeload import load_torch_file
 
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
 _HUB_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -55,7 +56,9 @@ def read_state_dict(weights: str) -> dict[str, Any]:
 
             sd: Any = load_file(str(path))
         else:
-            sd = torch.load(path, map_location="cpu", weights_only=True)
+            sd = load_torch_file(path, f"model.weights={weights}")
+    except MedclfError:
+        raise
     except Exception as exc:  # safetensors and torch raise many types for a bad file
         raise MedclfError(f"model.weights={weights}: not a readable weights file ({exc})") from exc
     for key in ("state_dict", "model", "module"):

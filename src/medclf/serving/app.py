@@ -1,7 +1,9 @@
 """FastAPI service: ``POST /predict`` (multipart field ``file``) and ``GET /health``.
 
 Preprocessing comes from the model's own record; inference runs in a worker thread so the
-event loop keeps answering. Bad uploads are 400/413/422 with a JSON ``detail``, never 500.
+event loop keeps answering. Bad uploads are 400/413/422 with a JSON ``detail``, never 500:
+413 for a body over 64 MiB or an image whose header claims more pixels than the model's
+record allows (checked before decoding).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from fastapi import FastAPI, File, HTTPException, UploadFile
 from fastapi.responses import JSONResponse
 
 from medclf import __version__
+from medclf.data.io import ImageTooLargeError
 from medclf.errors import MedclfError
 from medclf.serving.predictor import Predictor
 
@@ -46,7 +49,7 @@ def create_app(predictor: Predictor) -> FastAPI:
             )
         except MedclfError as exc:
             return JSONResponse(
-                status_code=400,
+                status_code=413 if isinstance(exc, ImageTooLargeError) else 400,
                 content={"detail": str(exc), "request_id": request_id},
                 headers={"X-Request-ID": request_id},
             )

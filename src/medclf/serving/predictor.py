@@ -7,6 +7,7 @@ evaluate give the same numbers for the same file whichever backend answers.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from abc import ABC, abstractmethod
@@ -16,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from medclf.data.io import tiny_image_warning
 from medclf.decision import DecisionRecord
 from medclf.errors import MedclfError
 from medclf.preprocessing import Preprocessing
@@ -25,6 +27,8 @@ ONNX_META_PREPROCESSING = "medclf.preprocessing"
 ONNX_META_DECISION = "medclf.decision"
 ONNX_META_MODEL_NAME = "medclf.model_name"
 ONNX_META_MODEL_VERSION = "medclf.model_version"
+ONNX_META_GRAPH_SHA256 = "medclf.graph_sha256"
+EXPORT_METADATA = "metadata.json"  # written beside model.onnx by export
 
 
 class Predictor(ABC):
@@ -60,9 +64,16 @@ class Predictor(ABC):
         return self._batched(self.predict_batch, inputs, batch_size)
 
     def predict_one(self, source: str | Path | bytes, name: str | None = None) -> dict[str, Any]:
-        """The documented prediction record for one image (path or file bytes)."""
-        probs = self.predict_batch(self.prep(source, name=name)[None])[0]
-        return self.describe(probs)
+        """The documented prediction record for one image (path or file bytes), with
+        ``warnings`` (e.g. an image too small to classify) when there are any."""
+        decoded = self.prep.decode(source, name=name)
+        x = self.prep.normalize_array(self.prep.fit(decoded.array))
+        record = self.describe(self.predict_batch(x[None])[0])
+        label = name or ("uploaded file" if isinstance(source, bytes) else str(source))
+        tiny = tiny_image_warning(label, decoded.width, decoded.height)
+        if tiny:
+            record["warnings"] = [tiny]
+        return record
 
     def describe(self, probs: np.ndarray) -> dict[str, Any]:
         k = int(np.argmax(probs))
@@ -93,13 +104,18 @@ class TorchPredictor(Predictor):
         import torch
 
         from medclf.rundir import RunDir
-        from medclf.training.checkpoint import file_digest, model_from_checkpoint
+        from medclf.training.checkpoint import (
+            model_from_checkpoint,
+            model_version,
+            verified_best_digest,
+        )
 
         run = RunDir.open(run_dir)
+        self.weights_sha256 = verified_best_digest(run)
         self.model, _ = model_from_checkpoint(run.best_ckpt)
         self.prep = Preprocessing.load_file(run.preprocessing)
         self.name = run.name
-        self.version = file_digest(run.best_ckpt)
+        self.version = model_version(self.weights_sha256)
         self.decision = load_run_decision(run, self.version, self.prep.class_names)
         self._torch = torch
 
@@ -115,25 +131,38 @@ class TorchPredictor(Predictor):
         return self._torch.softmax(logits, dim=1).numpy()
 
 
+def graph_sha256(model: Any) -> str:
+    """sha256 of an ONNX model's graph (every node and every weight), as serialized
+    deterministically; metadata is outside the graph, so the digest can be embedded there."""
+    return hashlib.sha256(model.graph.SerializeToString(deterministic=True)).hexdigest()
+
+
 class OnnxPredictor(Predictor):
     backend = "onnxruntime"
 
-    def __init__(self, path: str | Path) -> None:
-        import onnxruntime as ort
-
+    def __init__(self, path: str | Path, expected_file_sha256: str | None = None) -> None:
+        """Load ``path``, refusing it unless its graph matches the digest embedded at export
+        (and the file matches ``expected_file_sha256``, from ``metadata.json``, when given).
+        The verified bytes are the ones handed to onnxruntime."""
         path = Path(path)
         if not path.is_file():
             raise MedclfError(f"model={path}: ONNX file not found")
-        try:
-            self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises its own untyped errors
-            raise MedclfError(f"model={path}: not a loadable ONNX model ({exc})") from exc
-        meta = self.session.get_modelmeta().custom_metadata_map
-        if ONNX_META_PREPROCESSING not in meta:
+        data = path.read_bytes()
+        self.file_sha256 = hashlib.sha256(data).hexdigest()
+        if expected_file_sha256 and expected_file_sha256 != self.file_sha256:
             raise MedclfError(
-                f"model={path}: ONNX file has no medclf preprocessing metadata; "
-                "export it with 'medclf export run=RUN'"
+                f"model={path}: file sha256 {self.file_sha256[:12]}... differs from the "
+                f"{expected_file_sha256[:12]}... recorded in metadata.json at export; the file "
+                "was changed or damaged. Export it again with 'medclf export run=RUN'"
             )
+        meta = self._verified_metadata(path, data)
+        import onnxruntime as ort
+
+        try:
+            self.session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own untyped errors
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise MedclfError(f"model={path}: not a loadable ONNX model ({first})") from exc
         self.prep = Preprocessing.from_dict(json.loads(meta[ONNX_META_PREPROCESSING]))
         # The graph's probabilities already divide by this temperature (see export).
         self.decision = (
@@ -150,6 +179,36 @@ class OnnxPredictor(Predictor):
                 f"model={path}: expected outputs 'logits' and 'probabilities', found {outputs}; "
                 "export it with 'medclf export run=RUN'"
             )
+
+    @staticmethod
+    def _verified_metadata(path: Path, data: bytes) -> dict[str, str]:
+        import onnx
+        from google.protobuf.message import DecodeError
+
+        try:
+            model = onnx.load_model_from_string(data)
+        except (DecodeError, ValueError, RuntimeError) as exc:
+            raise MedclfError(f"model={path}: not a readable ONNX file ({exc})") from exc
+        meta = {p.key: p.value for p in model.metadata_props}
+        if ONNX_META_PREPROCESSING not in meta:
+            raise MedclfError(
+                f"model={path}: ONNX file has no medclf preprocessing metadata; "
+                "export it with 'medclf export run=RUN'"
+            )
+        recorded = meta.get(ONNX_META_GRAPH_SHA256)
+        if not recorded:
+            raise MedclfError(
+                f"model={path}: ONNX file carries no graph digest, so its weights cannot be "
+                "verified; export it again with this medclf ('medclf export run=RUN')"
+            )
+        actual = graph_sha256(model)
+        if actual != recorded:
+            raise MedclfError(
+                f"model={path}: the graph and weights do not match the digest recorded at export "
+                f"({recorded[:12]}... vs {actual[:12]}...); the file was changed or damaged. "
+                "Export it again with 'medclf export run=RUN'"
+            )
+        return meta
 
     def logits_batch(self, x: np.ndarray) -> np.ndarray:
         return self.session.run(["logits"], {self.input_name: x.astype(np.float32)})[0]
@@ -178,11 +237,25 @@ def load_run_decision(run: Any, version: str, class_names: tuple[str, ...]) -> D
     return record
 
 
+def recorded_file_sha256(onnx_path: Path) -> str | None:
+    """The sha256 that ``metadata.json`` beside ``onnx_path`` records for that file, if any."""
+    sidecar = onnx_path.with_name(EXPORT_METADATA)
+    if not sidecar.is_file():
+        return None
+    try:
+        record = json.loads(sidecar.read_text(encoding="utf-8")).get("file") or {}
+    except (ValueError, AttributeError, UnicodeDecodeError) as exc:
+        raise MedclfError(f"{sidecar}: not readable JSON ({exc})") from exc
+    if not isinstance(record, dict) or record.get("name") != onnx_path.name:
+        return None
+    return record.get("sha256") or None
+
+
 def load_predictor(spec: str | Path) -> Predictor:
     """``spec`` is a run directory or an ``.onnx`` file."""
     path = Path(spec).expanduser()
     if path.suffix.lower() == ".onnx":
-        return OnnxPredictor(path)
+        return OnnxPredictor(path, expected_file_sha256=recorded_file_sha256(path))
     if path.is_dir():
         return TorchPredictor(path)
     raise MedclfError(f"model={spec}: not a run folder or an .onnx file")

@@ -1,24 +1,28 @@
-"""Load the weights a run chose (``weights/best.ckpt``) into a ready-to-infer model."""
+"""Load the weights a run chose (``weights/best.ckpt``) into a ready-to-infer model.
+
+Checkpoints are untrusted input (run folders are shared and downloaded): they are read with
+``weights_only=True`` (``medclf.safeload``), and ``best.ckpt`` must match the sha256 that
+training recorded in ``train_summary.json`` when it finished.
+"""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
 from torch import nn
 
-from medclf.data.io import sample_sha256
 from medclf.errors import MedclfError
+from medclf.safeload import file_sha256, load_torch_file
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    import torch
-
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, OSError, EOFError, ValueError) as exc:
-        raise MedclfError(f"{path}: cannot read checkpoint ({exc}); it may be truncated") from exc
+    ckpt = load_torch_file(path, f"{path}: checkpoint")
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
+        raise MedclfError(f"{path}: not a medclf checkpoint (no state_dict)")
+    return ckpt
 
 
 def model_from_checkpoint(path: Path) -> tuple[nn.Module, dict[str, Any]]:
@@ -47,6 +51,28 @@ def model_from_checkpoint(path: Path) -> tuple[nn.Module, dict[str, Any]]:
     return model, meta
 
 
-def file_digest(path: Path, length: int = 12) -> str:
-    """Short content hash of a weights file: the model version reported by predict and serve."""
-    return sample_sha256(path)[:length]
+SUMMARY_DIGEST_KEY = "best_ckpt_sha256"
+
+
+def verified_best_digest(run: Any) -> str:
+    """sha256 of ``run``'s best.ckpt, checked against the digest training recorded; a
+    mismatch (a changed or damaged file) is refused. Runs still training have no record."""
+    digest = file_sha256(run.best_ckpt)
+    recorded = None
+    if run.summary.is_file():
+        try:
+            recorded = json.loads(run.summary.read_text(encoding="utf-8")).get(SUMMARY_DIGEST_KEY)
+        except (ValueError, AttributeError) as exc:
+            raise MedclfError(f"{run.summary}: not readable JSON ({exc})") from exc
+    if recorded and recorded != digest:
+        raise MedclfError(
+            f"run={run.root}: weights/best.ckpt does not match the sha256 recorded when training "
+            f"finished ({run.summary.name}: {recorded[:12]}..., file: {digest[:12]}...); the "
+            "file was changed or damaged. Restore the original or train again"
+        )
+    return digest
+
+
+def model_version(digest: str, length: int = 12) -> str:
+    """The model version predict and serve report: a prefix of the weights' sha256."""
+    return digest[:length]

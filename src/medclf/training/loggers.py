@@ -94,6 +94,20 @@ class FailSoftLogger(Logger):
         return self._guard(what, lambda: fn(self.inner))
 
 
+_DATABASE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
+
+
+def _artifact_location(uri: str, cfg: Any) -> str | None:
+    """With a database tracking store MLflow would put a new experiment's artifacts in
+    ``./mlruns`` of whatever folder the command ran in; keep them under ``runs_root``.
+    A tracking server or file store decides for itself (None). Applies to experiments
+    created from now on; an existing experiment keeps its location."""
+    scheme = uri.split(":", 1)[0].split("+", 1)[0].lower()
+    if scheme not in _DATABASE_SCHEMES:
+        return None
+    return (Path(str(cfg.runs_root)).expanduser().resolve() / "mlartifacts").as_uri()
+
+
 def _mlflow(cfg: Any, run: RunDir) -> Logger:
     import mlflow  # noqa: F401 - configures its loggers on import; quiet them afterwards
     from lightning.pytorch.loggers import MLFlowLogger
@@ -113,6 +127,7 @@ def _mlflow(cfg: Any, run: RunDir) -> Logger:
         experiment_name=str(cfg.mlflow.experiment or cfg.experiment),
         run_name=run.name,
         tracking_uri=uri,
+        artifact_location=_artifact_location(uri, cfg),
         run_id=run_id,
         tags={"medclf.run_dir": str(run.root.resolve())},
     )

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
+import shutil
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +22,8 @@ from medclf.data.split import save_split
 from medclf.errors import MedclfError
 from medclf.preprocessing import Preprocessing, normalization_stats
 from medclf.rundir import RunDir
+from medclf.safeload import file_sha256
+from medclf.training.checkpoint import SUMMARY_DIGEST_KEY, load_checkpoint
 
 log = logging.getLogger("medclf")
 # Overrides `medclf train resume=RUN` accepts: they change how training is watched, never
@@ -38,7 +42,7 @@ class TrainResult:
 def check_or_refuse(report: dict[str, Any], strict: bool) -> None:
     """Log the data check's findings; with ``data.strict`` refuse leakage or label conflicts."""
     for line in summary_lines(report):
-        bad = line.startswith(("LEAKAGE", "LABEL CONFLICT"))
+        bad = line.startswith(("LEAKAGE", "LABEL CONFLICT", "TINY"))
         (log.warning if bad else log.info)("data check: %s", line)
     if strict and not report["passed"]:
         raise MedclfError(
@@ -91,6 +95,8 @@ def resume(run_path: str | Path, overrides: list[str] | None = None) -> TrainRes
             f"run={run_path}: no weights/last.ckpt, so it stopped before its first epoch "
             "ended; nothing to resume. Start it again with 'medclf train'"
         )
+    # Refuse a damaged or code-carrying checkpoint with one line, before any other work.
+    load_checkpoint(run.last_ckpt)
     cfg = OmegaConf.load(run.config)
     for item in overrides or []:
         key, _, value = item.partition("=")
@@ -156,29 +162,46 @@ def _fit(cfg: DictConfig, resume_from: RunDir | None) -> TrainResult:
         cache, built = prepared.build_cache(cfg.data.cache_dir, provisional)
         log.info("image cache: %s %s", "built" if built else "reused", cache.root)
 
-    if resume_from is None:
-        model_stats = (model_defaults.mean, model_defaults.std) if model_defaults else None
-        mean, std = normalization_stats(
-            str(cfg.data.normalize),
-            channels,
-            train_images(cache, table, provisional),
-            model_stats=model_stats,
+    if resume_from is not None:
+        run = resume_from
+        prep = Preprocessing.load_file(run.preprocessing)
+        log.info("resuming %s from %s", run.root, run.last_ckpt)
+        _log_data_summary(table, classes)
+        return _run_trainer(
+            cfg, run, prepared, prep, cache, model, loss, stages, train_counts, device_flags
         )
-        prep = dataclasses.replace(provisional, mean=mean, std=std)
-        run = RunDir.create(cfg.runs_root, str(cfg.experiment), str(cfg.model.name))
+    model_stats = (model_defaults.mean, model_defaults.std) if model_defaults else None
+    mean, std = normalization_stats(
+        str(cfg.data.normalize),
+        channels,
+        train_images(cache, table, provisional),
+        model_stats=model_stats,
+    )
+    prep = dataclasses.replace(provisional, mean=mean, std=std)
+    run = RunDir.create(cfg.runs_root, str(cfg.experiment), str(cfg.model.name))
+    try:
         write_text(run.config, OmegaConf.to_yaml(cfg, resolve=True))
         save_split(table, run.split)
         prep.save(run.preprocessing)
         write_json(run.data_check, prepared.report)
         log.info("data check: full report in %s", run.data_check)
-    else:
-        run = resume_from
-        prep = Preprocessing.load_file(run.preprocessing)
-        log.info("resuming %s from %s", run.root, run.last_ckpt)
-    _log_data_summary(table, classes)
-    return _run_trainer(
-        cfg, run, prepared, prep, cache, model, loss, stages, train_counts, device_flags
-    )
+        _log_data_summary(table, classes)
+        return _run_trainer(
+            cfg, run, prepared, prep, cache, model, loss, stages, train_counts, device_flags
+        )
+    except BaseException:
+        _discard_unstarted(run)
+        raise
+
+
+def _discard_unstarted(run: RunDir) -> None:
+    """A new run that failed (or was interrupted) before its first checkpoint holds nothing
+    to evaluate or resume: remove it rather than leave a folder that looks like a run."""
+    if run.last_ckpt.is_file() or run.best_ckpt.is_file():
+        return
+    shutil.rmtree(run.root, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        run.root.parent.rmdir()  # the experiment folder, if this was its only run
 
 
 def _check_pretrained_available(model_cfg: Any) -> None:
@@ -387,7 +410,8 @@ def _run_trainer(
         log_every_n_steps=1,
     )
     resume_ckpt = str(run.last_ckpt) if run.last_ckpt.is_file() else None
-    trainer.fit(module, datamodule=dm, ckpt_path=resume_ckpt, weights_only=False)
+    # weights_only: a planted last.ckpt must not run code (already read once by resume()).
+    trainer.fit(module, datamodule=dm, ckpt_path=resume_ckpt, weights_only=True)
     if not run.best_ckpt.is_file():
         raise MedclfError(f"training finished without a checkpoint in {run.best_ckpt.parent}")
     plot_training_curves(run.metrics_csv, run.curves_png)
@@ -400,6 +424,8 @@ def _run_trainer(
             "monitor": monitor,
             "best": best,
             "loggers": {lg.label: not lg.failed for lg in loggers},
+            # checked by every later load of best.ckpt (medclf.training.checkpoint)
+            SUMMARY_DIGEST_KEY: file_sha256(run.best_ckpt),
         },
     )
     log_run_files(loggers, run)
