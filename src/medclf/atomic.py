@@ -107,10 +107,13 @@ def sweep_stale(folder: str | os.PathLike[str], recursive: bool = True) -> list[
         match = _TEMP_NAME.match(path.name)
         if not match or _pid_alive(int(match["pid"])):
             continue
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
+        try:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
+        except OSError:  # a read-only shared run folder: leave it, it is only clutter
+            continue
         removed.append(path)
     return removed
 
