@@ -30,11 +30,15 @@ CHEST_CT = SHARED_DATASETS / "chest_ct" / "Data"
 
 
 def medclf(
-    *args: str, cwd: Path | None = None, check: bool = False, timeout: float = 600
+    *args: str,
+    cwd: Path | None = None,
+    check: bool = False,
+    timeout: float = 600,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess:
     """Run the installed ``medclf`` CLI in a subprocess, as a user would."""
     cmd = [sys.executable, "-m", "medclf", *args]
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     return proc

@@ -192,14 +192,7 @@ def test_hostile_dataset_through_data_check_and_train(tmp_path: Path):
     work = tmp_path / "work"
     work.mkdir()
     env = {k: v for k, v in os.environ.items() if k != "MEDCLF_PSEUDONYM_KEY"}
-    check = subprocess.run(
-        [sys.executable, "-m", "medclf", "data", "check", str(data), "--strict"],
-        cwd=work,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
+    check = medclf("data", "check", str(data), "--strict", cwd=work, env=env, timeout=300)
     # bombs and the corrupt slice are excluded and listed; the excluded slice of MRN10001 fakes
     # no leakage, so --strict passes
     assert check.returncode == 0, check.stderr[-3000:]
@@ -220,23 +213,16 @@ def test_hostile_dataset_through_data_check_and_train(tmp_path: Path):
     unkeyed = "p" + hashlib.sha256(b"MRN12345").hexdigest()[:15]
     assert "MRN12345" not in text and unkeyed not in text
 
-    train = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "medclf",
-            "train",
-            f"data.path={data}",
-            "data.image_size=32",
-            "data.near_duplicate_distance=-1",
-            "data.strict=true",
-            "train.max_epochs=1",
-            "train.progress_bar=false",
-            "logger=[mlflow]",
-        ],
+    train = medclf(
+        "train",
+        f"data.path={data}",
+        "data.image_size=32",
+        "data.near_duplicate_distance=-1",
+        "data.strict=true",
+        "train.max_epochs=1",
+        "train.progress_bar=false",
+        "logger=[mlflow]",
         cwd=work,
-        capture_output=True,
-        text=True,
         env=env,
         timeout=300,
     )
