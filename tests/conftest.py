@@ -36,7 +36,11 @@ def medclf(
     timeout: float = 600,
     env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess:
-    """Run the installed ``medclf`` CLI in a subprocess, as a user would."""
+    """Run the installed ``medclf`` CLI in a subprocess, as a user would. ``train`` gets
+    recipe=none unless the test names a recipe: the tests' small settings are the point, and
+    recipe=auto (medclf train's default, tests/training/test_recipe.py) would replace them."""
+    if args and args[0] == "train" and not any(a.startswith(("recipe=", "resume=")) for a in args):
+        args = (*args, "recipe=none")
     cmd = [sys.executable, "-m", "medclf", *args]
     proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
     if check and proc.returncode != 0:

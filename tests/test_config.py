@@ -12,7 +12,7 @@ def test_defaults_compose():
 
 def test_any_timm_name_and_value_overrides():
     cfg = compose(["model=efficientnet_b0", "train.lr=0.01", "data.image_size=96"])
-    assert cfg.model.name == "efficientnet_b0" and cfg.model.pretrained is False
+    assert cfg.model.name == "efficientnet_b0" and cfg.model.pretrained == "auto"
     assert cfg.train.lr == 0.01 and cfg.data.image_size == 96
     assert compose(["model=resnet18"]).model.name == "resnet18"
 

@@ -48,3 +48,27 @@ def test_dataset_statistics_use_only_given_images():
     assert normalization_stats("imagenet", 3, [])[0] == (0.485, 0.456, 0.406)
     with pytest.raises(MedclfError, match=r"data\.normalize"):
         normalization_stats("zscore", 1, imgs)
+
+
+def test_trim_and_resize_are_recorded_and_old_records_read_as_squash():
+    prep = _prep(resize="letterbox", trim="foreground")
+    again = Preprocessing.from_dict(prep.to_dict())
+    assert (again.resize, again.trim, again.version) == ("letterbox", "foreground", 2)
+    old = {k: v for k, v in prep.to_dict().items() if k != "trim"}
+    old.update(version=1, resize="bilinear")
+    legacy = Preprocessing.from_dict(old)
+    assert (legacy.resize, legacy.trim) == ("squash", "none")
+    with pytest.raises(MedclfError, match=r"data\.resize"):
+        _prep(resize="stretch")
+    with pytest.raises(MedclfError, match=r"data\.trim"):
+        _prep(trim="auto")
+
+
+def test_trim_is_applied_by_the_one_pipeline(tmp_path: Path):
+    arr = np.zeros((200, 300), np.uint8)
+    arr[80:120, 100:200] = 200
+    Image.fromarray(arr).save(tmp_path / "framed.png")
+    plain = _prep(image_size=32, mean=(0.0,), std=(1.0,)).load(tmp_path / "framed.png")
+    trimmed = _prep(image_size=32, mean=(0.0,), std=(1.0,), trim="foreground", resize="squash")
+    out = trimmed.load(tmp_path / "framed.png")
+    assert plain.mean() < 0.15 and out.mean() > 0.6  # the subject now fills the input

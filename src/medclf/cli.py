@@ -234,20 +234,35 @@ def synth(
 
 @app.command()
 @handles_errors
-def train(overrides: list[str] = typer.Argument(None, help=OVERRIDES_HELP)) -> None:
+def train(
+    overrides: list[str] = typer.Argument(None, help=OVERRIDES_HELP),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Print the recipe and the resolved config; train nothing."
+    ),
+) -> None:
     """Train a model; prints the run folder and the best epoch's metrics.
 
+    With recipe=auto (the default) the architecture, input handling, epochs for
+    train.time_budget and the rest are chosen from the data for every key not given here.
     resume=RUN continues an interrupted run from its last checkpoint, exactly.
     """
-    from medclf.config import compose
-    from medclf.training.run import resume
+    from omegaconf import OmegaConf
+
+    from medclf.config import compose_for_training, override_keys
+    from medclf.training.run import plan_recipe, resume
     from medclf.training.run import train as run_training
 
     found, rest = split_kv(overrides, {"resume"})
     if "resume" in found:
         result = resume(_require(found, "resume", "medclf train resume=RUN"), rest)
+    elif dry_run:
+        cfg = compose_for_training(rest)
+        line = plan_recipe(cfg, override_keys(rest))
+        typer.echo(OmegaConf.to_yaml(cfg, resolve=True), nl=False)
+        typer.echo(line or "recipe: none (the packaged defaults and the command line)")
+        return
     else:
-        result = run_training(compose(rest))
+        result = run_training(compose_for_training(rest), override_keys(rest))
     typer.echo(f"run: {result.run.root}")
     typer.echo("best epoch: " + _fmt_metrics(result.best_metrics))
 

@@ -98,6 +98,34 @@ def compose(overrides: list[str] | None = None) -> DictConfig:
     return cfg
 
 
+# The architecture recipe=auto trains when the command line names none (medclf.training.recipe).
+RECIPE_MODEL = "resnet18"
+
+
+def override_keys(overrides: list[str]) -> tuple[str, ...]:
+    """The config keys (or groups) the command line sets: the recipe leaves them alone."""
+    keys = []
+    for item in overrides:
+        key, sep, _ = item.partition("=")
+        if sep:
+            keys.append(key.strip().lstrip("+~"))
+    return tuple(keys)
+
+
+def compose_for_training(overrides: list[str] | None = None) -> DictConfig:
+    """``compose`` for ``medclf train``: recipe=auto unless the command line says otherwise,
+    and then, with no model named, the recipe's architecture replaces the packaged custom_cnn
+    (a config group is chosen at compose time, before the data is read)."""
+    overrides = list(overrides or [])
+    keys = override_keys(overrides)
+    recipe = next((i.partition("=")[2] for i in overrides if i.startswith("recipe=")), None)
+    if recipe is None:
+        recipe, overrides = "auto", ["recipe=auto", *overrides]
+    if recipe == "auto" and not any(k == "model" or k.startswith("model.") for k in keys):
+        overrides = [f"model={RECIPE_MODEL}", *overrides]
+    return compose(overrides)
+
+
 def _explain_override_error(exc: Exception, overrides: list[str], base: DictConfig) -> str:
     known = _all_keys(base)
     for item in overrides:

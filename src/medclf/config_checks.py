@@ -10,6 +10,7 @@ schema is planned to take this table over; until then new value rules go here.)
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from medclf.errors import MedclfError
+from medclf.geometry import RESIZE_MODES, TRIM_MODES
 
 Check = Callable[[Any], bool]
 
@@ -78,7 +80,38 @@ def _split_ratios(v: Any) -> bool:
     return v[0] > 0 and abs(sum(v) - 1.0) <= 1e-6
 
 
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|hr)?\s*$", re.IGNORECASE)
+_UNIT_SECONDS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hr": 3600}
+
+
+def parse_duration(value: Any) -> float | None:
+    """``train.time_budget``: seconds from ``900``, ``"15m"``, ``"1.5h"``; None = no budget."""
+    if value is None:
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        match = _DURATION.match(str(value))
+        if not match:
+            raise MedclfError(
+                f"train.time_budget={value}: use seconds (900) or a duration like 15m or 1.5h"
+            )
+        seconds = float(match.group(1)) * _UNIT_SECONDS[(match.group(2) or "s").lower()]
+    if seconds <= 0:
+        raise MedclfError(f"train.time_budget={value}: must be positive")
+    return seconds
+
+
+def _duration(v: Any) -> bool:
+    try:
+        return parse_duration(v) is not None
+    except MedclfError:
+        return False
+
+
 RULES: dict[str, Rule] = {
+    "recipe": choice("auto", "none"),
+    "model.pretrained": Rule(lambda v: v in (True, False, "auto"), "true, false or auto"),
     "seed": integer(),
     "data.batch_size": integer(lo=1),
     "data.num_workers": integer(lo=0),
@@ -88,10 +121,14 @@ RULES: dict[str, Rule] = {
     "data.split_seed": integer(),
     "data.image_size": integer(lo=8, nullable=True),
     "data.channels": choice(1, 3),
+    "data.resize": choice(*RESIZE_MODES),
+    "data.trim": choice(*TRIM_MODES),
     "data.max_pixels": integer(lo=1),
     "data.min_images_per_class": integer(lo=1),
     "data.near_duplicate_distance": integer(lo=-1, hi=256),
     "train.max_epochs": integer(lo=1),
+    "train.min_epochs": integer(lo=1, nullable=True),
+    "train.time_budget": Rule(_duration, "seconds (900) or a duration like 15m or 1.5h", True),
     "train.lr": number(gt=0),
     "train.weight_decay": number(ge=0),
     "train.accumulate_grad_batches": integer(lo=1),

@@ -6,8 +6,9 @@ downstream hard-codes an image size, normalization or class list: it reads the r
 
 The pipeline is: decode to [0, 1] at full depth, DICOM through its modality LUT and the
 configured window (``medclf.data.io``) -> channel conversion
-(grayscale <-> RGB) -> bilinear resize to ``image_size`` x ``image_size`` (PIL, antialiased,
-float32, per channel) -> ``(x - mean) / std`` per channel. The result is CHW float32.
+(grayscale <-> RGB) -> optional crop to the foreground (``trim``) -> ``image_size`` x
+``image_size`` by squash, letterbox or centre crop (``resize``; ``medclf.geometry``) ->
+``(x - mean) / std`` per channel. The result is CHW float32.
 """
 
 from __future__ import annotations
@@ -19,14 +20,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from medclf.atomic import write_json
 from medclf.data.dicom import normalize_window, window_key
 from medclf.data.io import DEFAULT_MAX_PIXELS, Decoded, decode
 from medclf.errors import MedclfError
+from medclf.geometry import LEGACY_RESIZE, RESIZE_MODES, TRIM_MODES, to_square, trim
 
-RECORD_VERSION = 1
+# 2: trim and the letterbox/crop resize modes (an older medclf would silently ignore them)
+RECORD_VERSION = 2
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # ITU-R 601 luma weights, the same ones PIL uses for RGB -> L.
@@ -40,7 +42,8 @@ class Preprocessing:
     class_names: tuple[str, ...]
     mean: tuple[float, ...]
     std: tuple[float, ...]
-    resize: str = "bilinear"
+    resize: str = "squash"
+    trim: str = "none"
     normalize: str = "dataset"
     window: str | tuple[float, float] = "dicom"
     max_pixels: int = DEFAULT_MAX_PIXELS  # decoding budget (``data.max_pixels``)
@@ -55,6 +58,11 @@ class Preprocessing:
         if self.image_size < 8:
             raise MedclfError(f"data.image_size must be at least 8, got {self.image_size}")
         object.__setattr__(self, "window", normalize_window(self.window))
+        object.__setattr__(self, "resize", LEGACY_RESIZE.get(self.resize, self.resize))
+        if self.resize not in RESIZE_MODES:
+            raise MedclfError(f"data.resize must be one of {', '.join(RESIZE_MODES)}")
+        if self.trim not in TRIM_MODES:
+            raise MedclfError(f"data.trim must be one of {', '.join(TRIM_MODES)}")
 
     # --- the pipeline -------------------------------------------------------------------------
     def to_channels(self, arr: np.ndarray) -> np.ndarray:
@@ -72,19 +80,8 @@ class Preprocessing:
         return np.repeat(arr, 3, axis=0)
 
     def resize_array(self, chw: np.ndarray) -> np.ndarray:
-        size = (self.image_size, self.image_size)
-        if chw.shape[1:] == size:
-            return np.ascontiguousarray(chw, dtype=np.float32)
-        # one plane at a time, without an extra full-size copy (large images stay cheap)
-        planes = [
-            np.asarray(
-                Image.fromarray(np.ascontiguousarray(plane, dtype=np.float32), mode="F").resize(
-                    size, Image.Resampling.BILINEAR
-                )
-            )
-            for plane in chw
-        ]
-        return np.stack(planes).astype(np.float32)
+        """Trim (when configured) and bring to ``image_size`` squared by ``self.resize``."""
+        return to_square(trim(chw, self.trim), self.image_size, self.resize)
 
     def decode(self, source: str | Path | bytes, name: str | None = None) -> Decoded:
         """Decode with this record's window and pixel budget (see ``medclf.data.io``)."""
@@ -131,7 +128,8 @@ class Preprocessing:
                 class_names=tuple(str(c) for c in d["class_names"]),
                 mean=tuple(float(m) for m in d["mean"]),
                 std=tuple(float(s) for s in d["std"]),
-                resize=str(d.get("resize", "bilinear")),
+                resize=str(d.get("resize", "squash")),
+                trim=str(d.get("trim", "none")),
                 normalize=str(d.get("normalize", "dataset")),
                 window=d.get("window", "dicom"),
                 max_pixels=int(d.get("max_pixels", DEFAULT_MAX_PIXELS)),

@@ -209,3 +209,44 @@ def test_an_excluded_file_takes_no_part_in_patient_accounting(tmp_path: Path):
     assert [Path(u["path"]).name for u in report["unreadable"]] == ["a0_broken.png"]
     assert report["patients_in_several_splits_count"] == 0
     assert report["passed"]
+
+
+def _patient_coded(root: Path) -> None:
+    """An unsplit folder whose names carry the patient: 3 images of each of 10 patients."""
+    for p in range(10):
+        label = "pneumonia" if p % 2 else "normal"
+        for k in range(3):
+            out = root / label / f"person{p}_{label}_{k}.png"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(_phantom(100 * p + k)).save(out)
+
+
+def test_patient_coded_names_warn_and_the_pattern_keeps_patients_together(tmp_path: Path):
+    from medclf.data.check import summary_lines
+
+    _patient_coded(tmp_path / "data")
+    common = [f"data.path={tmp_path / 'data'}", f"runs_root={tmp_path / 'runs'}"]
+    common.append("data.near_duplicate_distance=-1")
+    report = prepare_data(compose(common).data, progress=False).report
+    warning = [ln for ln in summary_lines(report) if ln.startswith("PATIENTS?")]
+    assert warning and "data.patient_pattern" in warning[0] and "person" in warning[0]
+    assert report["patients"] == {}
+
+    cfg = compose([*common, "data.patient_pattern=^(person\\d+)_"])
+    prepared = prepare_data(cfg.data, progress=False)
+    table, report = prepared.table, prepared.report
+    assert not any(ln.startswith("PATIENTS?") for ln in summary_lines(report))
+    assert sum(report["patients"].values()) == 10  # each patient in exactly one split
+    assert table.groupby("patient_id")["split"].nunique().max() == 1
+    assert any(ln.startswith("patients per split: train") for ln in summary_lines(report))
+
+
+def test_unique_names_and_fixed_prefixes_do_not_warn():
+    from medclf.data.check import patient_coded_names
+
+    unique = pd.DataFrame({"path": [f"/d/{i:05d}.png" for i in range(20)]})
+    assert patient_coded_names(unique) is None
+    fixed = pd.DataFrame({"path": [f"/d/IM-{i:04d}.png" for i in range(20)]})
+    assert patient_coded_names(fixed) is None  # digits differ per file: no shared prefix
+    scan = pd.DataFrame({"path": [f"/d/scan_{i}.png" for i in range(20)]})
+    assert patient_coded_names(scan) is None  # one word on every file is not a patient

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from medclf.data.discover import canonical_class_names, discover
+from medclf.data.discover import DiscoverOptions, canonical_class_names, discover
 from medclf.data.pseudonym import load_key, pseudonym
 from medclf.errors import MedclfError
 from tests.conftest import CHEST_CT
@@ -161,3 +161,44 @@ def test_label_pattern_reads_labels_from_file_names(tmp_path: Path):
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "other.png")
     with pytest.raises(MedclfError, match=r"1 file name.*other\.png"):
         discover(tmp_path, DiscoverOptions(label_pattern=r"_(POS|NEG)\."))
+
+
+def _xray_like(root: Path) -> None:
+    """Kaggle chest X-ray naming: the patient is the prefix before the first underscore."""
+    for split in ("train", "test"):
+        for i in range(6):
+            _img(root / split / "PNEUMONIA" / f"person{i}{split[:2]}_bacteria_{i}.jpeg", 40 + i)
+            _img(root / split / "PNEUMONIA" / f"person{i}{split[:2]}_virus_{i + 50}.jpeg", 90 + i)
+            _img(root / split / "NORMAL" / f"IM-{i}{split[:2]}-0001.jpeg", 150 + i)
+
+
+def test_patient_pattern_reads_patients_from_file_names(tmp_path: Path):
+    _xray_like(tmp_path / "xray")
+    opts = DiscoverOptions(patient_pattern=r"^(person\d+[a-z]+|IM-\d+[a-z]+)")
+    df = discover(tmp_path / "xray", opts)
+    keyed = df.assign(name=df["path"].map(lambda p: Path(p).name))
+    both = keyed[keyed["name"].str.startswith("person1tr_")]
+    assert len(both) == 2 and both["patient_id"].nunique() == 1
+    assert both["patient_id"].iloc[0] not in ("", "person1tr")  # keyed, never the raw id
+    assert df["patient_id"].nunique() == 24
+
+
+def test_patient_pattern_that_misses_files_is_an_error(tmp_path: Path):
+    _xray_like(tmp_path / "xray")
+    with pytest.raises(MedclfError, match=r"do not match data\.patient_pattern.*IM-"):
+        discover(tmp_path / "xray", DiscoverOptions(patient_pattern=r"^(person\d+)"))
+    with pytest.raises(MedclfError, match="capture group"):
+        discover(tmp_path / "xray", DiscoverOptions(patient_pattern=r"^person"))
+
+
+def test_a_wrapper_folder_is_descended_and_said(tmp_path: Path, caplog):
+    _xray_like(tmp_path / "download" / "chest_xray")
+    (tmp_path / "download" / ".DS_Store").write_bytes(b"x")
+    with caplog.at_level("INFO", logger="medclf"):
+        df = discover(tmp_path / "download")
+    assert set(df["split"]) == {"train", "test"} and len(df) == 36
+    assert "holds only" in caplog.text and "chest_xray" in caplog.text
+    # a root holding only train/ is a split layout, not a wrapper
+    _img(tmp_path / "only" / "train" / "a" / "1.png")
+    _img(tmp_path / "only" / "train" / "b" / "1.png", 7)
+    assert set(discover(tmp_path / "only")["split"]) == {"train"}

@@ -35,6 +35,7 @@ def _common(data: Path) -> list[str]:
         "train.deterministic=true",
         "train.progress_bar=false",
         "logger=[]",
+        "recipe=none",
     ]
 
 

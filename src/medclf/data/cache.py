@@ -6,7 +6,7 @@ uint8 when every source has 8 bits per sample or fewer (the quantization step, 1
 most, is below the source's own precision), uint16 otherwise (16-bit PNG/TIFF, DICOM).
 
 The cache folder name is a hash of the content hashes of all images and of the settings that
-change the pixels (image size, channels, window, resize, format version), so a changed file or
+change the pixels (image size, channels, window, resize, trim, format version), so a changed file or
 setting builds a new cache and an unchanged one is reused by every run and every DataLoader
 worker process (each maps the same file read-only). A cache is built in a temporary folder
 and renamed into place when complete: a killed build leaves nothing that looks valid.
@@ -46,6 +46,7 @@ def pixel_settings(prep: Preprocessing) -> dict[str, object]:
         "channels": prep.channels,
         "window": window_key(prep.window),
         "resize": prep.resize,
+        "trim": prep.trim,
     }
 
 

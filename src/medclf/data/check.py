@@ -20,8 +20,10 @@ exits non-zero, and ``data.strict=true`` makes ``medclf train`` refuse to start.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -162,6 +164,14 @@ def check_dataset(
         "largest": str(per_class.idxmax()) if len(per_class) else "",
         "smallest": str(per_class.idxmin()) if len(per_class) else "",
     }
+    patients = (
+        {
+            (sp or "all"): int(with_pid.loc[with_pid["split"] == sp, "patient_id"].nunique())
+            for sp in splits
+        }
+        if len(with_pid)
+        else {}
+    )
     tiny = readable[(readable["width"] < TINY_SIDE) | (readable["height"] < TINY_SIDE)]
     leakage = bool(across or near or leaked_patients)
     return {
@@ -206,11 +216,41 @@ def check_dataset(
         },
         "label_conflicts": conflicts[:_MAX_LISTED],
         "label_conflict_count": len(conflicts),
+        "patients": patients,
+        "patient_coded_names": patient_coded_names(readable) if not len(with_pid) else None,
         "patients_in_several_splits": leaked_patients[:_MAX_LISTED],
         "patients_in_several_splits_count": len(leaked_patients),
         "imbalance": imbalance,
         "leakage": leakage,
         "passed": not leakage and not conflicts,
+    }
+
+
+_NAME_PREFIX = re.compile(r"^([A-Za-z]*\d+|[A-Za-z]+)[_-]")
+
+
+def patient_coded_names(readable: pd.DataFrame) -> dict[str, Any] | None:
+    """When file names share prefixes before ``_``/``-`` (``person1000_bacteria_2931.jpeg``,
+    ``person1000_virus_1681.jpeg``), they probably name the patient: without
+    ``data.patient_pattern`` such images can straddle splits. None when names look unique."""
+    names = readable["path"].map(lambda p: Path(str(p).split("::")[0]).name)
+    prefixes = names.map(lambda n: (m := _NAME_PREFIX.match(n)) and m.group(1)).dropna()
+    if len(prefixes) < 4:
+        return None
+    sizes = prefixes.value_counts()
+    shared = sizes[sizes > 1]
+    # a prefix on most files is a fixed word (IM-, scan_), not a patient
+    if len(shared) < 2 or sizes.iloc[0] > 0.5 * len(names):
+        return None
+    files = int(shared.sum())
+    if files < 0.2 * len(names):
+        return None
+    example = str(shared.index[0])
+    return {
+        "files": files,
+        "prefixes": len(shared),
+        "example": example,
+        "example_names": sorted(names[prefixes.index[prefixes == example]].head(2)),
     }
 
 
@@ -254,6 +294,16 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
             f"TINY images smaller than {tiny['min_side']} px: {tiny['count']} (predictions on "
             f"them are unreliable); e.g. {t['path']} ({t['width']}x{t['height']})"
         )
+    coded = report.get("patient_coded_names")
+    if coded:
+        lines.append(
+            f"PATIENTS? {coded['files']} file names share {coded['prefixes']} prefixes that look "
+            f"like patient ids (e.g. {', '.join(coded['example_names'])}); set "
+            "data.patient_pattern (e.g. '^([^_-]+)[_-]') so one patient stays in one split"
+        )
+    if report.get("patients"):
+        per = ", ".join(f"{s} {n}" for s, n in report["patients"].items())
+        lines.append(f"patients per split: {per}")
     if ex["groups_within_split"]:
         lines.append(f"exact duplicates within a split: {ex['groups_within_split']} group(s)")
     imb = report["imbalance"]

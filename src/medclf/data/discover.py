@@ -14,6 +14,10 @@ Supported layouts (``data.format``; ``auto`` detects them in this order):
    names carry the label. A missing val or test split is carved out of train later.
 
 Images are PNG/JPEG/TIFF/BMP and DICOM (``.dcm`` or extension-less with the DICM preamble).
+A folder holding nothing but one sub-folder is read as that sub-folder (archives unpack so).
+``data.patient_pattern`` (a regex with one group) takes each image's patient id from its file
+name when no manifest or DICOM header gives one.
+
 For DICOM rows without a patient id, the header's PatientID is used. Every patient id (a
 manifest's too) is replaced by its keyed pseudonym (``medclf.data.pseudonym``) right here.
 ``data.class_map`` renames raw labels (e.g. ``{"0": normal, "1": pneumonia}``).
@@ -27,6 +31,7 @@ valid) and ``adenocarcinoma`` (test) are one class named ``adenocarcinoma``, whi
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -39,6 +44,8 @@ from medclf.data.dicom import dicom_patient_id, looks_like_dicom
 from medclf.data.io import is_image_file, load_npz, npz_ref
 from medclf.data.pseudonym import Pseudonymizer
 from medclf.errors import MedclfError
+
+log = logging.getLogger("medclf")
 
 SPLIT_ALIASES = {
     "train": "train",
@@ -65,18 +72,21 @@ class DiscoverOptions:
     image_root: str | None = None
     label_pattern: str | None = None
     class_map: Mapping[str, str] = field(default_factory=dict)
+    patient_pattern: str | None = None  # regex, one group: the patient from each file name
     pseudonym_key_file: str | None = None  # see medclf.data.pseudonym
 
     @classmethod
     def from_cfg(cls, data: Any) -> DiscoverOptions:
         """From the ``data`` config node (a DictConfig or a plain dict)."""
         image_root, pattern = data.get("image_root"), data.get("label_pattern")
+        patient = data.get("patient_pattern")
         return cls(
             format=str(data.get("format") or "auto"),
             columns={str(k): str(v) for k, v in dict(data.get("columns") or {}).items() if v},
             image_root=str(image_root) if image_root else None,
             label_pattern=str(pattern) if pattern else None,
             class_map={str(k): str(v) for k, v in dict(data.get("class_map") or {}).items()},
+            patient_pattern=str(patient) if patient else None,
             pseudonym_key_file=str(data.get("pseudonym_key_file") or "") or None,
         )
 
@@ -131,16 +141,37 @@ def canonical_class_names(names_by_split: dict[str, set[str]]) -> dict[str, str]
     return mapping
 
 
-def _from_pattern(root: Path, pattern: str) -> pd.DataFrame:
+def _one_group_regex(key: str, pattern: str, example: str) -> re.Pattern[str]:
     try:
         regex = re.compile(pattern)
     except re.error as exc:
-        raise MedclfError(f"data.label_pattern={pattern!r} is not a valid regex ({exc})") from exc
+        raise MedclfError(f"data.{key}={pattern!r} is not a valid regex ({exc})") from exc
     if regex.groups < 1:
         raise MedclfError(
-            f"data.label_pattern={pattern!r} needs one capture group around the label, "
-            "e.g. 'CONTRAST_(\\d)'"
+            f"data.{key}={pattern!r} needs one capture group around the value, e.g. {example!r}"
         )
+    return regex
+
+
+def _patients_from_names(df: pd.DataFrame, pattern: str) -> pd.DataFrame:
+    """``data.patient_pattern``: the patient id of each row without one, from its file name
+    (e.g. ``^(person\\d+)_`` for ``person1000_virus_1681.jpeg``)."""
+    regex = _one_group_regex("patient_pattern", pattern, "^(person\\d+)_")
+    missing = df["patient_id"].fillna("").astype(str).str.strip().eq("")
+    names = df.loc[missing, "path"].map(lambda p: Path(str(p).split("::")[0]).name)
+    found = names.map(lambda n: (m := regex.search(n)) and m.group(1))
+    unmatched = names[found.isna() | found.eq("")]
+    if len(unmatched):
+        raise MedclfError(
+            f"{len(unmatched)} file name(s) do not match data.patient_pattern={pattern!r} "
+            f"(e.g. {unmatched.iloc[0]}); widen the pattern, e.g. '^([^_]+)_'"
+        )
+    df.loc[missing, "patient_id"] = found
+    return df
+
+
+def _from_pattern(root: Path, pattern: str) -> pd.DataFrame:
+    regex = _one_group_regex("label_pattern", pattern, "CONTRAST_(\\d)")
     rows, unmatched = [], []
     for p in _images_in(root):
         m = regex.search(p.name)
@@ -297,6 +328,32 @@ def _pseudonymize_patients(df: pd.DataFrame, key_file: str | None) -> pd.DataFra
     return df
 
 
+def _visible(folder: Path) -> list[Path]:
+    # archive debris (macOS resource forks, dot files) is not part of the dataset
+    return [p for p in folder.iterdir() if not p.name.startswith((".", "__MACOSX"))]
+
+
+def descend_wrappers(root: Path, max_depth: int = 3) -> Path:
+    """A folder that holds only one sub-folder (``chest_ct/`` -> ``chest_ct/Data/``, as
+    archives unpack) stands for that sub-folder; says so once."""
+    start = root
+    for _ in range(max_depth):
+        if not root.is_dir():
+            break
+        entries = _visible(root)
+        if len(entries) != 1 or not entries[0].is_dir():
+            break
+        if entries[0].name.lower() in SPLIT_ALIASES:
+            break  # a root holding only train/ is a split layout, not a wrapper
+        inner = _visible(entries[0])
+        if not any(p.is_dir() or p.name == MANIFEST_NAME or p.suffix == ".npz" for p in inner):
+            break  # one folder of images is a (single) class folder, not a wrapper
+        root = entries[0]
+    if root != start:
+        log.info("data.path=%s holds only %s; reading the dataset from there", start, root)
+    return root
+
+
 def discover(path: str | Path | None, options: DiscoverOptions | None = None) -> pd.DataFrame:
     """The sample table for ``data.path``; raises MedclfError with what to fix."""
     opts = options or DiscoverOptions()
@@ -307,6 +364,7 @@ def discover(path: str | Path | None, options: DiscoverOptions | None = None) ->
         raise MedclfError(f"data.path={path}: no such file or folder")
     if root.is_dir() and not any(root.iterdir()):
         raise MedclfError(f"data.path={path}: folder is empty")
+    root = descend_wrappers(root)
     fmt, target = _detect(root, opts.format)
     if fmt == "manifest":
         df = _from_manifest(target, opts)
@@ -318,6 +376,8 @@ def discover(path: str | Path | None, options: DiscoverOptions | None = None) ->
         df = _from_folders(target)
     if opts.class_map:
         df["label"] = df["label"].map(lambda v: opts.class_map.get(v, v))
+    if opts.patient_pattern:
+        df = _patients_from_names(df, opts.patient_pattern)
     df = _pseudonymize_patients(df, opts.pseudonym_key_file)
     classes = sorted(df["label"].unique())
     if len(classes) < 2:

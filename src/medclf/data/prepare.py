@@ -175,5 +175,7 @@ def provisional_preprocessing(data: Any, table: pd.DataFrame) -> Preprocessing:
         std=(1.0,) * channels,
         normalize=str(data.get("normalize")),
         window=data.get("window", "dicom"),
+        resize=str(data.get("resize", "squash")),
+        trim=str(data.get("trim", "none")),
         max_pixels=int(data.get("max_pixels") or DEFAULT_MAX_PIXELS),
     )

@@ -40,6 +40,17 @@ def check_model_name(model_cfg: Any) -> None:
         raise _unknown_model(name)
 
 
+def _want_pretrained(arch: str, model_cfg: Any) -> bool:
+    """``model.pretrained``: true/false, or auto = whether the weights can be had now
+    (``medclf train`` resolves auto earlier and says so; this covers direct API use)."""
+    value = model_cfg.get("pretrained", False)
+    if str(value) == "auto":
+        from medclf.models.weights import weights_available
+
+        return weights_available(arch)[0]
+    return bool(value)
+
+
 def build_model(
     model_cfg: Any, num_classes: int, in_chans: int, image_size: int | None = None
 ) -> nn.Module:
@@ -80,7 +91,7 @@ def build_model(
     arch = timm_name(name)
     weights = model_cfg.get("weights")
     kwargs: dict[str, Any] = {"num_classes": num_classes, "in_chans": in_chans}
-    kwargs.update(pretrained_kwargs(arch, bool(model_cfg.get("pretrained", False)), weights))
+    kwargs.update(pretrained_kwargs(arch, _want_pretrained(arch, model_cfg), weights))
     if model_cfg.get("drop_rate") is not None:
         kwargs["drop_rate"] = float(model_cfg.drop_rate)
     defaults = input_defaults(model_cfg)

@@ -121,3 +121,24 @@ def pretrained_kwargs(name: str, pretrained: bool, weights: str | None) -> dict[
             "model.weights=FILE; or train from scratch with model.pretrained=false"
         )
     return {"pretrained": True}
+
+
+def weights_available(name: str) -> tuple[bool, str]:
+    """Whether timm's pretrained weights for ``name`` can be had now: cached, or the hub
+    answers within 3 seconds (never huggingface_hub's ~47 s of offline retries). The second
+    value says why not, for the one-line notice."""
+    import timm
+
+    cfg = timm.models.get_pretrained_cfg(name)
+    hub_id = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
+    url = getattr(cfg, "url", None) if cfg is not None else None
+    if not hub_id and not url:
+        return False, f"timm has no pretrained weights for '{name}'"
+    if hub_id and _cached_hub_file(hub_id):
+        return True, "cached"
+    if _offline():
+        return False, "they are not cached and HF_HUB_OFFLINE is set"
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co") if hub_id else str(url)
+    if not reachable(endpoint):
+        return False, f"they are not cached and {endpoint} is not reachable"
+    return True, "downloadable"

@@ -42,7 +42,7 @@ class TrainResult:
 def check_or_refuse(report: dict[str, Any], strict: bool) -> None:
     """Log the data check's findings; with ``data.strict`` refuse leakage or label conflicts."""
     for line in summary_lines(report):
-        bad = line.startswith(("LEAKAGE", "LABEL CONFLICT", "TINY"))
+        bad = line.startswith(("LEAKAGE", "LABEL CONFLICT", "TINY", "PATIENTS?"))
         (log.warning if bad else log.info)("data check: %s", line)
     if strict and not report["passed"]:
         raise MedclfError(
@@ -69,9 +69,47 @@ def quiet_lightning() -> None:
         warnings.filterwarnings("ignore", message=message)
 
 
-def train(cfg: DictConfig) -> TrainResult:
-    """A new run from ``cfg``."""
-    return _fit(cfg, resume_from=None)
+def train(cfg: DictConfig, keep: tuple[str, ...] = ()) -> TrainResult:
+    """A new run from ``cfg``. With ``recipe: auto`` the recipe sets every key it chooses
+    except those under ``keep`` (the command line's own keys; ``medclf.config.override_keys``)."""
+    return _fit(cfg, resume_from=None, keep=keep)
+
+
+def plan_recipe(cfg: DictConfig, keep: tuple[str, ...] = ()) -> str | None:
+    """``medclf train --dry-run``: resolve the recipe into ``cfg`` without training; returns
+    the recipe's one line (None with recipe=none)."""
+    resolve_pretrained(cfg.model)
+    prepared = prepare_data(cfg.data, save_memo=False)
+    return _choose_recipe(cfg, prepared, keep)
+
+
+def resolve_pretrained(model_cfg: DictConfig) -> None:
+    """``model.pretrained=auto`` -> true when the weights are cached or downloadable, else
+    false with one notice (training from scratch is the offline default, not an error)."""
+    if str(model_cfg.get("pretrained")) != "auto":
+        return
+    from medclf.models.architectures import is_custom, timm_name
+    from medclf.models.weights import weights_available
+
+    name = str(model_cfg.name)
+    ok, why = (False, "custom") if is_custom(name) else weights_available(timm_name(name))
+    if not ok and why != "custom":
+        log.info(
+            "model.pretrained=auto: no ImageNet weights for %s (%s); training from scratch",
+            name,
+            why,
+        )
+    with open_dict(model_cfg):
+        model_cfg.pretrained = ok
+
+
+def _choose_recipe(cfg: DictConfig, prepared: PreparedData, keep: tuple[str, ...]) -> str | None:
+    if str(cfg.get("recipe", "none")) != "auto":
+        return None
+    from medclf.training.recipe import choose
+
+    recipe = choose(cfg, prepared.table, prepared.scanned, keep)
+    return recipe.line(cfg)
 
 
 def resume(run_path: str | Path, overrides: list[str] | None = None) -> TrainResult:
@@ -109,11 +147,15 @@ def resume(run_path: str | Path, overrides: list[str] | None = None) -> TrainRes
     return _fit(cfg, resume_from=run)
 
 
-def _fit(cfg: DictConfig, resume_from: RunDir | None) -> TrainResult:
+def _fit(cfg: DictConfig, resume_from: RunDir | None, keep: tuple[str, ...] = ()) -> TrainResult:
+    if resume_from is None:
+        resolve_pretrained(cfg.model)
     if cfg.model.get("pretrained") and not cfg.model.get("weights") and resume_from is None:
         _check_pretrained_available(cfg.model)
     # Validate the data first: a bad path fails in a second, before the heavy imports.
     prepared = prepare_data(cfg.data, save_memo=False)
+    if resume_from is None and (line := _choose_recipe(cfg, prepared, keep)):
+        log.info("%s", line)
     from medclf.models.architectures import resolve_input_config
     from medclf.models.factory import check_model_name
     from medclf.training.loggers import logger_names
@@ -406,6 +448,8 @@ def _run_trainer(
         gradient_clip_val=cfg.train.grad_clip,
         accumulate_grad_batches=int(cfg.train.accumulate_grad_batches),
         profiler=_profiler(cfg.train.get("profiler"), run),
+        min_epochs=cfg.train.get("min_epochs"),
+        max_time=_max_time(cfg.train.get("time_budget")),
         num_sanity_val_steps=0,
         log_every_n_steps=1,
     )
@@ -430,6 +474,17 @@ def _run_trainer(
     )
     log_run_files(loggers, run)
     return TrainResult(run=run, best_metrics=best, epochs=trainer.current_epoch)
+
+
+def _max_time(budget: Any) -> Any:
+    """Lightning's wall-clock stop at 1.15 x ``train.time_budget``: a guard for the recipe's
+    estimate (a slower machine than the probe saw), not the plan itself."""
+    import datetime
+
+    from medclf.training.recipe import parse_duration
+
+    seconds = parse_duration(budget)
+    return None if seconds is None else datetime.timedelta(seconds=1.15 * seconds)
 
 
 def _best_epoch_row(rows: list[dict[str, Any]], monitor: str, mode: str) -> dict[str, float]:

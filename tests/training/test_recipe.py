@@ -1,0 +1,163 @@
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from omegaconf import OmegaConf
+from PIL import Image
+
+from medclf.config import compose, compose_for_training, override_keys
+from medclf.config_checks import parse_duration
+from medclf.errors import MedclfError
+from medclf.training.recipe import DataProfile, apply, fit_epochs, plan, profile_data
+from tests.conftest import medclf
+
+
+def _profile(**kw) -> DataProfile:
+    base = dict(
+        n_train=600,
+        n_val=70,
+        class_counts={"a": 200, "b": 150, "c": 130, "d": 120},
+        short_side=260,
+        aspect_spread=0.9,
+        grayscale=True,
+        framed=True,
+    )
+    return DataProfile(**{**base, **kw})
+
+
+def test_small_framed_grayscale_set_on_a_cpu():
+    v = plan(_profile(), on_gpu=False, pretrained=False).values
+    assert (v["data.image_size"], v["data.channels"]) == (128, 1)
+    assert (v["data.trim"], v["data.resize"]) == ("foreground", "letterbox")
+    assert v["train.loss.class_weights"] == "balanced" and v["train.sampler"] is None
+    assert v["data.augment"]["scale"] == [0.85, 1.15]  # strong: few images
+    assert v["data.normalize"] == "dataset" and v["train.lr"] == 2e-3
+    assert v["train.monitor"] == "val/auc_macro" and v["train.ema.enabled"]
+
+
+def test_choices_follow_size_balance_colour_framing_and_hardware():
+    big = plan(
+        _profile(
+            n_train=20000,
+            class_counts={"a": 18000, "b": 2000},
+            short_side=1024,
+            aspect_spread=0.0,
+            grayscale=False,
+            framed=False,
+        ),
+        on_gpu=True,
+        pretrained=True,
+    ).values
+    assert (big["data.image_size"], big["data.channels"], big["data.batch_size"]) == (224, 3, 64)
+    assert (big["data.trim"], big["data.resize"]) == ("none", "squash")
+    assert big["train.sampler"] == "weighted" and big["train.loss.class_weights"] is None
+    assert big["data.augment"]["scale"] == [0.95, 1.05]  # light: many images
+    assert big["data.normalize"] == "model" and big["train.lr"] == 5e-4
+    balanced = plan(_profile(class_counts={"a": 50, "b": 55}), False, False).values
+    assert balanced["train.loss.class_weights"] is None and balanced["train.sampler"] is None
+    small_images = plan(_profile(short_side=70), False, False)
+    assert small_images.values["data.image_size"] == 64 and small_images.notes
+    # the EMA averages over about two epochs of steps
+    assert plan(_profile(n_train=64), False, False).values["train.ema.decay"] == 0.9375
+    assert plan(_profile(n_train=16), False, False).values["train.ema.decay"] == 0.9
+
+
+def test_epochs_fill_the_budget_within_bounds():
+    r = plan(_profile(), False, False)
+    fit_epochs(r, seconds_per_epoch=30.0, budget_s=900)
+    assert r.values["train.max_epochs"] == 27  # 0.9 * 900 / 30
+    assert r.values["train.min_epochs"] == 13 and r.values["train.early_stopping.patience"] == 6
+    slow = plan(_profile(), False, False)
+    fit_epochs(slow, seconds_per_epoch=600.0, budget_s=900)
+    assert slow.values["train.max_epochs"] == 5 and "budget allows 1 epochs" in slow.notes[-1]
+    fast = plan(_profile(), False, False)
+    fit_epochs(fast, seconds_per_epoch=0.01, budget_s=3600)
+    assert fast.values["train.max_epochs"] == 200
+
+
+def test_keys_on_the_command_line_are_kept():
+    overrides = [
+        "data.image_size=96",
+        "data.augment.hflip=0",
+        "train=two_stage",
+        "model.dropout=0.1",
+    ]
+    keep = override_keys(overrides)
+    cfg = compose_for_training(overrides)
+    assert cfg.recipe == "auto" and cfg.model.name == "custom_cnn"  # a model key was named
+    r = plan(_profile(), False, False)
+    fit_epochs(r, 30.0, 900)
+    changed = apply(cfg, r, keep)
+    assert cfg.data.image_size == 96 and "data.image_size" not in changed
+    assert cfg.data.augment.scale is None and r.augment == "custom"  # the user's augmentation
+    assert cfg.train.stages is not None and not any(k.startswith("train.") for k in changed)
+    assert cfg.data.trim == "foreground" and "data.trim" in changed
+    assert compose_for_training([]).model.name == "resnet18"
+    assert compose_for_training(["recipe=none"]).model.name == "custom_cnn"
+    assert compose([]).recipe == "none"  # the Python API's default
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"), [(900, 900.0), ("15m", 900.0), ("1.5h", 5400.0), ("30 s", 30.0)]
+)
+def test_time_budget_durations(value, seconds):
+    assert parse_duration(value) == seconds
+
+
+def test_bad_time_budget_and_recipe_are_refused_at_compose():
+    with pytest.raises(MedclfError, match=r"train\.time_budget=fortnight"):
+        compose(["train.time_budget=fortnight"])
+    with pytest.raises(MedclfError, match="recipe=fast"):
+        compose(["recipe=fast"])
+    with pytest.raises(MedclfError, match=r"model\.pretrained"):
+        compose(["model=resnet18", "model.pretrained=maybe"])
+
+
+def _framed_png(path: Path, w: int, h: int) -> None:
+    arr = np.zeros((h, w), np.uint8)
+    arr[h // 4 : 3 * h // 4, w // 5 : 4 * w // 5] = 160
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr).save(path)
+
+
+def test_profile_reads_sizes_framing_and_colour(tmp_path: Path):
+    rows = []
+    for i in range(8):
+        p = tmp_path / f"{i}.png"
+        _framed_png(p, 300, 200)
+        rows.append({"path": str(p), "label": "ab"[i % 2], "split": "train" if i < 6 else "val"})
+    table = pd.DataFrame(rows)
+    scanned = pd.DataFrame({"width": [300] * 8, "height": [200] * 8, "mode": ["L"] * 8})
+
+    def images(n):
+        for p in table["path"][:n]:
+            yield np.asarray(Image.open(p), np.float32) / 255
+
+    prof = profile_data(table, scanned, images)
+    assert (prof.n_train, prof.n_val, prof.short_side) == (6, 2, 200)
+    assert prof.framed and prof.grayscale and prof.aspect_spread == 1.0
+    assert prof.class_counts == {"a": 3, "b": 3}
+
+
+def test_dry_run_prints_the_recipe_and_writes_no_run(tiny_synth: Path, tmp_path: Path):
+    proc = medclf(
+        "train",
+        "--dry-run",
+        "recipe=auto",  # train's default; named because the test runner adds recipe=none
+        f"data.path={tiny_synth}",
+        "train.time_budget=60",
+        "data.batch_size=8",
+        "runs_root=runs",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    line = proc.stdout.strip().splitlines()[-1]
+    assert line.startswith("recipe: resnet18 from scratch, 64 px 1-channel"), line
+    assert "batch 8" in line and "epochs (~" in line
+    cfg = OmegaConf.create(proc.stdout.rsplit("recipe: ", 1)[0])
+    assert cfg.data.batch_size == 8 and cfg.model.name == "resnet18"
+    assert cfg.model.pretrained is False  # auto, offline, nothing cached: from scratch
+    assert 5 <= cfg.train.max_epochs <= 200
+    assert not any((tmp_path / "runs").glob("*/*/config.yaml"))
+    assert "training from scratch" in proc.stderr
