@@ -414,21 +414,36 @@ def _print_predictions(results: list[dict[str, Any]], classes: tuple[str, ...]) 
     table.add_column("class")
     table.add_column("confidence", justify="right")
     table.add_column("decision")
+    sets = any("prediction_set" in r.get("decision", {}) for r in results)
+    if sets:
+        table.add_column("conformal set")
     for c in classes:
         table.add_column(f"p({c})", justify="right")
     for r in results:
         if "error" in r:
-            table.add_row(r["path"], "[red]error[/red]", "", "", *([""] * len(classes)))
+            blank = [""] * (len(classes) + 2 + sets)
+            table.add_row(r["path"], "[red]error[/red]", *blank)
             continue
         probs = r["probabilities"]
+        decision = r["decision"]
+        in_set = decision.get("prediction_set")
+        set_text = [] if not sets else [_set_text(in_set, decision.get("set_coverage"))]
         table.add_row(
             r["path"],
             r["prediction"]["class"],
             f"{r['prediction']['confidence']:.4f}",
-            r["decision"]["label"] or "refer (no class over its threshold)",
+            decision["label"] or "refer (no class over its threshold)",
+            *set_text,
             *(f"{probs[c]:.4f}" for c in classes),
         )
     Console(width=max(120, 40 + 14 * len(classes))).print(table)
+
+
+def _set_text(members: list[str] | None, coverage: float | None) -> str:
+    if not members:
+        return ""
+    text = "{" + ", ".join(members) + "}"
+    return text + (" refer" if len(members) > 1 else "") + f" ({coverage:.0%})"
 
 
 @app.command()

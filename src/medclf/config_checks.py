@@ -19,6 +19,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from medclf.errors import MedclfError
 from medclf.geometry import RESIZE_MODES, TRIM_MODES
+from medclf.tta import TTA_MODES
 
 Check = Callable[[Any], bool]
 
@@ -146,6 +147,8 @@ RULES: dict[str, Rule] = {
     "eval.gradcam_per_class": integer(lo=0),
     "eval.age_band_years": number(gt=0),
     "eval.gates_on": choice("point", "ci"),
+    "eval.tta": choice(*TTA_MODES),
+    "eval.conformal_alpha": number(gt=0, lt=1, nullable=True),
 }
 
 

@@ -10,6 +10,7 @@ figures, report.html, model_card.md.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import shutil
@@ -46,8 +47,9 @@ class Evaluated:
 
     table: pd.DataFrame
     y: np.ndarray
-    logits: np.ndarray
+    logits: np.ndarray  # as deployed: averaged over the decision record's TTA views
     images: list[np.ndarray]  # CxHxW in [0, 1], before normalization (for figures)
+    logits_single: np.ndarray | None = None  # one view (set only when TTA is on)
 
 
 def _positive_class(classes: tuple[str, ...], wanted: str | None) -> int | None:
@@ -94,9 +96,13 @@ def _run_model(predictor, table: pd.DataFrame, desc: str, progress: bool) -> Eva
     arrays, errors = decode_all(list(table["path"]), predictor.prep, desc=desc, progress=progress)
     if errors:
         raise MedclfError(f"{len(errors)} image(s) could not be read; first: {errors[0]}")
-    logits = predictor.logits_arrays([predictor.prep.normalize_array(a) for a in arrays])
+    inputs = [predictor.prep.normalize_array(a) for a in arrays]
+    logits = predictor.logits_arrays(inputs)
+    single = None
+    if predictor.decision.tta != "none":
+        single = predictor._batched(predictor._raw_logits, inputs, 32)
     y = table["label"].map({c: i for i, c in enumerate(classes)}).to_numpy(np.int64)
-    return Evaluated(table, y, logits, arrays)
+    return Evaluated(table, y, logits, arrays, single)
 
 
 def fit_decision(
@@ -111,8 +117,12 @@ def fit_decision(
     if val is None or len(val.y) == 0:
         log.warning("no validation images: temperature 1 and argmax decisions")
         return DecisionRecord(positive_class=None if positive is None else classes[positive])
+    from medclf.conformal import fit_lac
+
     temperature = fit_temperature(val.logits, val.y) if ev_cfg.temperature_scaling else 1.0
     probs = apply_temperature(val.logits, temperature)
+    alpha = ev_cfg.get("conformal_alpha")
+    conformal = fit_lac(probs, val.y, float(alpha)).to_dict() if alpha is not None else {}
     thresholds: dict[str, float] = {}
     for i in [positive] if positive is not None else range(len(classes)):
         try:
@@ -129,6 +139,8 @@ def fit_decision(
         thresholds=thresholds,
         positive_class=None if positive is None else classes[positive],
         fitted_on={"split": "val", "images": len(val.y), "model_version": version},
+        tta=str(ev_cfg.get("tta", "none")),
+        conformal=conformal,
     )
 
 
@@ -161,6 +173,57 @@ def _interval_values(
         for key, ci in zip(keys, intervals, strict=True):
             values[key].update(ci_low=ci.low, ci_high=ci.high, ci_method=ci.method)
     return values, info
+
+
+TTA_HEADLINE = ("accuracy", "macro_auc")
+
+
+def _tta_comparison(suite, ev: Evaluated, decision, ev_cfg: Any, seed: int) -> dict[str, Any]:
+    """Headline metrics with intervals with and without the TTA views (same images, same
+    temperature), so the gain of ``eval.tta`` is measured, not assumed."""
+    from medclf.evaluation.calibration import apply_temperature
+
+    out: dict[str, Any] = {"mode": decision.tta}
+    if ev.logits_single is None:
+        return out
+    for label, logits in (("with", ev.logits), ("without", ev.logits_single)):
+        probs = apply_temperature(logits, decision.temperature)
+        values, _ = _interval_values(suite, ev, probs, ev_cfg, seed)
+        out[label] = {k: values[k] for k in TTA_HEADLINE if k in values}
+    return out
+
+
+def _conformal_summary(ev: Evaluated, probs, decision, ev_cfg: Any, seed: int) -> dict[str, Any]:
+    """Empirical coverage and mean set size of the conformal sets, with bootstrap intervals."""
+    from medclf.conformal import coverage_and_size, set_mask
+    from medclf.evaluation.bootstrap import bootstrap_intervals, resampling_units
+
+    if not decision.conformal:
+        return {}
+    mask = set_mask(probs, float(decision.conformal["qhat"]))
+    coverage, size = coverage_and_size(mask, ev.y)
+    out: dict[str, Any] = {
+        **decision.conformal,
+        "target_coverage": 1 - float(decision.conformal["alpha"]),
+        "coverage": {"value": coverage},
+        "mean_set_size": {"value": size},
+        "refer_share": {"value": float((mask.sum(axis=1) > 1).mean())},
+    }
+    units = resampling_units(ev.table["patient_id"].astype(str).tolist(), len(ev.y))
+    if int(ev_cfg.n_bootstrap) > 0 and len(units) >= 2:
+        intervals = bootstrap_intervals(
+            lambda rows: np.array(
+                [*coverage_and_size(mask[rows], ev.y[rows]), (mask[rows].sum(axis=1) > 1).mean()]
+            ),
+            units,
+            n_resamples=int(ev_cfg.n_bootstrap),
+            level=float(ev_cfg.ci_level),
+            method=str(ev_cfg.ci_method),
+            seed=seed,
+        )
+        for key, ci in zip(("coverage", "mean_set_size", "refer_share"), intervals, strict=True):
+            out[key].update(ci_low=ci.low, ci_high=ci.high, ci_method=ci.method)
+    return out
 
 
 def _nested(values: dict[str, dict[str, Any]], classes: tuple[str, ...]) -> dict[str, Any]:
@@ -247,6 +310,9 @@ def evaluate(
     # 1. calibration and operating thresholds on validation (an ONNX file keeps its own)
     evaluating_val = split == "val" and not external
     val = None
+    if model == "checkpoint":
+        # the views are part of what is fitted below: validation runs with them too
+        predictor.decision = dataclasses.replace(predictor.decision, tta=str(ev_cfg.tta))
     if model == "checkpoint" or evaluating_val:
         val_rows = split_table[split_table["split"] == "val"].reset_index(drop=True)
         val = _run_model(predictor, val_rows, "reading val", progress) if len(val_rows) else None
@@ -348,6 +414,8 @@ def evaluate(
         "train_imbalance_ratio": imbalance,
         "subgroups": subgroups,
         "gates": {"passed": gates["passed"], "failed": gates["failed"]},
+        "tta": _tta_comparison(suite, ev, decision, ev_cfg, int(cfg.get("seed", 0) or 0)),
+        "conformal": _conformal_summary(ev, probs, decision, ev_cfg, int(cfg.get("seed", 0) or 0)),
     }
     out = run.eval_dir(name)
     # Built in a staging folder and renamed: a killed evaluation never leaves an eval/<name>/

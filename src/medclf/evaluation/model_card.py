@@ -93,6 +93,44 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def _conformal_section(metrics: dict[str, Any]) -> list[str]:
+    conf = metrics.get("conformal") or {}
+    if not conf:
+        return []
+    target = conf["target_coverage"]
+    return [
+        "## Prediction sets",
+        f"Each prediction comes with a set of classes that contains the true class for "
+        f"{target:.0%} of images like the validation images (split conformal prediction, "
+        f"{conf['method'].upper()}, fitted on {conf['n']} validation images). One class in the "
+        "set: the model is confident at that level. More than one: the model cannot tell "
+        "these classes apart reliably; treat the image as a **refer** to a reader. The promise "
+        "holds on average over images from the same population, not for each image, and not "
+        "for scanners or sites the validation split did not include.",
+        _table(
+            ["", "value (95% CI)"],
+            [
+                ["target coverage", f"{target:.2f}"],
+                ["coverage on this split", fmt(conf["coverage"])],
+                ["mean set size", fmt(conf["mean_set_size"], 2)],
+                ["share of refers (set > 1 class)", fmt(conf["refer_share"])],
+            ],
+        ),
+    ]
+
+
+def _tta_section(metrics: dict[str, Any]) -> list[str]:
+    tta = metrics.get("tta") or {}
+    if not tta.get("with"):
+        return []
+    rows = [[k, fmt(tta["without"].get(k)), fmt(tta["with"].get(k))] for k in tta["with"]]
+    return [
+        f"## Test-time augmentation: {tta['mode']}",
+        "Logits averaged over the views below; every number above uses them, as deployed.",
+        _table(["metric", "one view", f"with {tta['mode']}"], rows),
+    ]
+
+
 def write_model_card(run, path: Path, metrics, values, gates) -> Path:
     from medclf.preprocessing import Preprocessing
 
@@ -173,6 +211,8 @@ def write_model_card(run, path: Path, metrics, values, gates) -> Path:
                 if c in op["thresholds"]
             ],
         ),
+        *_conformal_section(metrics),
+        *_tta_section(metrics),
         f"## Quality gates: {'PASSED' if gates['passed'] else 'FAILED'}",
         _table(
             ["gate", "value", "judged on", "result"],

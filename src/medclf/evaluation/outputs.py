@@ -33,6 +33,7 @@ def predictions_frame(ev, probs, decisions, classes) -> pd.DataFrame:
             "predicted": [classes[k] for k in y_pred],
             "decision": [d["label"] or "" for d in decisions],
             "flagged": ["|".join(d["flagged"]) for d in decisions],
+            "prediction_set": ["|".join(d.get("prediction_set", [])) for d in decisions],
             **{f"prob_{c}": probs[:, i] for i, c in enumerate(classes)},
             "correct": ev.y == y_pred,
         }

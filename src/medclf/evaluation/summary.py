@@ -47,6 +47,20 @@ def print_summary(result) -> None:
             f"latency: p50 {lat['latency_p50_ms']:.1f} ms, p95 {lat['latency_p95_ms']:.1f} ms; "
             f"{lat['throughput_images_per_s']:.0f} images/s at batch {lat['batch_size']}"
         )
+    tta = m.get("tta") or {}
+    if tta.get("with"):
+        echo(
+            f"test-time augmentation ({tta['mode']}): accuracy {fmt(tta['without']['accuracy'])}"
+            f" without, {fmt(tta['with']['accuracy'])} with; macro AUC "
+            f"{fmt(tta['without']['macro_auc'])} -> {fmt(tta['with']['macro_auc'])}"
+        )
+    conf = m.get("conformal") or {}
+    if conf:
+        echo(
+            f"conformal sets ({conf['method'].upper()}, target {conf['target_coverage']:.0%}): "
+            f"coverage {fmt(conf['coverage'])}, mean size {fmt(conf['mean_set_size'], 2)}, "
+            f"refer {fmt(conf['refer_share'])}"
+        )
     gates = result.gates
     verdict = "passed" if gates["passed"] else f"FAILED: {', '.join(gates['failed'])}"
     echo(f"gates: {verdict}")

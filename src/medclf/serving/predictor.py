@@ -21,6 +21,7 @@ from medclf.data.io import tiny_image_warning
 from medclf.decision import DecisionRecord
 from medclf.errors import MedclfError
 from medclf.preprocessing import Preprocessing
+from medclf.tta import averaged_logits
 
 log = logging.getLogger("medclf")
 ONNX_META_PREPROCESSING = "medclf.preprocessing"
@@ -39,12 +40,20 @@ class Predictor(ABC):
     backend: str
 
     @abstractmethod
-    def logits_batch(self, x: np.ndarray) -> np.ndarray:
-        """NCHW float32 model input -> N x classes raw logits (before temperature)."""
+    def _raw_logits(self, x: np.ndarray) -> np.ndarray:
+        """NCHW float32 model input -> N x classes logits of the network alone."""
 
-    @abstractmethod
+    def logits_batch(self, x: np.ndarray) -> np.ndarray:
+        """N x classes logits before temperature, averaged over the decision record's
+        test-time augmentation views (``medclf.tta``)."""
+        return averaged_logits(self._raw_logits, x, self.decision.tta)
+
     def predict_batch(self, x: np.ndarray) -> np.ndarray:
         """NCHW float32 model input -> N x classes calibrated probabilities."""
+        logits = self.logits_batch(x).astype(np.float64) / self.decision.temperature
+        logits -= logits.max(axis=1, keepdims=True)
+        e = np.exp(logits)
+        return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
 
     def _batched(self, fn, inputs: Sequence[np.ndarray], batch_size: int) -> np.ndarray:
         out = [
@@ -94,6 +103,8 @@ class Predictor(ABC):
             "backend": self.backend,
             "temperature": self.decision.temperature,
             "operating_rule": self.decision.rule,
+            "tta": self.decision.tta,
+            "conformal": self.decision.conformal or None,
         }
 
 
@@ -123,12 +134,8 @@ class TorchPredictor(Predictor):
         with self._torch.inference_mode():
             return self.model(self._torch.from_numpy(np.ascontiguousarray(x))).float()
 
-    def logits_batch(self, x: np.ndarray) -> np.ndarray:
+    def _raw_logits(self, x: np.ndarray) -> np.ndarray:
         return self._logits(x).numpy()
-
-    def predict_batch(self, x: np.ndarray) -> np.ndarray:
-        logits = self._logits(x) / self.decision.temperature
-        return self._torch.softmax(logits, dim=1).numpy()
 
 
 def graph_sha256(model: Any) -> str:
@@ -210,10 +217,12 @@ class OnnxPredictor(Predictor):
             )
         return meta
 
-    def logits_batch(self, x: np.ndarray) -> np.ndarray:
+    def _raw_logits(self, x: np.ndarray) -> np.ndarray:
         return self.session.run(["logits"], {self.input_name: x.astype(np.float32)})[0]
 
     def predict_batch(self, x: np.ndarray) -> np.ndarray:
+        if self.decision.tta != "none":  # the views are averaged outside the graph
+            return super().predict_batch(x)
         return self.session.run(["probabilities"], {self.input_name: x.astype(np.float32)})[0]
 
 
