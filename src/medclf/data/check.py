@@ -31,6 +31,7 @@ import pandas as pd
 
 from medclf.data.discover import SPLITS
 from medclf.data.io import TINY_SIDE
+from medclf.data.shift import shift_lines, split_shift
 
 CHECK_VERSION = 1
 _MAX_LISTED = 200  # per finding in check.json; counts are always complete
@@ -99,7 +100,10 @@ def check_dataset(
     df = table.reset_index(drop=True).copy()
     # A manifest may list one file twice (e.g. under two labels): facts are per path.
     facts = scanned.drop_duplicates("path").set_index("path")
-    for col in ("sha256", "error", "kind", "mode", "bits", "width", "height", "phash"):
+    scan_cols = ("sha256", "error", "kind", "mode", "bits", "width", "height", "phash")
+    for col in (*scan_cols, "intensity_mean", "intensity_std"):
+        if col not in facts:
+            continue
         df[col] = df["path"].map(facts[col])
     readable = df[df["error"] == ""]
     classes = sorted(df["label"].unique())
@@ -221,6 +225,7 @@ def check_dataset(
         "patients_in_several_splits": leaked_patients[:_MAX_LISTED],
         "patients_in_several_splits_count": len(leaked_patients),
         "imbalance": imbalance,
+        "split_shift": split_shift(readable) if len(splits) > 1 else None,
         "leakage": leakage,
         "passed": not leakage and not conflicts,
     }
@@ -294,6 +299,7 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
             f"TINY images smaller than {tiny['min_side']} px: {tiny['count']} (predictions on "
             f"them are unreliable); e.g. {t['path']} ({t['width']}x{t['height']})"
         )
+    lines += shift_lines(report.get("split_shift"))
     coded = report.get("patient_coded_names")
     if coded:
         lines.append(

@@ -36,7 +36,11 @@ SCAN_COLUMNS = [
     "width",
     "height",
     "phash",
+    "intensity_mean",  # of the decoded, windowed [0, 1] image (gray), for split shift
+    "intensity_std",
 ]
+# Part of every memo stamp: a new column or meaning invalidates older memo rows.
+SCAN_VERSION = 2
 
 
 PHASH_SIZE = 16  # 16x16 = 256-bit pHash
@@ -62,7 +66,7 @@ def _stamp(path: str, window: Any, max_pixels: int | None) -> str:
         st = Path(file).stat()
     except OSError:
         return ""
-    settings = json.dumps([window_key(window), PHASH_SIZE, max_pixels])
+    settings = json.dumps([window_key(window), PHASH_SIZE, max_pixels, SCAN_VERSION])
     return f"{st.st_size}:{st.st_mtime_ns}:{settings}:{path}"
 
 
@@ -85,6 +89,8 @@ def _scan_one(path: str, stamp: str, window: Any, max_pixels: int | None) -> dic
         width=d.width,
         height=d.height,
         phash=perceptual_hash(d.array),
+        intensity_mean=round(float(d.array.mean()), 5),
+        intensity_std=round(float(d.array.std()), 5),
     )
     return row
 
@@ -133,6 +139,8 @@ def scan(
     out = pd.DataFrame([rows[p] for p in paths]).reindex(columns=SCAN_COLUMNS).fillna("")
     for col in ("bits", "width", "height"):
         out[col] = pd.to_numeric(out[col], errors="coerce").fillna(0).astype(int)
+    for col in ("intensity_mean", "intensity_std"):
+        out[col] = pd.to_numeric(out[col], errors="coerce")
     out.attrs["fresh"] = len(todo)
     return out
 
@@ -143,7 +151,8 @@ def update_memo(memo: Path, scanned: pd.DataFrame) -> None:
     if not scanned.attrs.get("fresh"):
         return
     known = _load_memo(memo)
-    merged = pd.concat([known[~known["path"].isin(set(scanned["path"]))], scanned])
+    kept = known[~known["path"].isin(set(scanned["path"]))]
+    merged = pd.concat([kept, scanned]) if len(kept) else scanned
     memo.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(memo) as tmp:
         merged.to_csv(tmp, index=False)

@@ -42,7 +42,9 @@ class TrainResult:
 def check_or_refuse(report: dict[str, Any], strict: bool) -> None:
     """Log the data check's findings; with ``data.strict`` refuse leakage or label conflicts."""
     for line in summary_lines(report):
-        bad = line.startswith(("LEAKAGE", "LABEL CONFLICT", "TINY", "PATIENTS?"))
+        bad = line.startswith(
+            ("LEAKAGE", "LABEL CONFLICT", "TINY", "PATIENTS?", "SPLIT SHIFT", "SIZE")
+        )
         (log.warning if bad else log.info)("data check: %s", line)
     if strict and not report["passed"]:
         raise MedclfError(

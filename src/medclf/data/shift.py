@@ -1,0 +1,149 @@
+"""Split shift: do the splits (and the classes within them) look alike before any model runs?
+
+On the public chest-CT set the test images are larger and less wide than the training ones,
+and "normal" images are 580-620 px wide in every split while the others are about 400: a
+model can learn the frame instead of the finding, and validation then promises more than
+test delivers. This check says so in plain words.
+
+- Numeric features per image (width, height, aspect, decoded intensity mean and spread): each
+  split against train, overall and per class, with the two-sample Kolmogorov-Smirnov
+  statistic D as the effect size (the largest gap between the two distributions, 0..1) and
+  its p-value. A finding needs both: D >= ``MIN_EFFECT`` and p < ``MAX_P`` (a p-value alone
+  flags trivial gaps on large sets; an effect alone flags noise on tiny ones).
+- Categorical features (file kind, mode, bit depth): total-variation distance between the
+  two splits' shares, finding at >= ``MIN_TV``.
+- Size reveals class: within train, the share of the variance of log(image area) explained
+  by the class (eta squared, one-way ANOVA); >= ``MIN_ETA2`` means size alone separates classes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+NUMERIC = {
+    "width": "width",
+    "height": "height",
+    "aspect": "aspect (w/h)",
+    "intensity_mean": "mean intensity",
+    "intensity_std": "intensity spread",
+}
+CATEGORICAL = ("kind", "mode", "bits")
+MIN_EFFECT, MAX_P, MIN_TV, MIN_ETA2 = 0.3, 0.01, 0.2, 0.3
+MIN_IMAGES = 8  # fewer images in a group than this: nothing is concluded
+
+
+def _numeric(df: pd.DataFrame) -> pd.DataFrame:
+    out = df[["split", "label"]].copy()
+    for col in ("width", "height", "intensity_mean", "intensity_std"):
+        out[col] = pd.to_numeric(df.get(col), errors="coerce") if col in df else np.nan
+    out["aspect"] = out["width"] / out["height"].where(out["height"] > 0)
+    return out
+
+
+def _compare(a: pd.Series, b: pd.Series) -> dict[str, float] | None:
+    a, b = a.dropna().to_numpy(float), b.dropna().to_numpy(float)
+    if len(a) < MIN_IMAGES or len(b) < MIN_IMAGES:
+        return None
+    res = stats.ks_2samp(a, b)
+    return {
+        "ks_d": round(float(res.statistic), 3),
+        "p": float(res.pvalue),
+        "median_train": round(float(np.median(a)), 3),
+        "median_other": round(float(np.median(b)), 3),
+    }
+
+
+def _tv(a: pd.Series, b: pd.Series) -> float:
+    pa, pb = a.astype(str).value_counts(normalize=True), b.astype(str).value_counts(normalize=True)
+    keys = pa.index.union(pb.index)
+    return float(
+        0.5 * np.abs(pa.reindex(keys, fill_value=0) - pb.reindex(keys, fill_value=0)).sum()
+    )
+
+
+def size_reveals_class(num: pd.DataFrame) -> dict[str, Any] | None:
+    train = num[(num["split"] == "train") & (num["width"] > 0) & (num["height"] > 0)]
+    if train["label"].nunique() < 2 or len(train) < MIN_IMAGES:
+        return None
+    area = np.log(train["width"] * train["height"])
+    grand = area.mean()
+    between = sum(len(g) * (g.mean() - grand) ** 2 for _, g in area.groupby(train["label"]))
+    total = float(((area - grand) ** 2).sum())
+    eta2 = between / total if total > 0 else 0.0
+    medians = train.groupby("label")[["width", "height"]].median().astype(int)
+    return {
+        "eta_squared": round(float(eta2), 3),
+        "flagged": bool(eta2 >= MIN_ETA2),
+        "median_size": {str(c): f"{r.width}x{r.height}" for c, r in medians.iterrows()},
+    }
+
+
+def split_shift(df: pd.DataFrame) -> dict[str, Any]:
+    """Findings for a table with split, label and the scan's columns (readable rows)."""
+    num = _numeric(df)
+    findings: list[dict[str, Any]] = []
+    train = num[num["split"] == "train"]
+    others = [s for s in ("val", "test") if s in set(num["split"])]
+    for split in others:
+        part = num[num["split"] == split]
+        groups = [("all classes", train, part)] + [
+            (c, train[train["label"] == c], part[part["label"] == c])
+            for c in sorted(set(part["label"]))
+        ]
+        for group, a, b in groups:
+            for col, label in NUMERIC.items():
+                res = _compare(a[col], b[col])
+                if res and res["ks_d"] >= MIN_EFFECT and res["p"] < MAX_P:
+                    findings.append({"split": split, "class": group, "feature": label, **res})
+        for col in CATEGORICAL:
+            if col in df:
+                tv = _tv(df.loc[df["split"] == "train", col], df.loc[df["split"] == split, col])
+                if tv >= MIN_TV:
+                    findings.append(
+                        {"split": split, "class": "all classes", "feature": col, "tv": round(tv, 3)}
+                    )
+    return {
+        "thresholds": {"ks_d": MIN_EFFECT, "p": MAX_P, "tv": MIN_TV, "eta_squared": MIN_ETA2},
+        "findings": findings,
+        "size_reveals_class": size_reveals_class(num),
+    }
+
+
+def shift_lines(shift: dict[str, Any] | None) -> list[str]:
+    """Plain-words summary lines (at most one per split, plus the size finding)."""
+    if not shift:
+        return []
+    lines = []
+    by_split: dict[str, list[dict[str, Any]]] = {}
+    for f in shift["findings"]:
+        by_split.setdefault(f["split"], []).append(f)
+    for split, items in by_split.items():
+        overall = [f for f in items if f["class"] == "all classes"] or items
+        shown = []
+        for f in sorted(overall, key=lambda f: -f.get("ks_d", f.get("tv", 0)))[:3]:
+            if "ks_d" in f:
+                shown.append(
+                    f"{f['feature']} median {f['median_other']:g} vs {f['median_train']:g} in "
+                    f"train (KS D={f['ks_d']:.2f})"
+                    + ("" if f["class"] == "all classes" else f" for {f['class']}")
+                )
+            else:
+                shown.append(f"{f['feature']} shares differ (TV {f['tv']:.2f})")
+        n_class = len({f["class"] for f in items if f["class"] != "all classes"})
+        lines.append(
+            f"SPLIT SHIFT {split} differs from train: {'; '.join(shown)}"
+            + (f"; {n_class} class(es) differ on their own" if n_class else "")
+        )
+    size = shift.get("size_reveals_class")
+    if size and size["flagged"]:
+        sizes = ", ".join(f"{c} {s}" for c, s in size["median_size"].items())
+        lines.append(
+            f"SIZE REVEALS CLASS in train (eta^2 {size['eta_squared']:.2f}; median {sizes}): "
+            "a model can learn the frame instead of the finding; data.trim=foreground and "
+            "data.resize=letterbox (what recipe=auto picks for such data) take size away"
+        )
+    return lines
