@@ -9,7 +9,7 @@ from PIL import Image
 from medclf.config import compose, compose_for_training, override_keys
 from medclf.config_checks import parse_duration
 from medclf.errors import MedclfError
-from medclf.training.recipe import DataProfile, apply, fit_epochs, plan, profile_data
+from medclf.training.recipe import DataProfile, apply, fit_budget, fit_epochs, plan, profile_data
 from tests.conftest import medclf
 
 
@@ -161,3 +161,27 @@ def test_dry_run_prints_the_recipe_and_writes_no_run(tiny_synth: Path, tmp_path:
     assert 5 <= cfg.train.max_epochs <= 200
     assert not any((tmp_path / "runs").glob("*/*/config.yaml"))
     assert "training from scratch" in proc.stderr
+
+
+def test_input_shrinks_until_the_budget_affords_enough_epochs():
+    cfg = compose(["data.path=x"])
+    recipe = plan(_profile(), on_gpu=False, pretrained=False)
+    apply(cfg, recipe, ())
+    per_epoch = {128: 33.0, 96: 19.0, 64: 9.0}  # seconds, as measured on 2 cores
+    probed = []
+
+    def probe() -> float:
+        probed.append(int(cfg.data.image_size))
+        return per_epoch[int(cfg.data.image_size)]
+
+    fit_budget(cfg, recipe, (), 900, probe)
+    # 0.9 * 900 / 33 = 24 epochs at 128 px is too few; 42 at 96 px is enough
+    assert probed == [128, 96]
+    assert cfg.data.image_size == 96 and cfg.train.max_epochs == 42
+    assert any("lowered to 96 px" in n for n in recipe.notes)
+
+    named = compose(["data.path=x", "data.image_size=128"])
+    kept = plan(_profile(), on_gpu=False, pretrained=False)
+    apply(named, kept, ("data.image_size",))
+    fit_budget(named, kept, ("data.image_size",), 900, lambda: per_epoch[128])
+    assert named.data.image_size == 128 and named.train.max_epochs == 24

@@ -73,7 +73,8 @@ def size_reveals_class(num: pd.DataFrame) -> dict[str, Any] | None:
     grand = area.mean()
     between = sum(len(g) * (g.mean() - grand) ** 2 for _, g in area.groupby(train["label"]))
     total = float(((area - grand) ** 2).sum())
-    eta2 = between / total if total > 0 else 0.0
+    # Identical sizes leave only rounding noise in both sums: no size signal at all.
+    eta2 = min(1.0, between / total) if total > 1e-9 * len(area) else 0.0
     medians = train.groupby("label")[["width", "height"]].median().astype(int)
     return {
         "eta_squared": round(float(eta2), 3),

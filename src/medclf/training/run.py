@@ -91,7 +91,11 @@ def resolve_pretrained(model_cfg: DictConfig) -> None:
     if str(model_cfg.get("pretrained")) != "auto":
         return
     from medclf.models.architectures import is_custom, timm_name
+    from medclf.models.factory import check_model_name
     from medclf.models.weights import weights_available
+
+    # An unknown architecture is the one error to report, not a weights notice before it.
+    check_model_name(model_cfg)
 
     name = str(model_cfg.name)
     ok, why = (False, "custom") if is_custom(name) else weights_available(timm_name(name))
