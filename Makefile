@@ -35,7 +35,8 @@ test: $(DEV_STAMP)
 	$(BIN)/ruff format --check src tests benchmarks
 	$(TEST_ENV) $(BIN)/pytest
 
-# The exports of the largest architectures (about 8 minutes on 2 cores); CI runs them too.
+# The exports of the largest architectures and three minute-long end-to-end tests (about
+# 12 minutes on 2 cores); CI runs them too.
 test-heavy: $(DEV_STAMP)
 	$(TEST_ENV) $(BIN)/pytest -m heavy
 

@@ -249,20 +249,24 @@ def train(
     from omegaconf import OmegaConf
 
     from medclf.config import compose_for_training, override_keys
-    from medclf.training.run import plan_recipe, resume
-    from medclf.training.run import train as run_training
 
     found, rest = split_kv(overrides, {"resume"})
     if "resume" in found:
+        from medclf.training.run import resume
+
         result = resume(_require(found, "resume", "medclf train resume=RUN"), rest)
-    elif dry_run:
-        cfg = compose_for_training(rest)
-        line = plan_recipe(cfg, override_keys(rest))
-        typer.echo(OmegaConf.to_yaml(cfg, resolve=True), nl=False)
-        typer.echo(line or "recipe: none (the packaged defaults and the command line)")
-        return
     else:
-        result = run_training(compose_for_training(rest), override_keys(rest))
+        # Compose (and so refuse a bad key or value) before the seconds of torch imports.
+        cfg = compose_for_training(rest)
+        from medclf.training.run import plan_recipe
+        from medclf.training.run import train as run_training
+
+        if dry_run:
+            line = plan_recipe(cfg, override_keys(rest))
+            typer.echo(OmegaConf.to_yaml(cfg, resolve=True), nl=False)
+            typer.echo(line or "recipe: none (the packaged defaults and the command line)")
+            return
+        result = run_training(cfg, override_keys(rest))
     typer.echo(f"run: {result.run.root}")
     typer.echo("best epoch: " + _fmt_metrics(result.best_metrics))
 

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from medclf.conformal import coverage_and_size, fit_lac, set_mask
+from medclf.conformal import coverage_and_size, expected_coverage, fit_lac, set_mask
 from medclf.decision import DecisionRecord
 from medclf.tta import views
 from tests.conftest import medclf, served
@@ -28,6 +28,24 @@ def test_lac_sets_cover_at_the_promised_rate_on_exchangeable_data():
     coverage, size = coverage_and_size(set_mask(probs[500:], fit.qhat), y[500:])
     assert abs(coverage - 0.9) < 0.03 and 1 < size < 4
     assert fit_lac(probs[:5], y[:5], alpha=0.1).qhat == 1.0  # too few images: every class
+
+
+def test_expected_coverage_range_holds_for_small_calibration_sets():
+    lo, hi = expected_coverage(72, 0.1)
+    assert 0.8 < lo < 0.87 and 0.94 < hi < 0.98
+    wide, narrow = hi - lo, np.subtract(*expected_coverage(2000, 0.1)[::-1])
+    assert narrow < wide / 4
+    # 300 calibrations of 72 exchangeable images each: about 95% land inside the range
+    rng = np.random.default_rng(1)
+    probs = rng.dirichlet(np.ones(3), size=20000)
+    y = np.array([rng.choice(3, p=p) for p in probs])
+    test_p, test_y = probs[:10000], y[:10000]
+    inside = 0
+    for _ in range(300):
+        pick = rng.choice(np.arange(10000, 20000), size=72, replace=False)
+        fit = fit_lac(probs[pick], y[pick], alpha=0.1)
+        inside += lo <= coverage_and_size(set_mask(test_p, fit.qhat), test_y)[0] <= hi
+    assert 0.9 <= inside / 300 <= 0.99
 
 
 def test_tta_views_and_record_round_trip():
@@ -52,6 +70,10 @@ def test_evaluate_predict_onnx_and_serve_agree_with_tta_and_sets(trained_run: Pa
     conf = metrics["conformal"]
     assert conf["method"] == "lac" and conf["target_coverage"] == 0.9
     assert 0 <= conf["coverage"]["ci_low"] <= conf["coverage"]["value"] <= 1
+    lo, hi = conf["expected_coverage_95"]
+    assert (lo, hi) == expected_coverage(conf["n"], 0.1)
+    outside = not lo <= conf["coverage"]["value"] <= hi
+    assert ("COVERAGE" in proc.stdout) == outside
     assert "Prediction sets" in (run / "model_card.md").read_text()
     record = json.loads((run / "calibration.json").read_text())
     assert record["tta"] == "flip" and record["conformal"]["qhat"] == conf["qhat"]

@@ -78,7 +78,7 @@ def test_95_percent_intervals_cover_the_truth(method: str) -> None:
     assert all(c >= 0.90 for c in coverage.values()), coverage
 
 
-@pytest.mark.slow
+@pytest.mark.heavy  # about a minute on 2 cores; CI runs it with make test-heavy
 def test_patient_resampling_keeps_coverage_that_image_resampling_loses() -> None:
     by_patient = _coverage(_clustered, n_sims=100, grouped=True)
     by_image = _coverage(_clustered, n_sims=100, grouped=False)

@@ -15,6 +15,11 @@ from medclf.training.stages import apply_trainable, resolve_stages
 # each to export on 2 CPU cores: their export runs under the `heavy` marker (.ci/run runs it;
 # `make test` does not), while every one of them still trains a step in `make test`.
 HEAVY = {
+    "resnet50",
+    "tf_efficientnetv2_s",
+    "convnextv2_tiny",
+    "xception",
+    "densenet121",
     "tf_efficientnetv2_m",
     "tf_efficientnetv2_l",
     "convnextv2_base",

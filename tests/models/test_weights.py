@@ -94,6 +94,7 @@ def test_custom_cnn_refuses_pretrained_weights():
         build_model(cfg, num_classes=2, in_chans=1)
 
 
+@pytest.mark.heavy  # about a minute on 2 cores; CI runs it with make test-heavy
 def test_run_from_local_weights_evaluates_without_the_file(imagenet_like, tiny_synth, tmp_path):
     weights = tmp_path / "start.safetensors"
     weights.write_bytes(imagenet_like["safetensors"].read_bytes())

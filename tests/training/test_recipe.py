@@ -9,7 +9,15 @@ from PIL import Image
 from medclf.config import compose, compose_for_training, override_keys
 from medclf.config_checks import parse_duration
 from medclf.errors import MedclfError
-from medclf.training.recipe import DataProfile, apply, fit_budget, fit_epochs, plan, profile_data
+from medclf.training.recipe import (
+    DataProfile,
+    apply,
+    fit_budget,
+    fit_epochs,
+    plan,
+    profile_data,
+    wanted_epochs,
+)
 from tests.conftest import medclf
 
 
@@ -174,7 +182,7 @@ def test_input_shrinks_until_the_budget_affords_enough_epochs():
         probed.append(int(cfg.data.image_size))
         return per_epoch[int(cfg.data.image_size)]
 
-    fit_budget(cfg, recipe, (), 900, probe)
+    fit_budget(cfg, recipe, (), 900, probe, n_train=600)
     # 0.9 * 900 / 33 = 24 epochs at 128 px is too few; 42 at 96 px is enough
     assert probed == [128, 96]
     assert cfg.data.image_size == 96 and cfg.train.max_epochs == 42
@@ -183,5 +191,15 @@ def test_input_shrinks_until_the_budget_affords_enough_epochs():
     named = compose(["data.path=x", "data.image_size=128"])
     kept = plan(_profile(), on_gpu=False, pretrained=False)
     apply(named, kept, ("data.image_size",))
-    fit_budget(named, kept, ("data.image_size",), 900, lambda: per_epoch[128])
+    fit_budget(named, kept, ("data.image_size",), 900, lambda: per_epoch[128], n_train=600)
     assert named.data.image_size == 128 and named.train.max_epochs == 24
+
+    # a large set needs fewer epochs for as many updates: 5000 images, 270 s per epoch at
+    # 128 px -> 3 epochs, too few; 96 px (152 s) affords 5, enough
+    large = compose(["data.path=x"])
+    big = plan(_profile(n_train=5000), on_gpu=False, pretrained=False)
+    apply(large, big, ())
+    seconds = {128: 270.0, 96: 152.0, 64: 68.0}
+    fit_budget(large, big, (), 900, lambda: seconds[int(large.data.image_size)], n_train=5000)
+    assert wanted_epochs(5000) == 5 and wanted_epochs(600) == 30 and wanted_epochs(100) == 30
+    assert large.data.image_size == 96 and large.train.max_epochs == 5

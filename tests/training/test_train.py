@@ -229,7 +229,7 @@ def test_a_logger_failing_mid_training_is_switched_off(
     assert sum("logger x failed" in r.message for r in caplog.records) == 1
 
 
-@pytest.mark.slow
+@pytest.mark.heavy  # about a minute on 2 cores; CI runs it with make test-heavy
 def test_two_stage_recipe_on_chest_ct(tmp_path: Path):
     proc = medclf(
         "train",

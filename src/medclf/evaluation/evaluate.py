@@ -195,16 +195,18 @@ def _tta_comparison(suite, ev: Evaluated, decision, ev_cfg: Any, seed: int) -> d
 
 def _conformal_summary(ev: Evaluated, probs, decision, ev_cfg: Any, seed: int) -> dict[str, Any]:
     """Empirical coverage and mean set size of the conformal sets, with bootstrap intervals."""
-    from medclf.conformal import coverage_and_size, set_mask
+    from medclf.conformal import coverage_and_size, expected_coverage, set_mask
     from medclf.evaluation.bootstrap import bootstrap_intervals, resampling_units
 
     if not decision.conformal:
         return {}
     mask = set_mask(probs, float(decision.conformal["qhat"]))
     coverage, size = coverage_and_size(mask, ev.y)
+    alpha, n_cal = float(decision.conformal["alpha"]), int(decision.conformal["n"])
     out: dict[str, Any] = {
         **decision.conformal,
-        "target_coverage": 1 - float(decision.conformal["alpha"]),
+        "target_coverage": 1 - alpha,
+        "expected_coverage_95": list(expected_coverage(n_cal, alpha)),
         "coverage": {"value": coverage},
         "mean_set_size": {"value": size},
         "refer_share": {"value": float((mask.sum(axis=1) > 1).mean())},

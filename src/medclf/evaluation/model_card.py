@@ -111,6 +111,10 @@ def _conformal_section(metrics: dict[str, Any]) -> list[str]:
             ["", "value (95% CI)"],
             [
                 ["target coverage", f"{target:.2f}"],
+                [
+                    f"expected for a split like validation (n={conf['n']}, 95%)",
+                    "[{:.2f}, {:.2f}]".format(*conf.get("expected_coverage_95", (0, 1))),
+                ],
                 ["coverage on this split", fmt(conf["coverage"])],
                 ["mean set size", fmt(conf["mean_set_size"], 2)],
                 ["share of refers (set > 1 class)", fmt(conf["refer_share"])],

@@ -12,7 +12,8 @@ the README's "Default recipe" section and ``benchmarks/recipes.py``):
 - resnet18 from timm: the smallest standard residual network that learned the small real
   sets from scratch; ImageNet weights when ``model.pretrained=auto`` finds them.
 - 128 px on a CPU (224 on a GPU), never above the typical image's short side, lowered by
-  32 px steps (not under 64) while the budget affords fewer than 30 epochs: at 2 cores a
+  32 px steps (not under 64) while the budget affords fewer than 30 epochs (fewer for large
+  sets: about 18,000 image presentations, at least 5 epochs): at 2 cores a
   resnet18 epoch of 600 images costs ~20 s at 96 px, ~33 s at 128 px and ~52 s at 160 px, and
   more epochs beat more pixels within a fixed budget.
 - ``trim=foreground`` when most images sit in a uniform frame, ``resize=letterbox`` when
@@ -45,8 +46,10 @@ RECIPES = ("auto", "none")
 GRAYSCALE_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F", "P"})
 MIN_EPOCHS, MAX_EPOCHS = 5, 200
 # Below this many affordable epochs the input shrinks by 32 px (not under 64): on the chest-CT
-# validation split 40 epochs at 96 px beat 24 at 128 px in the same 15 minutes.
-WANT_EPOCHS, SMALLEST_SIZE = 30, 64
+# validation split 40 epochs at 96 px beat 24 at 128 px in the same 15 minutes. What a small
+# set needs is enough optimizer updates, so a large set wants fewer epochs: about as many
+# image presentations as 30 epochs of chest-CT's 613 training images, and at least MIN_EPOCHS.
+WANT_EPOCHS, WANT_PRESENTATIONS, SMALLEST_SIZE = 30, 18_000, 64
 # Share of the budget the epochs are planned to fill; validation and logging take the rest.
 BUDGET_FILL = 0.9
 
@@ -273,22 +276,29 @@ def _sample_images(table: pd.DataFrame, window: Any, max_pixels: int) -> Any:
     return sample
 
 
+def wanted_epochs(n_train: int) -> int:
+    """Epochs worth lowering the input size for (see ``WANT_PRESENTATIONS``)."""
+    return min(WANT_EPOCHS, max(MIN_EPOCHS, math.ceil(WANT_PRESENTATIONS / max(1, n_train))))
+
+
 def fit_budget(
     cfg: DictConfig,
     recipe: Recipe,
     keep: tuple[str, ...],
     budget_s: float,
     probe: Callable[[], float],
+    n_train: int,
 ) -> None:
     """Epochs from ``probe()`` (seconds per epoch at the config's current size); first, while
-    the budget affords fewer than ``WANT_EPOCHS``, the input shrinks by 32 px unless the user
-    named ``data.image_size``."""
+    the budget affords fewer than ``wanted_epochs``, the input shrinks by 32 px unless the
+    user named ``data.image_size``."""
     size_is_free = not any(k in keep for k in ("data", "data.image_size"))
     planned = size = int(cfg.data.image_size)
+    want = wanted_epochs(n_train)
     while True:
         seconds = probe()
         affordable = BUDGET_FILL * budget_s / max(seconds, 1e-3)
-        if not size_is_free or affordable >= WANT_EPOCHS or size - 32 < SMALLEST_SIZE:
+        if not size_is_free or affordable >= want or size - 32 < SMALLEST_SIZE:
             break
         size -= 32
         recipe.values["data.image_size"] = size
@@ -338,5 +348,6 @@ def choose(
             keep,
             budget,
             lambda: _probe(cfg, len(profile.class_counts), profile, on_gpu),
+            profile.n_train,
         )
     return recipe
