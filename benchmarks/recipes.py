@@ -26,6 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from medclf.evaluation.model_card import fmt
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 REPO = Path(__file__).resolve().parents[1]
 CHEST_CT = REPO.parent / "shared" / "datasets" / "chest_ct" / "Data"
@@ -70,14 +72,6 @@ def synthetic(work: Path) -> Path:
     return out
 
 
-def fmt(v: dict | None) -> str:
-    if not v:
-        return "n/a"
-    if v.get("ci_low") is None:
-        return f"{v['value']:.3f}"
-    return f"{v['value']:.3f} [{v['ci_low']:.3f}, {v['ci_high']:.3f}]"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", choices=["chest_ct", "synthetic"], default=None)
@@ -103,12 +97,13 @@ def main() -> None:
     args.out.write_text(json.dumps(results, indent=2))
     header = f"{'dataset':<10} {'variant':<17} {'test accuracy (95% CI)':<26} "
     print(header + f"{'macro AUC (95% CI)':<26} {'min sens':>8} {'coverage':>8} {'wall s':>7}")
+    # the conformal coverage is printed without its interval to keep one line per run
     for name, variants in results.items():
         for variant, r in variants.items():
-            cov = r["conformal_coverage"]["value"] if r["conformal_coverage"] else float("nan")
             print(
                 f"{name:<10} {variant:<17} {fmt(r['accuracy']):<26} {fmt(r['macro_auc']):<26} "
-                f"{r['min_sensitivity']:>8.3f} {cov:>8.3f} {r['total_s']:>7}"
+                f"{r['min_sensitivity']:>8.3f} {fmt(r['conformal_coverage']).split()[0]:>8} "
+                f"{r['total_s']:>7}"
             )
     for name, variants in results.items():
         print(f"{name} recipe: {variants['recipe=auto']['recipe']}")

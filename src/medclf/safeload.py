@@ -1,7 +1,8 @@
 """Reading torch files that came from someone else, without running code from them.
 
-A ``.ckpt``/``.pth`` file is a pickle: loaded with ``weights_only=False`` it can call any
-Python function (``os.system`` included) before the caller sees a single tensor. Every torch
+A ``.ckpt``/``.pth`` file is a pickle: unpickled in full (``torch.load`` without the
+weights-only guard) it can call any Python function (``os.system`` included) before the caller
+sees a single tensor. Every torch
 file medclf reads goes through ``load_torch_file``: ``weights_only=True`` (tensors, plain
 containers and numbers only) and any refusal or damage becomes one ``MedclfError`` line.
 """

@@ -113,7 +113,7 @@ def _conformal_section(metrics: dict[str, Any]) -> list[str]:
                 ["target coverage", f"{target:.2f}"],
                 [
                     f"expected for a split like validation (n={conf['n']}, 95%)",
-                    "[{:.2f}, {:.2f}]".format(*conf.get("expected_coverage_95", (0, 1))),
+                    "[{:.2f}, {:.2f}]".format(*conf["expected_coverage_95"]),
                 ],
                 ["coverage on this split", fmt(conf["coverage"])],
                 ["mean set size", fmt(conf["mean_set_size"], 2)],

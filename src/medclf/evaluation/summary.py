@@ -61,13 +61,13 @@ def print_summary(result) -> None:
             f"coverage {fmt(conf['coverage'])}, mean size {fmt(conf['mean_set_size'], 2)}, "
             f"refer {fmt(conf['refer_share'])}"
         )
-        lo, hi = conf.get("expected_coverage_95") or (0.0, 1.0)
+        lo, hi = conf["expected_coverage_95"]
         if not lo <= conf["coverage"]["value"] <= hi:
             echo(
-                f"COVERAGE {conf['coverage']['value']:.3f} is outside [{lo:.3f}, {hi:.3f}], "
-                f"where {conf['n']} validation images put a split from their population: "
-                "these images are not like the validation images (see the data check's SPLIT "
-                "SHIFT); the sets' promise does not carry over to them"
+                f"COVERAGE {conf['coverage']['value']:.3f} is outside [{lo:.3f}, {hi:.3f}], the "
+                f"95% range for images like the {conf['n']} validation images: these images "
+                "differ from them (see the data check's SPLIT SHIFT) and the sets' promise does "
+                "not carry over"
             )
     gates = result.gates
     verdict = "passed" if gates["passed"] else f"FAILED: {', '.join(gates['failed'])}"

@@ -12,10 +12,9 @@ the README's "Default recipe" section and ``benchmarks/recipes.py``):
 - resnet18 from timm: the smallest standard residual network that learned the small real
   sets from scratch; ImageNet weights when ``model.pretrained=auto`` finds them.
 - 128 px on a CPU (224 on a GPU), never above the typical image's short side, lowered by
-  32 px steps (not under 64) while the budget affords fewer than 30 epochs (fewer for large
-  sets: about 18,000 image presentations, at least 5 epochs): at 2 cores a
-  resnet18 epoch of 600 images costs ~20 s at 96 px, ~33 s at 128 px and ~52 s at 160 px, and
-  more epochs beat more pixels within a fixed budget.
+  32 px steps (not under 64) while the budget affords fewer than ``wanted_epochs``: at 2 cores
+  a resnet18 epoch of 600 images costs ~20 s at 96 px, ~33 s at 128 px and ~52 s at 160 px,
+  and more epochs beat more pixels within a fixed budget.
 - ``trim=foreground`` when most images sit in a uniform frame, ``resize=letterbox`` when
   aspect ratios vary: size and framing then cannot stand in for the class.
 - Epochs from a timed probe of the real model (random tensors of the planned shape, so no
@@ -27,6 +26,7 @@ the README's "Default recipe" section and ``benchmarks/recipes.py``):
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
@@ -309,7 +309,7 @@ def fit_budget(
     apply(cfg, recipe, keep)
 
 
-def _probe(cfg: DictConfig, n_classes: int, profile: DataProfile, on_gpu: bool) -> float:
+def _probe(cfg: DictConfig, profile: DataProfile, on_gpu: bool) -> float:
     """Seconds per epoch of the configured model at the configured size (see
     ``probe_seconds_per_epoch``), on freshly initialized weights."""
     from medclf.data.augment import build_augmentation
@@ -318,6 +318,7 @@ def _probe(cfg: DictConfig, n_classes: int, profile: DataProfile, on_gpu: bool) 
     size, channels = int(cfg.data.image_size), int(cfg.data.channels)
     plain = OmegaConf.to_container(cfg.model, resolve=True)
     probe_cfg = OmegaConf.create({**plain, "pretrained": False, "weights": None})
+    n_classes = len(profile.class_counts)
     model = build_model(probe_cfg, num_classes=n_classes, in_chans=channels, image_size=size)
     if on_gpu:
         model = model.cuda()
@@ -342,12 +343,7 @@ def choose(
     apply(cfg, recipe, keep)
     budget = parse_duration(cfg.train.get("time_budget"))
     if budget is not None and not any(k in keep for k in ("train", "train.max_epochs")):
-        fit_budget(
-            cfg,
-            recipe,
-            keep,
-            budget,
-            lambda: _probe(cfg, len(profile.class_counts), profile, on_gpu),
-            profile.n_train,
-        )
+        # _probe reads cfg's current size on each call, as fit_budget lowers it
+        probe = functools.partial(_probe, cfg, profile, on_gpu)
+        fit_budget(cfg, recipe, keep, budget, probe, profile.n_train)
     return recipe
