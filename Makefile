@@ -36,7 +36,7 @@ test: $(DEV_STAMP)
 	$(TEST_ENV) $(BIN)/pytest
 
 # The exports of the largest architectures and three minute-long end-to-end tests (about
-# 12 minutes on 2 cores); CI runs them too.
+# 14 minutes on 2 cores); CI runs them too.
 test-heavy: $(DEV_STAMP)
 	$(TEST_ENV) $(BIN)/pytest -m heavy
 
