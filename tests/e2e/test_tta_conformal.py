@@ -30,6 +30,16 @@ def test_lac_sets_cover_at_the_promised_rate_on_exchangeable_data():
     assert fit_lac(probs[:5], y[:5], alpha=0.1).qhat == 1.0  # too few images: every class
 
 
+def test_qhat_is_the_conformal_order_statistic():
+    # scores 1 - p(true) = 0.0, 0.1, ..., 0.9 in shuffled order; k = ceil(11 * 0.8) = 9
+    p_true = 1.0 - np.array([3, 7, 0, 9, 1, 5, 8, 2, 6, 4]) / 10
+    probs = np.stack([p_true, 1 - p_true], axis=1)
+    y = np.zeros(10, dtype=int)
+    assert fit_lac(probs, y, alpha=0.2).qhat == pytest.approx(0.8)
+    assert fit_lac(probs, y, alpha=0.1).qhat == pytest.approx(0.9)  # k = n: the largest
+    assert fit_lac(probs[:9], y[:9], alpha=0.1).qhat == pytest.approx(0.9)  # k = 9 = n
+
+
 def test_expected_coverage_range_holds_for_small_calibration_sets():
     lo, hi = expected_coverage(72, 0.1)
     assert 0.8 < lo < 0.87 and 0.94 < hi < 0.98
@@ -40,12 +50,16 @@ def test_expected_coverage_range_holds_for_small_calibration_sets():
     probs = rng.dirichlet(np.ones(3), size=20000)
     y = np.array([rng.choice(3, p=p) for p in probs])
     test_p, test_y = probs[:10000], y[:10000]
-    inside = 0
+    coverages = []
     for _ in range(300):
         pick = rng.choice(np.arange(10000, 20000), size=72, replace=False)
         fit = fit_lac(probs[pick], y[pick], alpha=0.1)
-        inside += lo <= coverage_and_size(set_mask(test_p, fit.qhat), test_y)[0] <= hi
-    assert 0.9 <= inside / 300 <= 0.99
+        coverages.append(coverage_and_size(set_mask(test_p, fit.qhat), test_y)[0])
+    inside = np.mean([lo <= c <= hi for c in coverages])
+    assert 0.9 <= inside <= 0.99
+    # the mean coverage is that of the k-th order statistic, k / (n + 1) = 66 / 73 = 0.904
+    # (one rank higher would promise 67 / 73 = 0.918); its standard error here is ~0.002
+    assert abs(np.mean(coverages) - 66 / 73) < 0.006
 
 
 def test_tta_views_and_record_round_trip():
