@@ -1,3 +1,4 @@
+import json
 import os
 import subprocess
 import sys
@@ -5,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from medclf.atomic import atomic_dir, atomic_path, staging_dir, sweep_stale
+from medclf.atomic import atomic_dir, atomic_path, staging_dir, sweep_stale, write_json
 
 
 def _dead_pid() -> int:
@@ -57,3 +58,39 @@ def test_staging_dir_is_named_for_the_sweeper(tmp_path: Path):
     tmp = staging_dir(tmp_path / "cache" / "abc")
     assert tmp.name.startswith(f".abc.{os.getpid()}-") and tmp.name.endswith(".tmp")
     assert sweep_stale(tmp_path) == []  # its writer (this process) is alive
+
+
+def _strict(token: str):
+    raise ValueError(f"non-standard JSON constant {token}")
+
+
+def test_json_is_strict_nan_and_infinity_become_null(tmp_path: Path):
+    import numpy as np
+
+    write_json(
+        tmp_path / "m.json",
+        {"auc": float("nan"), "bins": np.array([0.5, np.nan, np.inf]), "n": np.int64(3)},
+    )
+    text = (tmp_path / "m.json").read_text()
+    assert json.loads(text, parse_constant=_strict) == {
+        "auc": None,
+        "bins": [0.5, None, None],
+        "n": 3,
+    }
+
+
+@pytest.mark.slow
+def test_every_json_a_run_writes_is_strict(trained_run: Path):
+    """train -> evaluate -> export (what the demo runs): every JSON file and the ONNX
+    metadata parse with a parser that refuses NaN/Infinity."""
+    files = sorted(trained_run.rglob("*.json"))
+    names = {f.name for f in files}
+    assert {"metrics.json", "gates.json", "calibration.json", "metadata.json"} <= names
+    for f in files:
+        json.loads(f.read_text(), parse_constant=_strict)  # raises on NaN/Infinity
+    import onnx
+
+    model = onnx.load(trained_run / "export" / "model.onnx", load_external_data=False)
+    for prop in model.metadata_props:
+        if prop.value.startswith(("{", "[")):
+            json.loads(prop.value, parse_constant=_strict)

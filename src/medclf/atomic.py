@@ -130,5 +130,25 @@ def write_text(path: str | os.PathLike[str], text: str) -> None:
         fh.write(text)
 
 
+def finite(obj: Any) -> Any:
+    """``obj`` with every NaN or infinity (Python or numpy float) replaced by None, numpy
+    scalars and arrays as plain Python values: what strict JSON parsers (``JSON.parse``,
+    ``jq``) accept. An undefined metric (AUC of a class absent from a split) is "no value"."""
+    if isinstance(obj, dict):
+        return {k: finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [finite(v) for v in obj]
+    if hasattr(obj, "tolist") and not isinstance(obj, str):  # numpy scalar or array
+        return finite(obj.tolist())
+    if isinstance(obj, float) and (obj != obj or obj in (float("inf"), float("-inf"))):
+        return None
+    return obj
+
+
+def dumps_json(obj: Any, indent: int | None = 2) -> str:
+    """Strict JSON (no NaN/Infinity tokens) of ``obj``; see ``finite``."""
+    return json.dumps(finite(obj), indent=indent, allow_nan=False)
+
+
 def write_json(path: str | os.PathLike[str], obj: Any) -> None:
-    write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    write_text(path, dumps_json(obj) + "\n")

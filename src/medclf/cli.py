@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import os
 import sys
@@ -200,7 +199,9 @@ def data_stats(
     resolve_input_config(cfg)
     stats = compute_stats(cfg.data)
     if display:
-        typer.echo(json.dumps(stats, indent=2))
+        from medclf.atomic import dumps_json
+
+        typer.echo(dumps_json(stats))
     if save:
         save_stats(save, stats)
         typer.echo(f"saved: {save}")
@@ -395,7 +396,9 @@ def predict(
         except MedclfError as exc:
             results.append({"path": str(path), "error": str(exc)})
     if as_json:
-        typer.echo(json.dumps({"model": predictor.info(), "results": results}, indent=2))
+        from medclf.atomic import dumps_json
+
+        typer.echo(dumps_json({"model": predictor.info(), "results": results}))
     else:
         _print_predictions(results, predictor.class_names)
     for r in results:

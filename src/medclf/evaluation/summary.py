@@ -15,8 +15,10 @@ def print_summary(result) -> None:
     ev = m["evaluated"]
     ci = m["confidence_intervals"]
     echo = typer.echo
+    # no patient ids: say what the bootstrap resamples instead of "0 patients"
+    who = f", {ev['patients']} patients" if ev["patients"] else ", no patient ids"
     echo(
-        f"{ev['name']}: {ev['images']} images, {ev['patients']} patients "
+        f"{ev['name']}: {ev['images']} images{who} "
         f"({int(ci['level'] * 100)}% CI, {ci['method']} bootstrap over {ci['unit']}s)"
     )
     for key in HEADLINE:

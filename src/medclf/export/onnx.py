@@ -12,7 +12,6 @@ Integrity: the ONNX metadata carries the sha256 of the graph (nodes and weights)
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from medclf import __version__
-from medclf.atomic import atomic_path, write_json
+from medclf.atomic import atomic_path, dumps_json, write_json
 from medclf.errors import MedclfError
 from medclf.rundir import RunDir
 from medclf.serving.predictor import (
@@ -135,8 +134,8 @@ def export_onnx(run_dir: str | Path) -> ExportResult:
             ) from exc
         proto = program.model_proto
         metadata = {
-            ONNX_META_PREPROCESSING: json.dumps(prep.to_dict()),
-            ONNX_META_DECISION: json.dumps(decision.to_dict()),
+            ONNX_META_PREPROCESSING: dumps_json(prep.to_dict(), indent=None),
+            ONNX_META_DECISION: dumps_json(decision.to_dict(), indent=None),
             ONNX_META_MODEL_NAME: reference.name,
             ONNX_META_MODEL_VERSION: reference.version,
             "medclf.version": __version__,
