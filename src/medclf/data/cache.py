@@ -16,19 +16,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from medclf.atomic import staging_dir, sweep_stale, write_json
 from medclf.data.dicom import window_key
+from medclf.data.parallel import map_images
 from medclf.errors import MedclfError
 from medclf.preprocessing import Preprocessing
 
@@ -138,17 +136,7 @@ def build_cache(
             arr = prep.load(first_path[unique[i]])
             images[i] = np.round(np.clip(arr, 0.0, 1.0) * scale).astype(dtype)
 
-        workers = min(8, os.cpu_count() or 1)
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            for _ in tqdm(
-                pool.map(fill, range(len(unique))),
-                total=len(unique),
-                desc="caching images",
-                unit="img",
-                disable=None if progress else True,
-                leave=False,
-            ):
-                pass
+        map_images(fill, range(len(unique)), "caching images", progress)
         images.flush()
         pd.DataFrame({"sha256": unique, "row": range(len(unique))}).to_csv(
             tmp / INDEX_FILE, index=False

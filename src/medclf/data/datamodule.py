@@ -11,9 +11,7 @@ same ``Preprocessing.load``; this is the baseline the cache benchmark compares a
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 
 import lightning as L
 import numpy as np
@@ -27,8 +25,8 @@ from torch.utils.data import (
     SequentialSampler,
     WeightedRandomSampler,
 )
-from tqdm.auto import tqdm
 
+from medclf.data.parallel import map_images
 from medclf.errors import MedclfError
 from medclf.preprocessing import Preprocessing
 
@@ -44,18 +42,7 @@ def decode_all(
         except MedclfError as exc:
             return None, str(exc)
 
-    workers = min(8, os.cpu_count() or 1)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        results = list(
-            tqdm(
-                pool.map(one, paths),
-                total=len(paths),
-                desc=desc,
-                unit="img",
-                disable=None if progress else True,
-                leave=False,
-            )
-        )
+    results = map_images(one, paths, desc, progress)
     arrays = [a for a, _ in results]
     errors = [e for _, e in results if e is not None]
     return arrays, errors

@@ -144,15 +144,11 @@ def _decode_npz_ref(ref: re.Match[str], max_pixels: int | None) -> Decoded:
 def sample_sha256(path: str | Path) -> str:
     """Content hash of a sample: the file's bytes, or an .npz image's array bytes."""
     ref = _NPZ_REF.match(str(path))
-    h = hashlib.sha256()
     if ref:
         arr = load_npz(ref["file"])[ref["key"]][int(ref["index"])]
-        h.update(np.ascontiguousarray(arr).tobytes())
-        return h.hexdigest()
+        return hashlib.sha256(np.ascontiguousarray(arr).tobytes()).hexdigest()
     with Path(path).open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def is_image_file(path: Path) -> bool:

@@ -9,20 +9,18 @@ mtime and window) in ``scan.csv`` under the cache folder, so a second run re-rea
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from PIL import Image
-from tqdm.auto import tqdm
 
 from medclf.atomic import atomic_path
 from medclf.data.dicom import window_key
 from medclf.data.io import decode, sample_sha256
+from medclf.data.parallel import map_images
 from medclf.errors import MedclfError
 
 SCAN_COLUMNS = [
@@ -124,18 +122,11 @@ def scan(
         else:
             todo.append((p, stamp))
     if todo:
-        workers = min(8, os.cpu_count() or 1)
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            results = tqdm(
-                pool.map(lambda item: _scan_one(*item, window, max_pixels), todo),
-                total=len(todo),
-                desc="checking images",
-                unit="img",
-                disable=None if progress else True,
-                leave=False,
-            )
-            for r in results:
-                rows[r["path"]] = r
+        results = map_images(
+            lambda item: _scan_one(*item, window, max_pixels), todo, "checking images", progress
+        )
+        for r in results:
+            rows[r["path"]] = r
     out = pd.DataFrame([rows[p] for p in paths]).reindex(columns=SCAN_COLUMNS).fillna("")
     for col in ("bits", "width", "height"):
         out[col] = pd.to_numeric(out[col], errors="coerce").fillna(0).astype(int)
