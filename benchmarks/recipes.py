@@ -49,11 +49,17 @@ def run_variant(data: Path, extra: list[str], work: Path, budget: str) -> dict:
     recipe = next((ln for ln in proc.stderr.splitlines() if "recipe:" in ln), "")
     run = next(ln for ln in proc.stdout.splitlines() if ln.startswith("run: "))[5:].strip()
     trained = time.perf_counter() - start
-    medclf("evaluate", f"run={run}", "eval.latency_runs=0", "eval.gradcam_per_class=0", cwd=work)
+    quick = ["eval.latency_runs=0", "eval.gradcam_per_class=0"]
+    # validation first: it is what recipes are chosen on; test is only reported
+    medclf("evaluate", f"run={run}", "split=val", *quick, cwd=work)
+    val = json.loads((work / run / "eval" / "val" / "metrics.json").read_text())["overall"]
+    medclf("evaluate", f"run={run}", *quick, cwd=work)
     metrics = json.loads((work / run / "eval" / "test" / "metrics.json").read_text())
     overall, per_class = metrics["overall"], metrics["per_class"]
     summary = json.loads((work / run / "train_summary.json").read_text())
     return {
+        "val_accuracy": val["accuracy"],
+        "val_macro_auc": val["macro_auc"],
         "accuracy": overall["accuracy"],
         "macro_auc": overall["macro_auc"],
         "min_sensitivity": min(pc["sensitivity"]["value"] for pc in per_class.values()),
@@ -95,15 +101,19 @@ def main() -> None:
                 print(f"{name} / {variant} ...", flush=True)
                 results.setdefault(name, {})[variant] = run_variant(data, extra, work, args.budget)
     args.out.write_text(json.dumps(results, indent=2))
-    header = f"{'dataset':<10} {'variant':<17} {'test accuracy (95% CI)':<26} "
-    print(header + f"{'macro AUC (95% CI)':<26} {'min sens':>8} {'coverage':>8} {'wall s':>7}")
-    # the conformal coverage is printed without its interval to keep one line per run
+    point = lambda m: fmt(m).split()[0]  # noqa: E731 - value without its interval
+    print(
+        f"{'dataset':<10} {'variant':<17} {'val acc/AUC':<12} {'test accuracy (95% CI)':<26} "
+        f"{'macro AUC (95% CI)':<26} {'min sens':>8} {'coverage':>8} {'wall s':>7}"
+    )
+    # validation and conformal coverage without intervals to keep one line per run
     for name, variants in results.items():
         for variant, r in variants.items():
+            val = f"{point(r['val_accuracy'])}/{point(r['val_macro_auc'])}"
             print(
-                f"{name:<10} {variant:<17} {fmt(r['accuracy']):<26} {fmt(r['macro_auc']):<26} "
-                f"{r['min_sensitivity']:>8.3f} {fmt(r['conformal_coverage']).split()[0]:>8} "
-                f"{r['total_s']:>7}"
+                f"{name:<10} {variant:<17} {val:<12} {fmt(r['accuracy']):<26} "
+                f"{fmt(r['macro_auc']):<26} {r['min_sensitivity']:>8.3f} "
+                f"{point(r['conformal_coverage']):>8} {r['total_s']:>7}"
             )
     for name, variants in results.items():
         print(f"{name} recipe: {variants['recipe=auto']['recipe']}")

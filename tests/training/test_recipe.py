@@ -12,6 +12,7 @@ from medclf.errors import MedclfError
 from medclf.training.recipe import (
     DataProfile,
     apply,
+    choose_numerics,
     fit_budget,
     fit_epochs,
     plan,
@@ -36,7 +37,8 @@ def _profile(**kw) -> DataProfile:
 
 def test_small_framed_grayscale_set_on_a_cpu():
     v = plan(_profile(), on_gpu=False, pretrained=False).values
-    assert (v["data.image_size"], v["data.channels"]) == (128, 1)
+    # 224 px planned on any hardware; fit_budget lowers it when the epochs would be too few
+    assert (v["data.image_size"], v["data.channels"]) == (224, 1)
     assert (v["data.trim"], v["data.resize"]) == ("foreground", "letterbox")
     assert v["train.loss.class_weights"] == "balanced" and v["train.sampler"] is None
     assert v["data.augment"]["scale"] == [0.85, 1.15]  # strong: few images
@@ -175,7 +177,7 @@ def test_input_shrinks_until_the_budget_affords_enough_epochs():
     cfg = compose(["data.path=x"])
     recipe = plan(_profile(), on_gpu=False, pretrained=False)
     apply(cfg, recipe, ())
-    per_epoch = {128: 33.0, 96: 19.0, 64: 9.0}  # seconds, as measured on 2 cores
+    per_epoch = {224: 14.0, 192: 10.0, 160: 8.5, 128: 6.5, 96: 4.0, 64: 2.0}  # bf16, 2 cores
     probed = []
 
     def probe() -> float:
@@ -183,23 +185,66 @@ def test_input_shrinks_until_the_budget_affords_enough_epochs():
         return per_epoch[int(cfg.data.image_size)]
 
     fit_budget(cfg, recipe, (), 900, probe, n_train=600)
-    # 0.9 * 900 / 33 = 24 epochs at 128 px is too few; 42 at 96 px is enough
-    assert probed == [128, 96]
-    assert cfg.data.image_size == 96 and cfg.train.max_epochs == 42
-    assert any("lowered to 96 px" in n for n in recipe.notes)
+    # 0.9 * 900 / 8.5 = 95 epochs at 160 px is too few for 600 images; 124 at 128 px is enough
+    assert probed == [224, 192, 160, 128]
+    assert cfg.data.image_size == 128 and cfg.train.max_epochs == 124
+    assert any("lowered to 128 px" in n for n in recipe.notes)
 
-    named = compose(["data.path=x", "data.image_size=128"])
+    named = compose(["data.path=x", "data.image_size=224"])
     kept = plan(_profile(), on_gpu=False, pretrained=False)
     apply(named, kept, ("data.image_size",))
-    fit_budget(named, kept, ("data.image_size",), 900, lambda: per_epoch[128], n_train=600)
-    assert named.data.image_size == 128 and named.train.max_epochs == 24
+    fit_budget(named, kept, ("data.image_size",), 900, lambda: per_epoch[224], n_train=600)
+    assert named.data.image_size == 224 and named.train.max_epochs == 57
 
-    # a large set needs fewer epochs for as many updates: 5000 images, 270 s per epoch at
-    # 128 px -> 3 epochs, too few; 96 px (152 s) affords 5, enough
+    # a large set needs fewer epochs for as many updates: 5000 images want 15 epochs; 70 s
+    # per epoch at 224 px affords 11, too few; 192 px (52 s) affords 15, enough
     large = compose(["data.path=x"])
     big = plan(_profile(n_train=5000), on_gpu=False, pretrained=False)
     apply(large, big, ())
-    seconds = {128: 270.0, 96: 152.0, 64: 68.0}
+    seconds = {224: 70.0, 192: 52.0, 160: 38.0, 128: 27.0, 96: 15.0, 64: 7.0}
     fit_budget(large, big, (), 900, lambda: seconds[int(large.data.image_size)], n_train=5000)
-    assert wanted_epochs(5000) == 5 and wanted_epochs(600) == 30 and wanted_epochs(100) == 30
-    assert large.data.image_size == 96 and large.train.max_epochs == 5
+    assert wanted_epochs(5000) == 15 and wanted_epochs(600) == 100
+    assert wanted_epochs(100) == 100 and wanted_epochs(50_000) == 5
+    assert large.data.image_size == 192 and large.train.max_epochs == 15
+
+
+def _numerics_probe(cfg, plain_s: float, fast_s: float):
+    return lambda: fast_s if cfg.train.precision == "bf16-mixed" else plain_s
+
+
+@pytest.mark.parametrize(
+    ("plain_s", "fast_s", "precision", "channels_last"),
+    [(14.0, 6.5, "bf16-mixed", True), (14.0, 13.0, "32", False), (9.0, 30.0, "32", False)],
+)
+def test_bf16_and_channels_last_only_where_the_probe_finds_them_faster(
+    plain_s, fast_s, precision, channels_last
+):
+    cfg = compose(["data.path=x"])
+    recipe = plan(_profile(), on_gpu=False, pretrained=False)
+    apply(cfg, recipe, ())
+    choose_numerics(cfg, recipe, (), _numerics_probe(cfg, plain_s, fast_s))
+    assert (cfg.train.precision, cfg.train.channels_last) == (precision, channels_last)
+    faster = precision == "bf16-mixed"
+    assert any("2.2x faster than 32-bit" in n for n in recipe.notes) is faster
+    assert ("bf16 mixed precision" in recipe.line(cfg)) is faster
+
+
+def test_named_precision_is_kept_by_the_numerics_choice():
+    cfg = compose(["data.path=x", "train.precision=32"])
+    recipe = plan(_profile(), on_gpu=False, pretrained=False)
+    choose_numerics(cfg, recipe, ("train.precision",), _numerics_probe(cfg, 14.0, 6.5))
+    assert str(cfg.train.precision) == "32" and cfg.train.channels_last is False
+    assert not recipe.notes
+
+
+def test_fast_probe_times_bf16_channels_last_steps():
+    import torch
+
+    from medclf.training.hardware import probe_seconds_per_epoch
+
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()
+    )
+    fast = probe_seconds_per_epoch(model, None, 4, (1, 16, 16), 8, 4, fast=True)
+    assert fast > 0 and model[0].weight.dtype == torch.float32  # autocast, weights stay fp32
+    assert model[0].weight.is_contiguous(memory_format=torch.channels_last)

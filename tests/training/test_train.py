@@ -157,8 +157,11 @@ def test_trackers_record_the_run_and_a_broken_one_never_stops_training(
         check=True,
     )
     run = printed_run(proc, tmp_path)
-    # GPU-only flags on a CPU: one warning naming them, then 32-bit training
+    # compile is GPU-only: one warning naming it; bf16 runs where the CPU has bf16 units
     assert proc.stderr.count("no GPU:") == 1 and "train.compile=true" in proc.stderr
+    from medclf.training.hardware import cpu_has_bf16
+
+    assert ("train.precision=bf16-mixed" in proc.stderr) is not cpu_has_bf16()
     client = MlflowClient(tracking_uri=f"sqlite:///{db}")
     (mlrun,) = client.search_runs([client.get_experiment_by_name("default").experiment_id])
     assert mlrun.info.status == "FINISHED" and mlrun.info.run_name == run.name

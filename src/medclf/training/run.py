@@ -277,8 +277,12 @@ def _log_data_summary(table: Any, classes: list[str]) -> None:
 
 
 def _device_flags(cfg: DictConfig) -> tuple[str, bool, bool]:
-    """(precision, channels_last, compile) for the machine; GPU-only flags drop on a CPU."""
+    """(precision, channels_last, compile) for the machine. On a CPU, bf16-mixed runs where
+    the processor has bf16 units (AVX512-BF16/AMX: about 2x faster for resnet18 training on
+    such a Xeon) and channels_last always works; 16-mixed and compile stay GPU-only."""
     import torch
+
+    from medclf.training.hardware import cpu_has_bf16
 
     precision = str(cfg.train.precision)
     if precision not in ("32", "32-true", "bf16-mixed", "16-mixed"):
@@ -289,15 +293,16 @@ def _device_flags(cfg: DictConfig) -> tuple[str, bool, bool]:
     accelerator = str(cfg.train.accelerator)
     on_gpu = torch.cuda.is_available() and accelerator in ("auto", "gpu", "cuda")
     if not on_gpu:
-        ignored = [f"train.precision={precision}"] if precision not in ("32", "32-true") else []
-        ignored += ["train.channels_last=true"] if channels_last else []
+        cpu_ok = precision in ("32", "32-true") or (precision == "bf16-mixed" and cpu_has_bf16())
+        ignored = [] if cpu_ok else [f"train.precision={precision}"]
         ignored += ["train.compile=true"] if compile_ else []
         if ignored:
             warnings.warn(
-                f"no GPU: {', '.join(ignored)} ignored; training in 32-bit on the CPU",
+                f"no GPU: {', '.join(ignored)} ignored"
+                + ("" if cpu_ok else "; training in 32-bit on the CPU"),
                 stacklevel=2,
             )
-        return "32", False, False
+        return (precision if cpu_ok else "32"), channels_last, False
     if precision == "bf16-mixed" and not torch.cuda.is_bf16_supported():
         raise MedclfError("train.precision=bf16-mixed: this GPU has no bf16; use 16-mixed")
     return precision, channels_last, compile_

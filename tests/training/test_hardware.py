@@ -1,0 +1,47 @@
+import warnings
+
+import pytest
+
+from medclf.config import compose
+from medclf.training import hardware
+from medclf.training.run import _device_flags
+
+
+def _flags(monkeypatch: pytest.MonkeyPatch, has_bf16: bool, *overrides: str):
+    monkeypatch.setattr(hardware, "cpu_has_bf16", lambda: has_bf16)
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    cfg = compose(["data.path=x", *overrides])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        flags = _device_flags(cfg)
+    return flags, [str(w.message) for w in caught]
+
+
+def test_bf16_and_channels_last_run_on_a_cpu_that_has_bf16(monkeypatch: pytest.MonkeyPatch):
+    flags, said = _flags(
+        monkeypatch, True, "train.precision=bf16-mixed", "train.channels_last=true"
+    )
+    assert flags == ("bf16-mixed", True, False) and said == []
+
+
+def test_bf16_without_cpu_support_and_gpu_only_flags_fall_back_with_one_warning(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    flags, said = _flags(
+        monkeypatch,
+        False,
+        "train.precision=bf16-mixed",
+        "train.channels_last=true",
+        "train.compile=true",
+    )
+    assert flags == ("32", True, False)
+    (message,) = said
+    assert "train.precision=bf16-mixed" in message and "train.compile=true" in message
+    assert "32-bit" in message
+    flags, said = _flags(monkeypatch, True, "train.precision=16-mixed")
+    assert flags == ("32", False, False) and "train.precision=16-mixed" in said[0]
+
+
+def test_the_bf16_check_answers_a_boolean():
+    hardware.cpu_has_bf16.cache_clear()
+    assert isinstance(hardware.cpu_has_bf16(), bool)
