@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from jinja2 import Environment, select_autoescape
+from jinja2 import Environment, PackageLoader, select_autoescape
 from omegaconf import OmegaConf
 
 from medclf.atomic import atomic_path
@@ -17,20 +17,6 @@ from medclf.errors import MedclfError
 from medclf.evaluation.metrics import resolve_metric
 from medclf.evaluation.model_card import fmt
 from medclf.rundir import RunDir
-
-_HTML = """<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">
-<title>medclf compare: {{ metric }}</title><style>
-body{font-family:system-ui,sans-serif;margin:2rem;color:#1d2430}
-table{border-collapse:collapse;font-size:.92rem}th,td{border:1px solid #d4dae1;padding:.3rem .6rem}
-th{background:#f1f4f7}td{text-align:right}td:nth-child(2),td:nth-child(3){text-align:left}
-.fail{color:#b3261e;font-weight:600}.pass{color:#176b2c;font-weight:600}
-</style></head><body><h1>Runs ranked by {{ metric }} ({{ split }})</h1>
-<table><tr>{% for c in columns %}<th>{{ c }}</th>{% endfor %}</tr>
-{% for row in rows %}<tr>{% for c in columns %}<td
-{%- if c == 'gates' %} class="{{ 'pass' if row['gates_passed'] else 'fail' }}"{% endif -%}
->{{ row[c] }}</td>{% endfor %}</tr>
-{% endfor %}</table></body></html>
-"""
 
 
 @dataclass
@@ -106,8 +92,11 @@ def compare_runs(
         table.to_csv(tmp, index=False)
     columns = [c for c in table.columns if c not in ("path", "gates_passed")]
     page = (
-        Environment(autoescape=select_autoescape(default=True))
-        .from_string(_HTML)
+        Environment(
+            loader=PackageLoader("medclf.evaluation", "templates"),
+            autoescape=select_autoescape(default=True),
+        )
+        .get_template("compare.html.j2")
         .render(metric=spec.name, split=split, columns=columns, rows=table.to_dict("records"))
     )
     with atomic_path(html) as tmp:

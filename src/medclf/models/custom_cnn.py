@@ -12,9 +12,11 @@ stays at chance level while ``catavgmax`` learns.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from timm.layers import SelectAdaptivePool2d
+from timm.models import register_model
 from torch import nn
 
 
@@ -65,3 +67,14 @@ class CustomCNN(nn.Module):
     def get_classifier(self) -> nn.Module:
         """timm's name for the head (what ``trainable: head`` trains)."""
         return self.head
+
+
+@register_model
+def custom_cnn(pretrained: bool = False, **kwargs: Any) -> CustomCNN:
+    """medclf's small CNN in timm's registry, so every architecture is built by the same
+    ``timm.create_model`` call. It has no pretrained weights."""
+    if pretrained:
+        raise ValueError("custom_cnn has no pretrained weights")
+    for key in ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir"):
+        kwargs.pop(key, None)  # timm's factory passes these to every entry point
+    return CustomCNN(**kwargs)

@@ -31,12 +31,12 @@ def _unknown_model(name: str) -> MedclfError:
 
 def check_model_name(model_cfg: Any) -> None:
     """Fail on an unknown architecture before any data work starts."""
-    name = str(model_cfg.name)
-    if name in CUSTOM_MODELS:
-        return
     import timm
 
-    if not timm.is_model(timm_name(name)):
+    import medclf.models.custom_cnn  # noqa: F401 - registers custom_cnn with timm
+
+    name = str(model_cfg.name)
+    if name not in CUSTOM_MODELS and not timm.is_model(timm_name(name)):
         raise _unknown_model(name)
 
 
@@ -51,6 +51,47 @@ def _want_pretrained(arch: str, model_cfg: Any) -> bool:
     return bool(value)
 
 
+def _custom_kwargs(model_cfg: Any) -> dict[str, Any]:
+    """``model.*`` of custom_cnn as its constructor's keywords."""
+    if model_cfg.get("weights") or model_cfg.get("pretrained"):
+        raise MedclfError(
+            "custom_cnn has no pretrained weights; model.weights and model.pretrained are "
+            "for timm architectures (e.g. model=resnet18 model.pretrained=true)"
+        )
+    return {
+        "hidden_dims": list(model_cfg.hidden_dims),
+        "kernel_size": int(model_cfg.kernel_size),
+        "batch_norm": bool(model_cfg.batch_norm),
+        "fc_hidden": int(model_cfg.fc_hidden or 0),
+        "dropout": float(model_cfg.dropout),
+        "global_pool": str(model_cfg.global_pool),
+    }
+
+
+def _creation_error(
+    exc: Exception, model_cfg: Any, arch: str, kwargs: dict[str, Any], image_size: int | None
+) -> Exception:
+    """What ``timm.create_model`` raised, as the user's mistake where it is one."""
+    name = str(model_cfg.name)
+    first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+    if arch == "custom_cnn":  # its settings were refused (an even kernel size, ...)
+        return MedclfError(first)
+    if "img_size" in kwargs and not kwargs.get("pretrained"):
+        size = input_defaults(model_cfg).image_size
+        return MedclfError(
+            f"'{name}' cannot be built for data.image_size={image_size}: {first}. It was "
+            f"designed for {size} px; use data.image_size={size}"
+        )
+    if not kwargs.get("pretrained"):
+        return exc
+    weights = model_cfg.get("weights")
+    source = f"model.weights={weights}" if weights else "the pretrained weights"
+    return MedclfError(
+        f"could not load {source} into '{name}': {first}. The file must hold a state dict "
+        f"of the same architecture ('{name}')"
+    )
+
+
 def build_model(
     model_cfg: Any, num_classes: int, in_chans: int, image_size: int | None = None
 ) -> nn.Module:
@@ -59,63 +100,33 @@ def build_model(
     ``image_size`` matters only for architectures with a fixed input size (ViT, Swin), whose
     position embeddings or attention windows are built for it.
     """
-    name = str(model_cfg.name)
-    if name == "custom_cnn":
-        from medclf.models.custom_cnn import CustomCNN
-
-        if model_cfg.get("weights") or model_cfg.get("pretrained"):
-            raise MedclfError(
-                "custom_cnn has no pretrained weights; model.weights and model.pretrained are "
-                "for timm architectures (e.g. model=resnet18 model.pretrained=true)"
-            )
-
-        try:
-            return CustomCNN(
-                num_classes=num_classes,
-                in_chans=in_chans,
-                hidden_dims=list(model_cfg.hidden_dims),
-                kernel_size=int(model_cfg.kernel_size),
-                batch_norm=bool(model_cfg.batch_norm),
-                fc_hidden=int(model_cfg.fc_hidden or 0),
-                dropout=float(model_cfg.dropout),
-                global_pool=str(model_cfg.global_pool),
-            )
-        except ValueError as exc:
-            raise MedclfError(str(exc)) from exc
-
     import timm
 
+    name = str(model_cfg.name)
     check_model_name(model_cfg)
-    from medclf.models.weights import check_coverage, pretrained_kwargs
+    if name == "custom_cnn":
+        arch, kwargs = name, _custom_kwargs(model_cfg)
+    else:
+        from medclf.models.weights import pretrained_kwargs
 
-    arch = timm_name(name)
-    weights = model_cfg.get("weights")
-    kwargs: dict[str, Any] = {"num_classes": num_classes, "in_chans": in_chans}
-    kwargs.update(pretrained_kwargs(arch, _want_pretrained(arch, model_cfg), weights))
-    if model_cfg.get("drop_rate") is not None:
-        kwargs["drop_rate"] = float(model_cfg.drop_rate)
-    defaults = input_defaults(model_cfg)
-    if defaults and defaults.fixed_size and image_size and image_size != defaults.image_size:
-        kwargs["img_size"] = int(image_size)
+        arch = timm_name(name)
+        weights = model_cfg.get("weights")
+        kwargs = pretrained_kwargs(arch, _want_pretrained(arch, model_cfg), weights)
+        if model_cfg.get("drop_rate") is not None:
+            kwargs["drop_rate"] = float(model_cfg.drop_rate)
+        defaults = input_defaults(model_cfg)
+        if defaults and defaults.fixed_size and image_size and image_size != defaults.image_size:
+            kwargs["img_size"] = int(image_size)
+    kwargs.update(num_classes=num_classes, in_chans=in_chans)
     try:
         model = timm.create_model(arch, **kwargs)
     except (OSError, RuntimeError, KeyError, ValueError, AssertionError) as exc:
-        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-        if "img_size" in kwargs and not kwargs.get("pretrained"):
-            raise MedclfError(
-                f"'{name}' cannot be built for data.image_size={image_size}: {first}. It was "
-                f"designed for {defaults.image_size} px; use data.image_size={defaults.image_size}"
-            ) from exc
-        if not kwargs.get("pretrained"):
-            raise
-        source = f"model.weights={weights}" if weights else "the pretrained weights"
-        raise MedclfError(
-            f"could not load {source} into '{name}': {first}. The file must hold a state dict "
-            f"of the same architecture ('{name}')"
-        ) from exc
+        raise _creation_error(exc, model_cfg, arch, kwargs, image_size) from exc
     overlay = kwargs.get("pretrained_cfg_overlay", {})
     if "state_dict" in overlay:
-        check_coverage(model, overlay["state_dict"], str(weights))
+        from medclf.models.weights import check_coverage
+
+        check_coverage(model, overlay["state_dict"], str(model_cfg.get("weights")))
         model.pretrained_cfg.pop("state_dict", None)  # do not keep a second copy alive
     head = str(model_cfg.get("head") or "linear")
     if head == "mlp":
