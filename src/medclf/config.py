@@ -86,10 +86,11 @@ def compose(overrides: list[str] | None = None) -> DictConfig:
     GlobalHydra.instance().clear()
     try:
         with initialize_config_module(config_module=CONF_MODULE, version_base="1.3"):
-            base = hydra_compose(config_name="config")
             try:
                 cfg = hydra_compose(config_name="config", overrides=overrides)
             except (HydraException, OmegaConfBaseException) as exc:
+                # the plain config, composed only to name the nearest valid key
+                base = hydra_compose(config_name="config")
                 raise MedclfError(_explain_override_error(exc, overrides, base)) from exc
     finally:
         GlobalHydra.instance().clear()
