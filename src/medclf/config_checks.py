@@ -9,6 +9,7 @@ schema is planned to take this table over; until then new value rules go here.)
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
 from collections.abc import Callable, Sequence
@@ -17,6 +18,7 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from medclf import choices
 from medclf.errors import MedclfError
 from medclf.geometry import RESIZE_MODES, TRIM_MODES
 from medclf.tta import TTA_MODES
@@ -29,6 +31,7 @@ class Rule:
     check: Check
     expected: str  # completes "expected ..." in the error message
     nullable: bool = False
+    options: tuple[str, ...] = ()  # an enumeration: the nearest one is suggested
 
 
 def _is_int(v: Any) -> bool:
@@ -69,8 +72,15 @@ def number(
     return Rule(check, f"a number{' ' + bounds if bounds else ''}", nullable)
 
 
-def choice(*options: Any) -> Rule:
-    return Rule(lambda v: v in options, "one of " + ", ".join(map(str, options)))
+def choice(*options: Any, nullable: bool = False) -> Rule:
+    """One of ``options``, compared as text (``train.precision=32`` arrives as an int)."""
+    names = tuple(map(str, options))
+    return Rule(
+        lambda v: not isinstance(v, (dict, list)) and str(v) in names,
+        "one of " + ", ".join(names),
+        nullable,
+        names,
+    )
 
 
 def _split_ratios(v: Any) -> bool:
@@ -122,6 +132,9 @@ RULES: dict[str, Rule] = {
     "data.split_seed": integer(),
     "data.image_size": integer(lo=8, nullable=True),
     "data.channels": choice(1, 3),
+    "data.format": choice(*choices.FORMATS),
+    "data.normalize": choice(*choices.NORMALIZE),
+    "model.head": choice(*choices.HEADS, nullable=True),
     "data.resize": choice(*RESIZE_MODES),
     "data.trim": choice(*TRIM_MODES),
     "data.max_pixels": integer(lo=1),
@@ -131,6 +144,13 @@ RULES: dict[str, Rule] = {
     "train.min_epochs": integer(lo=1, nullable=True),
     "train.time_budget": Rule(_duration, "seconds (900) or a duration like 15m or 1.5h", True),
     "train.lr": number(gt=0),
+    "train.optimizer": choice(*choices.OPTIMIZERS),
+    "train.scheduler.name": choice(*choices.SCHEDULERS),
+    "train.loss.name": choice(*choices.LOSSES),
+    "train.sampler": choice(*choices.SAMPLERS, nullable=True),
+    "train.profiler": choice(*choices.PROFILERS, nullable=True),
+    "train.precision": choice(*choices.PRECISIONS),
+    "train.monitor_mode": choice(*choices.MONITOR_MODES),
     "train.weight_decay": number(ge=0),
     "train.accumulate_grad_batches": integer(lo=1),
     "train.grad_clip": number(gt=0, nullable=True),
@@ -171,7 +191,9 @@ def check_values(cfg: DictConfig, sections: Sequence[str] | None = None) -> None
             continue
         if not rule.check(value):
             shown = "null" if value is None else value
+            near = difflib.get_close_matches(str(value), rule.options, n=1, cutoff=0.5)
             raise MedclfError(
                 f"{key}={shown} is not valid: expected {rule.expected}"
                 + (" (or null)" if rule.nullable else "")
+                + (f". Did you mean {near[0]}?" if near else "")
             )

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from medclf.config_checks import RULES
 from tests.conftest import SHARED_DATASETS, medclf, printed_run
 
 pytestmark = pytest.mark.slow
@@ -171,17 +172,17 @@ def _unreadable_class(root: Path, content: bytes) -> Path:
         (
             lambda t: _two_class_tree(t / "s"),
             ["train", "data.path={t}/s", "train.sampler=balanced"],
-            "train.sampler='balanced'",
+            "train.sampler=balanced is not valid: expected one of weighted",
         ),
         (
             lambda t: _two_class_tree(t / "p"),
             ["train", "data.path={t}/p", "train.profiler=fast"],
-            "train.profiler='fast'",
+            "train.profiler=fast is not valid",
         ),
         (
             lambda t: _two_class_tree(t / "g"),
             ["train", "data.path={t}/g", "train.precision=8"],
-            "train.precision='8'",
+            "train.precision=8 is not valid",
         ),
         (lambda t: None, ["train", "train.epochz=3"], "unknown config key 'train.epochz'"),
         (lambda t: None, ["evaluate", "run={t}/norun"], "no such run folder"),
@@ -214,6 +215,29 @@ def test_bad_input_is_one_clear_line_exit_2(tmp_path: Path, make, args, needle):
     assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
     assert needle in lines[0]
     assert not (tmp_path / "runs").exists()  # bad input never leaves a half-made run folder
+
+
+ENUMERATED = sorted(k for k, rule in RULES.items() if rule.options)
+# keys that exist only in some config groups: compose them with one that has the key
+CONTEXT = {"model.head": ["model=resnet18"]}
+
+
+@pytest.mark.parametrize("key", ENUMERATED)
+def test_every_enumerated_key_is_refused_at_compose_naming_the_allowed_values(
+    tmp_path: Path, key: str
+):
+    rule = RULES[key]
+    typo = rule.options[-1] + "x"  # one letter off an allowed value
+    data = _two_class_tree(tmp_path / "d")
+    args = ["train", f"data.path={data}", *CONTEXT.get(key, []), f"{key}={typo}"]
+    proc = medclf(*args, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    (line,) = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert line.startswith(f"error: {key}={typo} is not valid: expected one of "), line
+    assert all(o in line for o in rule.options) and line.endswith(
+        f"Did you mean {rule.options[-1]}?"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d"]  # nothing written
 
 
 def test_debug_flag_shows_the_traceback(tmp_path: Path):

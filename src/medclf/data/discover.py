@@ -40,6 +40,7 @@ from typing import Any
 
 import pandas as pd
 
+from medclf.choices import FORMATS
 from medclf.data.dicom import dicom_patient_id, looks_like_dicom
 from medclf.data.io import is_image_file, load_npz, npz_ref
 from medclf.data.pseudonym import Pseudonymizer
@@ -60,7 +61,6 @@ SPLITS = ("train", "val", "test")
 MANIFEST_NAME = "manifest.csv"
 _SEPARATORS = ("_", "-", ".", " ")
 COLUMNS = ["path", "label", "patient_id", "split"]
-FORMATS = ("auto", "folder", "manifest", "npz")
 
 
 @dataclass(frozen=True)

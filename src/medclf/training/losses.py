@@ -18,9 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from medclf.choices import LOSSES
 from medclf.errors import MedclfError
-
-LOSSES = ("ce", "focal")
 
 
 def class_weights(spec: Any, class_counts: Sequence[int]) -> torch.Tensor | None:

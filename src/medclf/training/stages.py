@@ -15,6 +15,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from medclf import choices
+from medclf.choices import SCHEDULERS
 from medclf.errors import MedclfError
 
 OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
@@ -23,7 +25,7 @@ OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
     "adamax": torch.optim.Adamax,
     "sgd": torch.optim.SGD,
 }
-SCHEDULERS = ("cosine", "step", "multistep", "onecycle", "plateau", "none")
+assert tuple(OPTIMIZERS) == choices.OPTIMIZERS, "medclf.choices names the optimizers"
 STAGE_KEYS = (
     "name",
     "epochs",

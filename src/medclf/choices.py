@@ -1,0 +1,18 @@
+"""Every enumerated config value, named once.
+
+The compose-time rules (``config_checks.RULES``) and the modules that act on a value read the
+same tuples, so a new option is added in one place. Nothing heavy is imported here: the rules
+run before torch is loaded."""
+
+from __future__ import annotations
+
+FORMATS = ("auto", "folder", "manifest", "npz")  # data.format
+NORMALIZE = ("auto", "model", "dataset", "imagenet", "none")  # data.normalize
+HEADS = ("linear", "mlp")  # model.head
+OPTIMIZERS = ("adamw", "adam", "adamax", "sgd")  # train.optimizer, stages' optimizer
+SCHEDULERS = ("cosine", "step", "multistep", "onecycle", "plateau", "none")  # scheduler.name
+LOSSES = ("ce", "focal")  # train.loss.name
+SAMPLERS = ("weighted",)  # train.sampler (or null)
+PROFILERS = ("simple", "advanced", "pytorch")  # train.profiler (or null)
+PRECISIONS = ("32", "32-true", "bf16-mixed", "16-mixed")  # train.precision
+MONITOR_MODES = ("min", "max")  # train.monitor_mode
