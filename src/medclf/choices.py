@@ -15,4 +15,4 @@ LOSSES = ("ce", "focal")  # train.loss.name
 SAMPLERS = ("weighted",)  # train.sampler (or null)
 PROFILERS = ("simple", "advanced", "pytorch")  # train.profiler (or null)
 PRECISIONS = ("32", "32-true", "bf16-mixed", "16-mixed")  # train.precision
-MONITOR_MODES = ("min", "max")  # train.monitor_mode
+MONITOR_MODES = ("auto", "min", "max")  # train.monitor_mode

@@ -197,3 +197,7 @@ def check_values(cfg: DictConfig, sections: Sequence[str] | None = None) -> None
                 + (" (or null)" if rule.nullable else "")
                 + (f". Did you mean {near[0]}?" if near else "")
             )
+    if (sections is None or "train" in sections) and "train" in cfg:
+        from medclf.training.monitor import resolve_monitor
+
+        resolve_monitor(str(cfg.train.monitor), str(cfg.train.monitor_mode))

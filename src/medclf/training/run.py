@@ -24,6 +24,7 @@ from medclf.preprocessing import Preprocessing, normalization_stats
 from medclf.rundir import RunDir
 from medclf.safeload import file_sha256
 from medclf.training.checkpoint import SUMMARY_DIGEST_KEY, load_checkpoint
+from medclf.training.monitor import resolve_monitor
 
 log = logging.getLogger("medclf")
 # Overrides `medclf train resume=RUN` accepts: they change how training is watched, never
@@ -376,7 +377,7 @@ def _run_trainer(
         "in_chans": prep.channels,
         "preprocessing": prep.to_dict(),
     }
-    monitor, mode = str(cfg.train.monitor), str(cfg.train.monitor_mode)
+    monitor, mode = resolve_monitor(str(cfg.train.monitor), str(cfg.train.monitor_mode))
     mixup = OmegaConf.to_container(cfg.train.mixup, resolve=True)
     mixup["label_smoothing"] = float(cfg.train.loss.label_smoothing or 0.0)
     module = Classifier(
