@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from medclf.errors import MedclfError
+from medclf.models.checkpoint import load_checkpoint
 from medclf.safeload import load_torch_file
-from medclf.training.checkpoint import load_checkpoint
 from tests.badinput import planted_checkpoint
 
 

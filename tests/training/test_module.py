@@ -9,7 +9,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from medclf.config import compose
 from medclf.data.datamodule import CachedBatches, ImageDataModule
 from medclf.models import build_model
-from medclf.training.checkpoint import model_from_checkpoint
+from medclf.models.checkpoint import model_from_checkpoint
 from medclf.training.losses import build_loss
 from medclf.training.module import Classifier
 from medclf.training.stages import resolve_stages

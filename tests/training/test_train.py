@@ -126,7 +126,7 @@ def test_the_best_checkpoint_is_what_evaluate_export_and_serve_use(synth40: Path
     onnx_probs = OnnxPredictor(run / "export/model.onnx").predict_batch(x)
     torch_probs = TorchPredictor(run).predict_batch(x)
     np.testing.assert_allclose(onnx_probs, torch_probs, atol=1e-5)
-    from medclf.training.checkpoint import model_from_checkpoint
+    from medclf.models.checkpoint import model_from_checkpoint
 
     last_model, _ = model_from_checkpoint(run / "weights/last.ckpt")
     with torch.inference_mode():

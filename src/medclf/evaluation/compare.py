@@ -28,7 +28,7 @@ class Comparison:
 
 def _model_size(run: RunDir) -> tuple[float, float]:
     """(parameters in millions, best.ckpt megabytes)."""
-    from medclf.training.checkpoint import load_checkpoint
+    from medclf.models.checkpoint import load_checkpoint
 
     state = load_checkpoint(run.best_ckpt)["state_dict"]
     params = sum(v.numel() for k, v in state.items() if k.startswith("model."))

@@ -114,12 +114,12 @@ class TorchPredictor(Predictor):
     def __init__(self, run_dir: str | Path) -> None:
         import torch
 
-        from medclf.rundir import RunDir
-        from medclf.training.checkpoint import (
+        from medclf.models.checkpoint import (
             model_from_checkpoint,
             model_version,
             verified_best_digest,
         )
+        from medclf.rundir import RunDir
 
         run = RunDir.open(run_dir)
         self.weights_sha256 = verified_best_digest(run)

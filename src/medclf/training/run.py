@@ -20,10 +20,10 @@ from medclf.data.discover import SPLITS
 from medclf.data.prepare import PreparedData, prepare_data, provisional_preprocessing
 from medclf.data.split import save_split
 from medclf.errors import MedclfError
+from medclf.models.checkpoint import SUMMARY_DIGEST_KEY, load_checkpoint
 from medclf.preprocessing import Preprocessing, normalization_stats
 from medclf.rundir import RunDir
 from medclf.safeload import file_sha256
-from medclf.training.checkpoint import SUMMARY_DIGEST_KEY, load_checkpoint
 from medclf.training.monitor import resolve_monitor
 
 log = logging.getLogger("medclf")
@@ -473,7 +473,7 @@ def _run_trainer(
             "monitor": monitor,
             "best": best,
             "loggers": {lg.label: not lg.failed for lg in loggers},
-            # checked by every later load of best.ckpt (medclf.training.checkpoint)
+            # checked by every later load of best.ckpt (medclf.models.checkpoint)
             SUMMARY_DIGEST_KEY: file_sha256(run.best_ckpt),
         },
     )
