@@ -138,7 +138,7 @@ def finite(obj: Any) -> Any:
         return {k: finite(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
         return [finite(v) for v in obj]
-    if hasattr(obj, "tolist") and not isinstance(obj, str):  # numpy scalar or array
+    if hasattr(obj, "tolist"):  # numpy scalar or array
         return finite(obj.tolist())
     if isinstance(obj, float) and (obj != obj or obj in (float("inf"), float("-inf"))):
         return None

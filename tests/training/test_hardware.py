@@ -42,6 +42,23 @@ def test_bf16_without_cpu_support_and_gpu_only_flags_fall_back_with_one_warning(
     assert flags == ("32", False, False) and "train.precision=16-mixed" in said[0]
 
 
-def test_the_bf16_check_answers_a_boolean():
+@pytest.mark.parametrize(
+    ("helpers", "expected"),
+    [
+        ({"_is_avx512_bf16_supported": False, "_is_amx_tile_supported": True}, True),
+        ({"_is_avx512_bf16_supported": True}, True),
+        ({"_is_avx512_bf16_supported": False, "_is_amx_tile_supported": False}, False),
+        ({}, False),  # a torch without the private helpers: 32-bit, the safe answer
+    ],
+)
+def test_bf16_is_native_when_either_helper_says_so(monkeypatch, helpers, expected):
+    import types
+
+    monkeypatch.setattr(
+        "torch.cpu", types.SimpleNamespace(**{k: (lambda v=v: v) for k, v in helpers.items()})
+    )
     hardware.cpu_has_bf16.cache_clear()
-    assert isinstance(hardware.cpu_has_bf16(), bool)
+    try:
+        assert hardware.cpu_has_bf16() is expected
+    finally:
+        hardware.cpu_has_bf16.cache_clear()

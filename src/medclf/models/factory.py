@@ -31,12 +31,12 @@ def _unknown_model(name: str) -> MedclfError:
 
 def check_model_name(model_cfg: Any) -> None:
     """Fail on an unknown architecture before any data work starts."""
+    name = str(model_cfg.name)
+    if name in CUSTOM_MODELS:
+        return
     import timm
 
-    import medclf.models.custom_cnn  # noqa: F401 - registers custom_cnn with timm
-
-    name = str(model_cfg.name)
-    if name not in CUSTOM_MODELS and not timm.is_model(timm_name(name)):
+    if not timm.is_model(timm_name(name)):
         raise _unknown_model(name)
 
 
@@ -105,6 +105,8 @@ def build_model(
     name = str(model_cfg.name)
     check_model_name(model_cfg)
     if name == "custom_cnn":
+        import medclf.models.custom_cnn  # noqa: F401 - registers custom_cnn with timm
+
         arch, kwargs = name, _custom_kwargs(model_cfg)
     else:
         from medclf.models.weights import pretrained_kwargs

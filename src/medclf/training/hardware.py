@@ -23,7 +23,7 @@ def cpu_has_bf16() -> bool:
     checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
     try:
         return any(bool(getattr(torch.cpu, name)()) for name in checks if hasattr(torch.cpu, name))
-    except (RuntimeError, AttributeError):
+    except RuntimeError:
         return False
 
 

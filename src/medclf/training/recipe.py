@@ -27,7 +27,6 @@ the README's "Default recipe" section and ``benchmarks/recipes.py``):
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 from collections.abc import Callable, Iterable
@@ -348,8 +347,16 @@ def choose(
     )
     recipe = plan(profile, on_gpu=on_gpu, pretrained=cfg.model.get("pretrained") is True)
     apply(cfg, recipe, keep)
-    # _probe reads cfg's current size and numerics on each call, as the steps below set them
-    probe = functools.partial(_probe, cfg, profile, on_gpu)
+    timed: dict[tuple[int, str, bool], float] = {}
+
+    def probe() -> float:
+        """``_probe`` at cfg's current size and numerics (the steps below set them), once per
+        combination: fit_budget's first timing is the one choose_numerics just made."""
+        key = (int(cfg.data.image_size), str(cfg.train.precision), bool(cfg.train.channels_last))
+        if key not in timed:
+            timed[key] = _probe(cfg, profile, on_gpu)
+        return timed[key]
+
     if torch.cuda.is_bf16_supported() if on_gpu else cpu_has_bf16():
         choose_numerics(cfg, recipe, keep, probe)
     budget = parse_duration(cfg.train.get("time_budget"))
