@@ -113,6 +113,22 @@ def parse_duration(value: Any) -> float | None:
     return seconds
 
 
+def _one_group_regex_or(*words: str) -> Rule:
+    """A word from ``words`` or a regex with exactly one capture group."""
+
+    def check(v: Any) -> bool:
+        if not isinstance(v, str):
+            return False
+        if v in words:
+            return True
+        try:
+            return re.compile(v).groups == 1
+        except re.error:
+            return False
+
+    return Rule(check, f"{', '.join(words)} or a regex with one group", True, words)
+
+
 def _duration(v: Any) -> bool:
     try:
         return parse_duration(v) is not None
@@ -140,6 +156,7 @@ RULES: dict[str, Rule] = {
     "data.max_pixels": integer(lo=1),
     "data.min_images_per_class": integer(lo=1),
     "data.near_duplicate_distance": integer(lo=-1, hi=256),
+    "data.patient_pattern": _one_group_regex_or(*choices.NAME_ID_MODES),
     "train.max_epochs": integer(lo=1),
     "train.min_epochs": integer(lo=1, nullable=True),
     "train.time_budget": Rule(_duration, "seconds (900) or a duration like 15m or 1.5h", True),

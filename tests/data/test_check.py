@@ -221,16 +221,26 @@ def _patient_coded(root: Path) -> None:
             Image.fromarray(_phantom(100 * p + k)).save(out)
 
 
-def test_patient_coded_names_warn_and_the_pattern_keeps_patients_together(tmp_path: Path):
+def test_patient_coded_names_are_kept_together_warned_and_the_pattern_makes_them_exact(
+    tmp_path: Path,
+):
     from medclf.data.check import summary_lines
 
     _patient_coded(tmp_path / "data")
     common = [f"data.path={tmp_path / 'data'}", f"runs_root={tmp_path / 'runs'}"]
     common.append("data.near_duplicate_distance=-1")
-    report = prepare_data(compose(common).data, progress=False).report
-    warning = [ln for ln in summary_lines(report) if ln.startswith("PATIENTS?")]
+    prepared = prepare_data(compose(common).data, progress=False)  # patient_pattern=auto
+    warning = [ln for ln in summary_lines(prepared.report) if ln.startswith("PATIENTS?")]
     assert warning and "data.patient_pattern" in warning[0] and "person" in warning[0]
-    assert report["patients"] == {}
+    assert "keep each in one split" in warning[0]
+    assert prepared.report["patients"] == {}  # a guess is never a patient id
+    guessed = prepared.table["path"].map(lambda p: Path(p).name.split("_")[0])
+    assert prepared.table.groupby(guessed)["split"].nunique().max() == 1
+
+    off = prepare_data(compose([*common, "data.patient_pattern=none"]).data, progress=False)
+    warning = [ln for ln in summary_lines(off.report) if ln.startswith("PATIENTS?")]
+    assert warning and "keep each in one split" not in warning[0]
+    assert "occur in more than one split" in warning[0]  # 30 images, 10 patients, 3 splits
 
     cfg = compose([*common, "data.patient_pattern=^(person\\d+)_"])
     prepared = prepare_data(cfg.data, progress=False)
@@ -239,14 +249,3 @@ def test_patient_coded_names_warn_and_the_pattern_keeps_patients_together(tmp_pa
     assert sum(report["patients"].values()) == 10  # each patient in exactly one split
     assert table.groupby("patient_id")["split"].nunique().max() == 1
     assert any(ln.startswith("patients per split: train") for ln in summary_lines(report))
-
-
-def test_unique_names_and_fixed_prefixes_do_not_warn():
-    from medclf.data.check import patient_coded_names
-
-    unique = pd.DataFrame({"path": [f"/d/{i:05d}.png" for i in range(20)]})
-    assert patient_coded_names(unique) is None
-    fixed = pd.DataFrame({"path": [f"/d/IM-{i:04d}.png" for i in range(20)]})
-    assert patient_coded_names(fixed) is None  # digits differ per file: no shared prefix
-    scan = pd.DataFrame({"path": [f"/d/scan_{i}.png" for i in range(20)]})
-    assert patient_coded_names(scan) is None  # one word on every file is not a patient

@@ -20,10 +20,8 @@ exits non-zero, and ``data.strict=true`` makes ``medclf train`` refuse to start.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,6 +29,7 @@ import pandas as pd
 
 from medclf.data.discover import SPLITS
 from medclf.data.io import TINY_SIDE
+from medclf.data.name_ids import guessed_ids, patient_coded_names
 from medclf.data.shift import shift_lines, split_shift
 
 CHECK_VERSION = 1
@@ -92,11 +91,14 @@ def check_dataset(
     near_duplicate_distance: int = 10,
     dataset: str = "",
     near_pairs: list[tuple[int, int, int]] | None = None,
+    names_kept_together: bool = False,
 ) -> dict[str, Any]:
     """The check report as a JSON-ready dict (see the module docstring).
 
     ``near_pairs`` may carry the caller's near-duplicate pairs over the readable rows (in
-    table order, any splits), so the O(N^2) search runs once per dataset."""
+    table order, any splits), so the O(N^2) search runs once per dataset.
+    ``names_kept_together`` says that the splits made by the caller kept each guessed
+    patient (``medclf.data.name_ids``) in one split."""
     df = table.reset_index(drop=True).copy()
     # A manifest may list one file twice (e.g. under two labels): facts are per path.
     facts = scanned.drop_duplicates("path").set_index("path")
@@ -176,6 +178,7 @@ def check_dataset(
         if len(with_pid)
         else {}
     )
+    coded = None if len(with_pid) else _patient_coded(readable, names_kept_together)
     tiny = readable[(readable["width"] < TINY_SIDE) | (readable["height"] < TINY_SIDE)]
     leakage = bool(across or near or leaked_patients)
     return {
@@ -221,7 +224,7 @@ def check_dataset(
         "label_conflicts": conflicts[:_MAX_LISTED],
         "label_conflict_count": len(conflicts),
         "patients": patients,
-        "patient_coded_names": patient_coded_names(readable) if not len(with_pid) else None,
+        "patient_coded_names": coded,
         "patients_in_several_splits": leaked_patients[:_MAX_LISTED],
         "patients_in_several_splits_count": len(leaked_patients),
         "imbalance": imbalance,
@@ -231,32 +234,15 @@ def check_dataset(
     }
 
 
-_NAME_PREFIX = re.compile(r"^([A-Za-z]*\d+|[A-Za-z]+)[_-]")
-
-
-def patient_coded_names(readable: pd.DataFrame) -> dict[str, Any] | None:
-    """When file names share prefixes before ``_``/``-`` (``person1000_bacteria_2931.jpeg``,
-    ``person1000_virus_1681.jpeg``), they probably name the patient: without
-    ``data.patient_pattern`` such images can straddle splits. None when names look unique."""
-    names = readable["path"].map(lambda p: Path(str(p).split("::")[0]).name)
-    prefixes = names.map(lambda n: (m := _NAME_PREFIX.match(n)) and m.group(1)).dropna()
-    if len(prefixes) < 4:
-        return None
-    sizes = prefixes.value_counts()
-    shared = sizes[sizes > 1]
-    # a prefix on most files is a fixed word (IM-, scan_), not a patient
-    if len(shared) < 2 or sizes.iloc[0] > 0.5 * len(names):
-        return None
-    files = int(shared.sum())
-    if files < 0.2 * len(names):
-        return None
-    example = str(shared.index[0])
-    return {
-        "files": files,
-        "prefixes": len(shared),
-        "example": example,
-        "example_names": sorted(names[prefixes.index[prefixes == example]].head(2)),
-    }
+def _patient_coded(readable: pd.DataFrame, kept_together: bool) -> dict[str, Any] | None:
+    """Names that look patient-coded, and how many guessed patients straddle splits."""
+    coded = patient_coded_names(readable["path"])
+    if coded is not None:
+        ids = guessed_ids(readable["path"])
+        spread = readable["split"][ids != ""].groupby(ids[ids != ""]).nunique()
+        coded["in_several_splits"] = int((spread > 1).sum())
+        coded["kept_together"] = kept_together
+    return coded
 
 
 def _tally(values: pd.Series) -> dict[str, int]:
@@ -302,10 +288,13 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
     lines += shift_lines(report.get("split_shift"))
     coded = report.get("patient_coded_names")
     if coded:
+        done = "the splits made here keep each in one split; " if coded["kept_together"] else ""
+        if coded["in_several_splits"]:
+            done = f"{coded['in_several_splits']} of them occur in more than one split; " + done
         lines.append(
             f"PATIENTS? {coded['files']} file names share {coded['prefixes']} prefixes that look "
-            f"like patient ids (e.g. {', '.join(coded['example_names'])}); set "
-            "data.patient_pattern (e.g. '^([^_-]+)[_-]') so one patient stays in one split"
+            f"like patient ids (e.g. {', '.join(coded['example_names'])}); {done}set "
+            "data.patient_pattern (e.g. '^([^_-]+)[_-]') for exact patient ids"
         )
     if report.get("patients"):
         per = ", ".join(f"{s} {n}" for s, n in report["patients"].items())

@@ -40,7 +40,7 @@ from typing import Any
 
 import pandas as pd
 
-from medclf.choices import FORMATS
+from medclf.choices import FORMATS, NAME_ID_MODES
 from medclf.data.dicom import dicom_patient_id, looks_like_dicom
 from medclf.data.io import is_image_file, load_npz, npz_ref
 from medclf.data.pseudonym import Pseudonymizer
@@ -73,6 +73,7 @@ class DiscoverOptions:
     label_pattern: str | None = None
     class_map: Mapping[str, str] = field(default_factory=dict)
     patient_pattern: str | None = None  # regex, one group: the patient from each file name
+    # (auto/none arrive here as None: a guess is not a patient id; see data.name_ids)
     pseudonym_key_file: str | None = None  # see medclf.data.pseudonym
 
     @classmethod
@@ -86,7 +87,7 @@ class DiscoverOptions:
             image_root=str(image_root) if image_root else None,
             label_pattern=str(pattern) if pattern else None,
             class_map={str(k): str(v) for k, v in dict(data.get("class_map") or {}).items()},
-            patient_pattern=str(patient) if patient else None,
+            patient_pattern=None if patient in (None, *NAME_ID_MODES) else str(patient),
             pseudonym_key_file=str(data.get("pseudonym_key_file") or "") or None,
         )
 

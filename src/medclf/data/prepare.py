@@ -20,9 +20,11 @@ from medclf.data.cache import ImageCache, build_cache
 from medclf.data.check import check_dataset, near_duplicate_pairs
 from medclf.data.discover import DiscoverOptions, discover
 from medclf.data.io import DEFAULT_MAX_PIXELS
+from medclf.data.name_ids import guessed_ids
 from medclf.data.scan import scan, update_memo
 from medclf.data.sources import resolve_source
 from medclf.data.split import (
+    NAME_GROUP,
     NEAR_GROUP,
     check_splits,
     connected_groups,
@@ -69,6 +71,17 @@ def _with_near_groups(table: pd.DataFrame, pairs: list[tuple[int, int, int]]) ->
     keys = connected_groups(len(table), [(i, j) for i, j, _ in pairs])
     sizes = pd.Series(keys).value_counts()
     return table.assign(**{NEAR_GROUP: [f"n{k}" if sizes[k] > 1 else "" for k in keys]})
+
+
+def _with_name_groups(table: pd.DataFrame, mode: Any) -> tuple[pd.DataFrame, bool]:
+    """``data.patient_pattern=auto``: label the patients guessed from file names so splits that
+    medclf makes keep each in one split (see ``medclf.data.name_ids``). Only for tables without
+    patient ids, and only where a split is made; True when that happened."""
+    missing = {"train", "val", "test"} - set(table["split"])
+    if mode != "auto" or not missing or table["patient_id"].astype(str).ne("").any():
+        return table, False
+    ids = guessed_ids(table["path"])
+    return table.assign(**{NAME_GROUP: ids.to_numpy()}), bool(ids.ne("").any())
 
 
 def prepare_data(data: Any, progress: bool = True, save_memo: bool = True) -> PreparedData:
@@ -126,15 +139,19 @@ def prepare_data(data: Any, progress: bool = True, save_memo: bool = True) -> Pr
         near_distance,
         across_splits_only=False,
     )
+    names_kept = False
     if split_file:
         check_splits(readable, sorted(readable["label"].unique()))
     else:
+        grouped, names_kept = _with_name_groups(
+            _with_near_groups(readable, near_pairs), data.get("patient_pattern")
+        )
         readable = make_splits(
-            _with_near_groups(readable, near_pairs),
+            grouped,
             list(data.get("split_ratios")),
             int(data.get("split_seed")),
             min_per_class=int(data.get("min_images_per_class") or 1),
-        ).drop(columns=NEAR_GROUP)
+        ).drop(columns=[NEAR_GROUP, NAME_GROUP], errors="ignore")
     if bad.any():
         first = scanned.loc[bad, "error"].iloc[0]
         log.warning(
@@ -149,6 +166,7 @@ def prepare_data(data: Any, progress: bool = True, save_memo: bool = True) -> Pr
         near_duplicate_distance=near_distance,
         dataset=dataset,
         near_pairs=near_pairs,
+        names_kept_together=names_kept,
     )
     prepared = PreparedData(
         table=readable,

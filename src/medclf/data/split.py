@@ -23,6 +23,7 @@ from medclf.errors import MedclfError
 
 SPLIT_COLUMNS = ["path", "sha256", "label", "patient_id", "split"]
 NEAR_GROUP = "_near_group"  # near-duplicate cluster id, set by medclf.data.prepare
+NAME_GROUP = "_name_group"  # patient guessed from the file name (data.name_ids), ditto
 
 
 def connected_groups(n: int, pairs: Iterable[tuple[int, int]]) -> np.ndarray:
@@ -36,11 +37,11 @@ def connected_groups(n: int, pairs: Iterable[tuple[int, int]]) -> np.ndarray:
 
 
 def _groups(df: pd.DataFrame) -> pd.Series:
-    """Group key per row: rows sharing a patient id, identical content (``sha256``) or a
-    near-duplicate cluster (``_near_group``), when known, are one group, transitively, so
-    neither a patient nor a duplicated image can end up in two splits. A row with none of
-    these is its own group."""
-    optional = [c for c in ("sha256", NEAR_GROUP) if c in df.columns]
+    """Group key per row: rows sharing a patient id, identical content (``sha256``), a
+    near-duplicate cluster (``_near_group``) or a patient guessed from file names
+    (``_name_group``), when known, are one group, transitively, so neither a patient nor a
+    duplicated image can end up in two splits. A row with none of these is its own group."""
+    optional = [c for c in ("sha256", NEAR_GROUP, NAME_GROUP) if c in df.columns]
     pairs: list[tuple[int, int]] = []
     for col in ["patient_id", *optional]:
         values = df[col].astype(str).to_numpy()
