@@ -19,14 +19,14 @@ from medclf.errors import MedclfError
 CONF_MODULE = "medclf.conf"
 
 
-def _group_options(group: str) -> list[str]:
+def group_options(group: str) -> list[str]:
     folder = resources.files(CONF_MODULE) / group
     return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
 
 
 def _rewrite_model_override(overrides: list[str]) -> list[str]:
     """``model=NAME`` without a packaged NAME.yaml means "the timm architecture NAME"."""
-    options = _group_options("model")
+    options = group_options("model")
     out: list[str] = []
     for item in overrides:
         key, sep, value = item.partition("=")
@@ -35,6 +35,21 @@ def _rewrite_model_override(overrides: list[str]) -> list[str]:
         else:
             out.append(item)
     return out
+
+
+def _check_group_choices(overrides: list[str]) -> None:
+    """``experiment=NAME`` must name a shipped preset: say which exist, and the nearest."""
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if sep and key.strip() == "experiment" and value not in ("null", ""):
+            options = group_options("experiment")
+            if value not in options:
+                near = difflib.get_close_matches(value, options, n=1, cutoff=0.5)
+                raise MedclfError(
+                    f"experiment={value} is not a shipped preset: expected one of "
+                    + ", ".join(options)
+                    + (f". Did you mean {near[0]}?" if near else "")
+                )
 
 
 def _quote_unparsable(overrides: list[str]) -> list[str]:
@@ -82,6 +97,7 @@ def compose(overrides: list[str] | None = None) -> DictConfig:
             raise MedclfError(
                 f"'{item}' is not a key=value override (for example: data.path=PATH model=resnet18)"
             )
+    _check_group_choices(overrides)
     overrides = _quote_unparsable(overrides)
     GlobalHydra.instance().clear()
     try:
@@ -114,12 +130,15 @@ def override_keys(overrides: list[str]) -> tuple[str, ...]:
 
 
 def compose_for_training(overrides: list[str] | None = None) -> DictConfig:
-    """``compose`` for ``medclf train``: recipe=auto unless the command line says otherwise,
-    and then, with no model named, the recipe's architecture replaces the packaged custom_cnn
-    (a config group is chosen at compose time, before the data is read)."""
+    """``compose`` for ``medclf train``: recipe=auto unless the command line says otherwise
+    or names an experiment preset (a preset is a complete recipe), and then, with no model
+    named, the recipe's architecture replaces the packaged custom_cnn (a config group is
+    chosen at compose time, before the data is read)."""
     overrides = list(overrides or [])
     keys = override_keys(overrides)
     recipe = next((i.partition("=")[2] for i in overrides if i.startswith("recipe=")), None)
+    if recipe is None and "experiment" in keys:
+        return compose(overrides)
     if recipe is None:
         recipe, overrides = "auto", ["recipe=auto", *overrides]
     if recipe == "auto" and not any(k == "model" or k.startswith("model.") for k in keys):
@@ -131,7 +150,7 @@ def _explain_override_error(exc: Exception, overrides: list[str], base: DictConf
     known = _all_keys(base)
     for item in overrides:
         key = item.split("=", 1)[0].lstrip("+~")
-        if key in known or key in ("data", "model", "train"):
+        if key in known or key in ("data", "model", "train", "eval", "experiment"):
             continue
         hint = difflib.get_close_matches(key, known, n=1)
         suggestion = f" Did you mean '{hint[0]}'?" if hint else ""

@@ -126,7 +126,7 @@ def _one_group_regex_or(*words: str) -> Rule:
         except re.error:
             return False
 
-    return Rule(check, f"{', '.join(words)} or a regex with one group", True, words)
+    return Rule(check, f"one of {', '.join(words)}, or a regex with one group", True, words)
 
 
 def _duration(v: Any) -> bool:

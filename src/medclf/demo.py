@@ -54,7 +54,7 @@ def run_demo(overrides: list[str]) -> None:
     from medclf.training.run import train
 
     t0 = time.perf_counter()
-    cfg = compose(["experiment=demo", *overrides])
+    cfg = compose(["run_group=demo", *overrides])
     data_dir = _ensure_dataset(Path(cfg.runs_root) / "demo" / "data" / "synthetic_ct")
     if cfg.data.path is None:
         cfg.data.path = str(data_dir)

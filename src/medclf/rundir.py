@@ -1,4 +1,4 @@
-"""The run directory: the unit users pass around (``runs/<experiment>/<time>-<model>/``).
+"""The run directory: the unit users pass around (``runs/<run_group>/<time>-<model>/``).
 
 Every path inside a run is named here once, so train, evaluate, export, predict and serve
 agree on the layout.
@@ -84,9 +84,9 @@ class RunDir:
         return self.root.name
 
     @classmethod
-    def create(cls, runs_root: str | Path, experiment: str, model_name: str) -> RunDir:
+    def create(cls, runs_root: str | Path, run_group: str, model_name: str) -> RunDir:
         stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-        base = Path(runs_root) / experiment
+        base = Path(runs_root) / run_group
         base.mkdir(parents=True, exist_ok=True)
         safe_model = model_name.replace("/", "_")
         for n in range(1000):

@@ -36,6 +36,12 @@ def test_config_show_applies_overrides():
     assert "name: resnet18" in out and "lr: 0.5" in out
 
 
+def test_config_show_prints_a_composed_experiment_preset():
+    out = medclf("config", "show", "experiment=lung_xray", check=True).stdout
+    assert "name: convnextv2_tiny" in out and "run_group: lung_xray" in out
+    assert "name: finetune" in out and "label_smoothing: 0.1" in out  # from train=two_stage
+
+
 def test_train_evaluate_export_outputs(trained_run: Path):
     run = trained_run
     for rel in (
@@ -185,6 +191,11 @@ def _unreadable_class(root: Path, content: bytes) -> Path:
             "train.precision=8 is not valid",
         ),
         (lambda t: None, ["train", "train.epochz=3"], "unknown config key 'train.epochz'"),
+        (
+            lambda t: None,
+            ["train", "experiment=lung-xray"],
+            "experiment=lung-xray is not a shipped preset: expected one of brain_mri",
+        ),
         (lambda t: None, ["evaluate", "run={t}/norun"], "no such run folder"),
         (lambda t: None, ["predict", "model={t}/x.onnx", "{t}"], "ONNX file not found"),
         (lambda t: None, ["export", "run={t}", "format=tflite"], "format=tflite is not supported"),
@@ -201,6 +212,7 @@ def _unreadable_class(root: Path, content: bytes) -> Path:
         "bad-profiler",
         "bad-precision",
         "unknown-key",
+        "unknown-experiment",
         "no-run",
         "no-onnx",
         "bad-format",

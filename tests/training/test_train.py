@@ -55,15 +55,15 @@ def _same_weights(a: dict, b: dict) -> bool:
 @pytest.mark.slow
 def test_deterministic_twins_and_sigkill_resume_match(synth40: Path, tmp_path: Path):
     args = [*_common(synth40), "train.max_epochs=5", "train.early_stopping.enabled=false"]
-    twin_a = printed_run(medclf("train", *args, "experiment=a", cwd=tmp_path, check=True), tmp_path)
-    twin_b = printed_run(medclf("train", *args, "experiment=b", cwd=tmp_path, check=True), tmp_path)
+    twin_a = printed_run(medclf("train", *args, "run_group=a", cwd=tmp_path, check=True), tmp_path)
+    twin_b = printed_run(medclf("train", *args, "run_group=b", cwd=tmp_path, check=True), tmp_path)
     pd.testing.assert_frame_equal(_results(twin_a), _results(twin_b))
     assert _same_weights(
         _weights(twin_a / "weights/best.ckpt"), _weights(twin_b / "weights/best.ckpt")
     )
 
     # The same run, killed with SIGKILL during its third epoch, then resumed.
-    cmd = [sys.executable, "-m", "medclf", "train", *args, "experiment=killed"]
+    cmd = [sys.executable, "-m", "medclf", "train", *args, "run_group=killed"]
     proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 300
     killed_rows = 0

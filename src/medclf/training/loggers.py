@@ -124,7 +124,7 @@ def _mlflow(cfg: Any, run: RunDir) -> Logger:
     if record.is_file():  # resuming: continue the same MLflow run
         run_id = json.loads(record.read_text(encoding="utf-8")).get("run_id")
     logger = MLFlowLogger(
-        experiment_name=str(cfg.mlflow.experiment or cfg.experiment),
+        experiment_name=str(cfg.mlflow.experiment or cfg.run_group),
         run_name=run.name,
         tracking_uri=uri,
         artifact_location=_artifact_location(uri, cfg),

@@ -220,7 +220,7 @@ def _fit(cfg: DictConfig, resume_from: RunDir | None, keep: tuple[str, ...] = ()
         model_stats=model_stats,
     )
     prep = dataclasses.replace(provisional, mean=mean, std=std)
-    run = RunDir.create(cfg.runs_root, str(cfg.experiment), str(cfg.model.name))
+    run = RunDir.create(cfg.runs_root, str(cfg.run_group), str(cfg.model.name))
     try:
         write_text(run.config, OmegaConf.to_yaml(cfg, resolve=True))
         save_split(table, run.split)
