@@ -3,15 +3,17 @@ calling scikit-learn once per metric per resample (the straightforward implement
 
 Same data (the size and class count of the chest_ct test split: 315 images, 4 classes, as
 synthetic scores), same scipy.stats.bootstrap call (BCa, 1000 resamples), same metrics; only
-the statistic differs. Both are measured in this run, side by side; the ratio is printed.
+the statistic differs. Both are measured in this run, side by side, ``--repeats`` times each
+(alternating); min and median of each side and their ratios are printed.
 
-    .venv/bin/python benchmarks/bootstrap_metrics.py [--resamples 1000] [--images 315]
+    .venv/bin/python benchmarks/bootstrap_metrics.py [--resamples 1000] [--images 315] [--repeats 3]
 """
 
 from __future__ import annotations
 
 import argparse
-import time
+import sys
+from pathlib import Path
 
 import numpy as np
 from sklearn import metrics as skm
@@ -19,6 +21,9 @@ from sklearn import metrics as skm
 from medclf.evaluation.bootstrap import bootstrap_intervals, resampling_units
 from medclf.evaluation.calibration import calibration_errors
 from medclf.evaluation.metrics import MetricSuite
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from timing import alternate, ratio_text
 
 
 def sklearn_statistic(y: np.ndarray, probs: np.ndarray, k: int) -> np.ndarray:
@@ -63,6 +68,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--resamples", type=int, default=1000)
     ap.add_argument("--images", type=int, default=315)
+    ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
     k = 4
     rng = np.random.default_rng(0)
@@ -71,19 +77,25 @@ def main() -> None:
     probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
     suite = MetricSuite(tuple(f"c{i}" for i in range(k)))
     units = resampling_units(None, len(y))
-    timings = {}
-    for name, stat in (
-        ("medclf", lambda r: suite.compute(y[r], probs[r])),
-        ("sklearn per metric", lambda r: sklearn_statistic(y[r], probs[r], k)),
-    ):
-        t0 = time.perf_counter()
-        intervals = bootstrap_intervals(stat, units, n_resamples=args.resamples)
-        timings[name] = time.perf_counter() - t0
+    stats = {
+        "medclf": lambda r: suite.compute(y[r], probs[r]),
+        "sklearn per metric": lambda r: sklearn_statistic(y[r], probs[r], k),
+    }
+    counts: dict[str, int] = {}
+
+    def side(name: str):
+        def run() -> None:
+            counts[name] = len(bootstrap_intervals(stats[name], units, n_resamples=args.resamples))
+
+        return run
+
+    timings = alternate({name: side(name) for name in stats}, args.repeats)
+    for name, timing in timings.items():
         print(
-            f"{name:<20} {timings[name]:7.2f} s for {len(intervals)} intervals "
+            f"{name:<20} {timing.text()} for {counts[name]} intervals "
             f"({args.resamples} BCa resamples + {len(units)} jackknife, {args.images} images)"
         )
-    print(f"speed-up: {timings['sklearn per metric'] / timings['medclf']:.1f}x")
+    print(f"speed-up: {ratio_text(timings['sklearn per metric'], timings['medclf'])}")
 
 
 if __name__ == "__main__":

@@ -51,9 +51,9 @@ def run_variant(data: Path, extra: list[str], work: Path, budget: str) -> dict:
     trained = time.perf_counter() - start
     quick = ["eval.latency_runs=0", "eval.gradcam_per_class=0"]
     # validation first: it is what recipes are chosen on; test is only reported
-    medclf("evaluate", f"run={run}", "split=val", *quick, cwd=work)
+    medclf("evaluate", f"model={run}", "split=val", *quick, cwd=work)
     val = json.loads((work / run / "eval" / "val" / "metrics.json").read_text())["overall"]
-    medclf("evaluate", f"run={run}", *quick, cwd=work)
+    medclf("evaluate", f"model={run}", *quick, cwd=work)
     metrics = json.loads((work / run / "eval" / "test" / "metrics.json").read_text())
     overall, per_class = metrics["overall"], metrics["per_class"]
     summary = json.loads((work / run / "train_summary.json").read_text())
