@@ -115,6 +115,6 @@ def trained_run(tiny_synth: Path, tmp_path_factory: pytest.TempPathFactory) -> P
         check=True,
     )
     run = printed_run(proc, work)
-    medclf("evaluate", f"run={run}", cwd=work, check=True)
-    medclf("export", f"run={run}", "format=onnx", cwd=work, check=True)
+    medclf("evaluate", f"model={run}", cwd=work, check=True)
+    medclf("export", f"model={run}", "format=onnx", cwd=work, check=True)
     return run

@@ -17,3 +17,4 @@ PROFILERS = ("simple", "advanced", "pytorch")  # train.profiler (or null)
 PRECISIONS = ("32", "32-true", "bf16-mixed", "16-mixed")  # train.precision
 MONITOR_MODES = ("auto", "min", "max")  # train.monitor_mode
 NAME_ID_MODES = ("auto", "none")  # data.patient_pattern words (anything else is a regex)
+BACKENDS = ("torch", "onnx")  # evaluate backend=: the PyTorch weights or the ONNX export

@@ -66,19 +66,6 @@ def handles_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def split_kv(args: list[str] | None, keys: set[str]) -> tuple[dict[str, str], list[str]]:
-    """Pull ``key=value`` items whose key is in ``keys`` out of ``args``; return (found, rest)."""
-    found: dict[str, str] = {}
-    rest: list[str] = []
-    for item in args or []:
-        key, sep, value = item.partition("=")
-        if sep and key in keys:
-            found[key] = value
-        else:
-            rest.append(item)
-    return found, rest
-
-
 def _require(found: dict[str, str], key: str, usage: str) -> str:
     if not found.get(key):
         raise MedclfError(f"missing {key}=...; usage: {usage}")
@@ -88,6 +75,15 @@ def _require(found: dict[str, str], key: str, usage: str) -> str:
 def _reject_extra(rest: list[str], command: str) -> None:
     if rest:
         raise MedclfError(f"unknown argument '{rest[0]}' for 'medclf {command}' (see --help)")
+
+
+def _artifact(found: dict[str, str], usage: str) -> str:
+    """``model=`` names the artifact for evaluate, export, predict and serve (a run folder or
+    an ONNX file); ``run=``, its older spelling, is still read."""
+    if found.get("model") and found.get("run") and found["model"] != found["run"]:
+        raise MedclfError("give the model once: model=RUN (run= is its older spelling)")
+    found.setdefault("model", found.get("run", ""))
+    return _require(found, "model", usage)
 
 
 @app.callback()
@@ -249,9 +245,11 @@ def train(
     """
     from omegaconf import OmegaConf
 
-    from medclf.config import compose_for_training, override_keys
+    from medclf.config import compose_for_training
+    from medclf.words import keys as override_keys
+    from medclf.words import split_words
 
-    found, rest = split_kv(overrides, {"resume"})
+    found, rest, _ = split_words(overrides, {"resume"})
     if "resume" in found:
         from medclf.training.run import resume
 
@@ -283,7 +281,7 @@ def _fmt_metrics(metrics: dict[str, float]) -> str:
 def evaluate(
     args: list[str] = typer.Argument(
         None,
-        help="run=RUN [split=test] [data.path=OTHER] [model=checkpoint|onnx] [eval.KEY=VALUE ...]",
+        help="model=RUN [split=test] [data.path=OTHER] [backend=torch|onnx] [eval.KEY=VALUE ...]",
     ),
     fail_on_gate: bool = typer.Option(
         False, "--fail-on-gate", help="Exit with status 1 when a quality gate fails."
@@ -293,15 +291,14 @@ def evaluate(
     operating thresholds, quality gates, figures, report.html and model_card.md."""
     from medclf.evaluation.evaluate import evaluate as run_eval
     from medclf.evaluation.summary import print_summary
+    from medclf.words import split_words
 
-    found, rest = split_kv(args, {"run", "split", "model"})
-    bad = [a for a in rest if "=" not in a]
-    _reject_extra(bad, "evaluate")
+    found, rest, _ = split_words(args, {"model", "run", "split", "backend"})
     result = run_eval(
-        _require(found, "run", "medclf evaluate run=RUN [split=test | data.path=OTHER]"),
+        _artifact(found, "medclf evaluate model=RUN [split=test | data.path=OTHER]"),
         split=found.get("split"),
         overrides=rest,
-        model=found.get("model", "checkpoint"),
+        backend=found.get("backend", "torch"),
     )
     print_summary(result)
     if fail_on_gate and not result.gates["passed"]:
@@ -337,16 +334,17 @@ def compare(
 
 @app.command()
 @handles_errors
-def export(args: list[str] = typer.Argument(None, help="run=RUN [format=onnx]")) -> None:
+def export(args: list[str] = typer.Argument(None, help="model=RUN [format=onnx]")) -> None:
     """Export the best checkpoint to ONNX and verify it against PyTorch on test images."""
     from medclf.export.onnx import export_onnx
+    from medclf.words import split_words
 
-    found, rest = split_kv(args, {"run", "format"})
+    found, rest, _ = split_words(args, {"model", "run", "format"})
     _reject_extra(rest, "export")
     fmt = found.get("format", "onnx")
     if fmt != "onnx":
         raise MedclfError(f"format={fmt} is not supported; use format=onnx")
-    result = export_onnx(_require(found, "run", "medclf export run=RUN format=onnx"))
+    result = export_onnx(_artifact(found, "medclf export model=RUN format=onnx"))
     p = result.parity
     typer.echo(f"exported: {result.onnx_path}")
     typer.echo(
@@ -381,8 +379,10 @@ def predict(
 ) -> None:
     """Classify image files or folders with a run or an exported ONNX model."""
     from medclf.serving.predictor import load_predictor
+    from medclf.words import split_words
 
-    found, items = split_kv(args, {"model"})
+    found, rest, items = split_words(args, {"model"}, plain=True)
+    _reject_extra(rest, "predict")
     usage = "medclf predict model=RUN|FILE.onnx PATH..."
     spec = _require(found, "model", usage)
     if not items:
@@ -463,8 +463,9 @@ def serve(
 
     from medclf.serving.app import create_app
     from medclf.serving.predictor import load_predictor
+    from medclf.words import split_words
 
-    found, rest = split_kv(args, {"model", "host", "port"})
+    found, rest, _ = split_words(args, {"model", "host", "port"})
     _reject_extra(rest, "serve")
     spec = _require(found, "model", "medclf serve model=RUN|FILE.onnx [host=..] [port=..]")
     try:

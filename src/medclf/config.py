@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from medclf.config_checks import check_values
 from medclf.errors import MedclfError
+from medclf.words import Word, keys, read_all
 
 CONF_MODULE = "medclf.conf"
 
@@ -24,53 +25,30 @@ def group_options(group: str) -> list[str]:
     return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
 
 
-def _rewrite_model_override(overrides: list[str]) -> list[str]:
+def _rewrite_model_override(words: list[Word]) -> list[str]:
     """``model=NAME`` without a packaged NAME.yaml means "the timm architecture NAME"."""
     options = group_options("model")
     out: list[str] = []
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if sep and key.strip() == "model" and value and value not in options:
-            out += ["model=timm", f"model.name={value}"]
+    for word in words:
+        if word.key == "model" and not word.delete and word.text and word.text not in options:
+            out += ["model=timm", f"model.name={word.text}"]
         else:
-            out.append(item)
+            out.append(word.item)
     return out
 
 
-def _check_group_choices(overrides: list[str]) -> None:
+def _check_group_choices(words: list[Word]) -> None:
     """``experiment=NAME`` must name a shipped preset: say which exist, and the nearest."""
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if sep and key.strip() == "experiment" and value not in ("null", ""):
+    for word in words:
+        if word.key == "experiment" and word.value is not None:
             options = group_options("experiment")
-            if value not in options:
-                near = difflib.get_close_matches(value, options, n=1, cutoff=0.5)
+            if word.text not in options:
+                near = difflib.get_close_matches(word.text, options, n=1, cutoff=0.5)
                 raise MedclfError(
-                    f"experiment={value} is not a shipped preset: expected one of "
+                    f"experiment={word.text} is not a shipped preset: expected one of "
                     + ", ".join(options)
                     + (f". Did you mean {near[0]}?" if near else "")
                 )
-
-
-def _quote_unparsable(overrides: list[str]) -> list[str]:
-    """Values Hydra's grammar cannot parse (regexes such as ``CONTRAST_(\\d)``, paths with
-    parentheses) are taken literally as strings, so users need no shell-in-Hydra quoting."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import HydraException
-
-    parser = OverridesParser.create()
-    out = []
-    for item in overrides:
-        try:
-            parser.parse_override(item)
-        except HydraException:
-            key, sep, value = item.partition("=")
-            if sep and value and not value.startswith(("'", '"')):
-                literal = value.replace("'", "\\'")
-                literal += "\\" if literal.endswith("\\") else ""
-                item = f"{key}='{literal}'"
-        out.append(item)
-    return out
 
 
 def _all_keys(cfg: DictConfig, prefix: str = "") -> list[str]:
@@ -91,14 +69,9 @@ def compose(overrides: list[str] | None = None) -> DictConfig:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    overrides = _rewrite_model_override(list(overrides or []))
-    for item in overrides:
-        if "=" not in item:
-            raise MedclfError(
-                f"'{item}' is not a key=value override (for example: data.path=PATH model=resnet18)"
-            )
-    _check_group_choices(overrides)
-    overrides = _quote_unparsable(overrides)
+    words = read_all(list(overrides or []))
+    _check_group_choices(words)
+    overrides = _rewrite_model_override(words)
     GlobalHydra.instance().clear()
     try:
         with initialize_config_module(config_module=CONF_MODULE, version_base="1.3"):
@@ -119,37 +92,27 @@ def compose(overrides: list[str] | None = None) -> DictConfig:
 RECIPE_MODEL = "resnet18"
 
 
-def override_keys(overrides: list[str]) -> tuple[str, ...]:
-    """The config keys (or groups) the command line sets: the recipe leaves them alone."""
-    keys = []
-    for item in overrides:
-        key, sep, _ = item.partition("=")
-        if sep:
-            keys.append(key.strip().lstrip("+~"))
-    return tuple(keys)
-
-
 def compose_for_training(overrides: list[str] | None = None) -> DictConfig:
     """``compose`` for ``medclf train``: recipe=auto unless the command line says otherwise
     or names an experiment preset (a preset is a complete recipe), and then, with no model
     named, the recipe's architecture replaces the packaged custom_cnn (a config group is
     chosen at compose time, before the data is read)."""
     overrides = list(overrides or [])
-    keys = override_keys(overrides)
-    recipe = next((i.partition("=")[2] for i in overrides if i.startswith("recipe=")), None)
-    if recipe is None and "experiment" in keys:
+    words = read_all(overrides)
+    named = [w.key for w in words]
+    recipe = next((w.text for w in words if w.key == "recipe"), None)
+    if recipe is None and "experiment" in named:
         return compose(overrides)
     if recipe is None:
         recipe, overrides = "auto", ["recipe=auto", *overrides]
-    if recipe == "auto" and not any(k == "model" or k.startswith("model.") for k in keys):
+    if recipe == "auto" and not any(k == "model" or k.startswith("model.") for k in named):
         overrides = [f"model={RECIPE_MODEL}", *overrides]
     return compose(overrides)
 
 
 def _explain_override_error(exc: Exception, overrides: list[str], base: DictConfig) -> str:
     known = _all_keys(base)
-    for item in overrides:
-        key = item.split("=", 1)[0].lstrip("+~")
+    for key in keys(overrides):
         if key in known or key in ("data", "model", "train", "eval", "experiment"):
             continue
         hint = difflib.get_close_matches(key, known, n=1)

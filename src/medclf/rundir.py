@@ -103,18 +103,18 @@ class RunDir:
         """An existing run; the error says what to run first when something is missing."""
         root = Path(path).expanduser()
         if not root.is_dir():
-            raise MedclfError(f"run={path}: no such run folder (run 'medclf train' first)")
+            raise MedclfError(f"{path}: no such run folder (run 'medclf train' first)")
         run = cls(root)
         sweep_stale(root)  # temporaries of commands killed on this run (kill -9)
         for required in (run.config, run.preprocessing):
             if not required.is_file():
                 raise MedclfError(
-                    f"run={path}: missing {required.name}; this is not a complete medclf run "
+                    f"{path}: missing {required.name}; this is not a complete medclf run "
                     "(pass the folder 'medclf train' printed)"
                 )
         if need_weights and not run.best_ckpt.is_file():
             raise MedclfError(
-                f"run={path}: no weights/best.ckpt; the run did not finish an epoch. "
+                f"{path}: no weights/best.ckpt; the run did not finish an epoch. "
                 "Train again with 'medclf train'"
             )
         return run

@@ -20,7 +20,7 @@ from medclf.errors import MedclfError
 
 def load_torch_file(path: str | Path, what: str) -> Any:
     """``torch.load(path, weights_only=True)`` on the CPU; ``what`` names the file's role
-    in error messages (e.g. ``run=RUN: weights/last.ckpt``)."""
+    in error messages (e.g. ``resume=RUN: weights/last.ckpt``)."""
     import torch
 
     try:

@@ -83,8 +83,8 @@ def test_planted_best_ckpt_does_not_run_anywhere(trained_run: Path, tmp_path: Pa
     planted_checkpoint(run / "weights" / "best.ckpt", marker)
     before = _tree(run)
     args = {
-        "evaluate": ["evaluate", f"run={run}"],
-        "export": ["export", f"run={run}"],
+        "evaluate": ["evaluate", f"model={run}"],
+        "export": ["export", f"model={run}"],
         "predict": ["predict", f"model={run}", _test_image(run)],
         "serve": ["serve", f"model={run}", "port=1"],
     }[command]
@@ -115,7 +115,7 @@ def test_corrupted_onnx_is_refused_by_predict_evaluate_and_serve(trained_run: Pa
     before = _tree(run)
     for args in (
         ["predict", f"model={model}", image],
-        ["evaluate", f"run={run}", "model=onnx"],
+        ["evaluate", f"model={run}", "backend=onnx"],
         ["serve", f"model={model}", "port=1"],
     ):
         _one_error(medclf(*args, cwd=tmp_path, timeout=120), "model.onnx")
@@ -243,7 +243,7 @@ def test_hostile_dataset_through_data_check_and_train(tmp_path: Path):
     assert "warning: " in proc.stderr and "only 1x1 px" in proc.stderr
     # evaluate on an external copy that still holds a bomb: one line, nothing written
     before = _tree(run)
-    proc = medclf("evaluate", f"run={run}", f"data.path={data}", cwd=work)
+    proc = medclf("evaluate", f"model={run}", f"data.path={data}", cwd=work)
     _one_error(proc, "could not be read")
     assert _tree(run) == before
 
@@ -283,10 +283,10 @@ def test_server_answers_413_for_bombs_and_keeps_serving(trained_run: Path, tmp_p
     [
         (["train", "data.path={data}", "data.split_ratios=[0.5,0.6,0.1]"], "data.split_ratios"),
         (["train", "data.path={data}", "data.batch_size=0"], "data.batch_size=0 is not valid"),
-        (["evaluate", "run={run}", "eval.n_bootstrap=abc"], "eval.n_bootstrap=abc is not valid"),
-        (["evaluate", "run={run}", "eval.ci_level=2"], "eval.ci_level=2 is not valid"),
-        (["evaluate", "run={run}", "eval.calibration_bins=0"], "eval.calibration_bins=0"),
-        (["evaluate", "run={run}", "eval.ci_method=foo"], "one of bca, percentile, basic"),
+        (["evaluate", "model={run}", "eval.n_bootstrap=abc"], "eval.n_bootstrap=abc is not valid"),
+        (["evaluate", "model={run}", "eval.ci_level=2"], "eval.ci_level=2 is not valid"),
+        (["evaluate", "model={run}", "eval.calibration_bins=0"], "eval.calibration_bins=0"),
+        (["evaluate", "model={run}", "eval.ci_method=foo"], "one of bca, percentile, basic"),
     ],
     ids=["ratios", "batch-size", "n-bootstrap", "ci-level", "bins", "ci-method"],
 )
@@ -326,9 +326,9 @@ def test_killed_export_and_evaluation_leave_no_debris(trained_run: Path, tmp_pat
     run = _copy_run(trained_run, tmp_path)
     export, evals = run / "export", run / "eval"
     onnx_before = (export / "model.onnx").read_bytes()
-    _kill_when(["export", f"run={run}"], tmp_path, lambda: any(export.glob(".model.onnx.*.tmp")))
+    _kill_when(["export", f"model={run}"], tmp_path, lambda: any(export.glob(".model.onnx.*.tmp")))
     assert (export / "model.onnx").read_bytes() == onnx_before
-    _kill_when(["evaluate", f"run={run}"], tmp_path, lambda: any(evals.glob(".test.*.tmp")))
+    _kill_when(["evaluate", f"model={run}"], tmp_path, lambda: any(evals.glob(".test.*.tmp")))
     # the previous evaluation is still complete; the half-built one is hidden and temporary
     assert (evals / "test" / "report.html").is_file()
     assert (evals / "test" / "metrics.json").is_file()

@@ -77,7 +77,7 @@ def test_tta_views_and_record_round_trip():
 def test_evaluate_predict_onnx_and_serve_agree_with_tta_and_sets(trained_run: Path, tmp_path):
     run = tmp_path / trained_run.name
     shutil.copytree(trained_run, run)  # the shared run keeps its own evaluation
-    proc = medclf("evaluate", f"run={run}", "eval.tta=flip", "eval.latency_runs=0", check=True)
+    proc = medclf("evaluate", f"model={run}", "eval.tta=flip", "eval.latency_runs=0", check=True)
     assert "test-time augmentation (flip)" in proc.stdout and "conformal sets (LAC" in proc.stdout
     metrics = json.loads((run / "eval" / "test" / "metrics.json").read_text())
     assert set(metrics["tta"]["with"]) == {"accuracy", "macro_auc"}
@@ -92,7 +92,7 @@ def test_evaluate_predict_onnx_and_serve_agree_with_tta_and_sets(trained_run: Pa
     record = json.loads((run / "calibration.json").read_text())
     assert record["tta"] == "flip" and record["conformal"]["qhat"] == conf["qhat"]
 
-    medclf("export", f"run={run}", "format=onnx", check=True)
+    medclf("export", f"model={run}", "format=onnx", check=True)
     rows = pd.read_csv(run / "eval" / "test" / "predictions.csv", keep_default_na=False)
     row = rows.iloc[0]
     classes = [c.removeprefix("prob_") for c in rows.columns if c.startswith("prob_")]

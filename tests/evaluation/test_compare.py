@@ -54,7 +54,7 @@ def test_compare_names_the_run_that_needs_evaluating(trained_run: Path, tmp_path
     proc = medclf("compare", str(trained_run), str(bare), cwd=tmp_path)
     assert proc.returncode == 2
     assert (
-        f"run={bare}: no eval/test/metrics.json; run 'medclf evaluate run={bare}' first"
+        f"{bare}: no eval/test/metrics.json; run 'medclf evaluate model={bare}' first"
         in proc.stderr
     )
     proc = medclf("compare", str(trained_run), "--metric", "sensitivity", cwd=tmp_path)

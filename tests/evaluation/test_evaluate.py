@@ -143,7 +143,7 @@ def test_report_renders_in_headless_chromium(trained_run: Path, tmp_path: Path) 
 
 def test_gates_fail_the_exit_code_only_with_the_flag(trained_run: Path, tmp_path: Path) -> None:
     def evaluate_val(*extra: str):
-        return medclf("evaluate", f"run={trained_run}", "split=val", *FAST, *extra, cwd=tmp_path)
+        return medclf("evaluate", f"model={trained_run}", "split=val", *FAST, *extra, cwd=tmp_path)
 
     strict = ["eval.gates.accuracy.min=1.01", "eval.gates.latency_p95_ms=null"]
     proc = evaluate_val(*strict)
@@ -161,7 +161,9 @@ def test_gates_fail_the_exit_code_only_with_the_flag(trained_run: Path, tmp_path
 
 
 def test_external_dataset_and_bad_input(trained_run: Path, tiny_synth: Path, tmp_path: Path):
-    proc = medclf("evaluate", f"run={trained_run}", f"data.path={tiny_synth}", *FAST, cwd=tmp_path)
+    proc = medclf(
+        "evaluate", f"model={trained_run}", f"data.path={tiny_synth}", *FAST, cwd=tmp_path
+    )
     assert proc.returncode == 0, proc.stderr
     m = json.loads((trained_run / "eval" / tiny_synth.name / "metrics.json").read_text())
     assert m["evaluated"]["external"] and m["evaluated"]["images"] == 48
@@ -170,28 +172,28 @@ def test_external_dataset_and_bad_input(trained_run: Path, tiny_synth: Path, tmp
     for cls in ("cavity", "pneumothorax"):
         (other / cls).mkdir(parents=True)
         shutil.copy(next(tiny_synth.glob("cavity/*.png")), other / cls / "a.png")
-    proc = medclf("evaluate", f"run={trained_run}", f"data.path={other}", cwd=tmp_path)
+    proc = medclf("evaluate", f"model={trained_run}", f"data.path={other}", cwd=tmp_path)
     assert proc.returncode == 2
     assert "labels ['pneumothorax'] are not classes of the model" in proc.stderr
     assert "Traceback" not in proc.stderr
 
-    proc = medclf("evaluate", f"run={trained_run}", "split=holdout", cwd=tmp_path)
+    proc = medclf("evaluate", f"model={trained_run}", "split=holdout", cwd=tmp_path)
     assert proc.returncode == 2 and "split=holdout: the run has no such split" in proc.stderr
 
-    proc = medclf("evaluate", f"run={trained_run}", "eval.threshold=best", cwd=tmp_path)
+    proc = medclf("evaluate", f"model={trained_run}", "eval.threshold=best", cwd=tmp_path)
     assert proc.returncode == 2 and "eval.threshold='best'" in proc.stderr
 
-    proc = medclf("evaluate", f"run={trained_run}", "model.name=resnet18", cwd=tmp_path)
+    proc = medclf("evaluate", f"model={trained_run}", "model.name=resnet18", cwd=tmp_path)
     assert proc.returncode == 2 and "evaluate takes eval.* and data.*" in proc.stderr
 
     no_weights = tmp_path / "no_weights"
     shutil.copytree(trained_run, no_weights, ignore=shutil.ignore_patterns("*.ckpt", "eval"))
-    proc = medclf("evaluate", f"run={no_weights}", cwd=tmp_path)
+    proc = medclf("evaluate", f"model={no_weights}", cwd=tmp_path)
     assert proc.returncode == 2 and "no weights/best.ckpt" in proc.stderr
 
 
 def test_the_exported_onnx_model_evaluates_as_deployed(trained_run: Path, tmp_path: Path):
-    proc = medclf("evaluate", f"run={trained_run}", "model=onnx", *FAST, cwd=tmp_path)
+    proc = medclf("evaluate", f"model={trained_run}", "backend=onnx", *FAST, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     ours = pd.read_csv(trained_run / "eval/test/predictions.csv", keep_default_na=False)
     onnx = pd.read_csv(trained_run / "eval/test-onnx/predictions.csv", keep_default_na=False)
@@ -203,5 +205,5 @@ def test_the_exported_onnx_model_evaluates_as_deployed(trained_run: Path, tmp_pa
 
     bare = tmp_path / "bare"
     shutil.copytree(trained_run, bare, ignore=shutil.ignore_patterns("export", "eval"))
-    proc = medclf("evaluate", f"run={bare}", "model=onnx", cwd=tmp_path)
+    proc = medclf("evaluate", f"model={bare}", "backend=onnx", cwd=tmp_path)
     assert proc.returncode == 2 and "no export/model.onnx; run 'medclf export" in proc.stderr

@@ -112,7 +112,7 @@ def test_run_from_local_weights_evaluates_without_the_file(imagenet_like, tiny_s
     )
     run = printed_run(proc, tmp_path)
     weights.unlink()  # the checkpoint holds every weight; nothing may re-read the start file
-    medclf("evaluate", f"run={run}", cwd=tmp_path, check=True)
+    medclf("evaluate", f"model={run}", cwd=tmp_path, check=True)
     # nor may a resume (as after a kill between the last checkpoint and the summary)
     (run / "train_summary.json").unlink()
     medclf("train", f"resume={run}", cwd=tmp_path, check=True)

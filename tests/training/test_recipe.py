@@ -6,7 +6,7 @@ import pytest
 from omegaconf import OmegaConf
 from PIL import Image
 
-from medclf.config import compose, compose_for_training, override_keys
+from medclf.config import compose, compose_for_training
 from medclf.config_checks import parse_duration
 from medclf.errors import MedclfError
 from medclf.training.recipe import (
@@ -19,6 +19,7 @@ from medclf.training.recipe import (
     profile_data,
     wanted_epochs,
 )
+from medclf.words import keys as override_keys
 from tests.conftest import medclf
 
 

@@ -121,7 +121,7 @@ def test_the_best_checkpoint_is_what_evaluate_export_and_serve_use(synth40: Path
     served = TorchPredictor(run).model.state_dict()
     assert _same_weights({f"model.{k}": v for k, v in served.items()}, best["state_dict"])
 
-    medclf("export", f"run={run}", cwd=tmp_path, check=True)
+    medclf("export", f"model={run}", cwd=tmp_path, check=True)
     x = np.random.default_rng(0).normal(size=(4, 1, 48, 48)).astype(np.float32)
     onnx_probs = OnnxPredictor(run / "export/model.onnx").predict_batch(x)
     torch_probs = TorchPredictor(run).predict_batch(x)

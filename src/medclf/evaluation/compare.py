@@ -40,7 +40,7 @@ def _row(path: str, split: str, metric) -> dict[str, Any]:
     metrics_file = run.eval_dir(split) / "metrics.json"
     if not metrics_file.is_file():
         raise MedclfError(
-            f"run={path}: no eval/{split}/metrics.json; run 'medclf evaluate run={path}"
+            f"{path}: no eval/{split}/metrics.json; run 'medclf evaluate model={path}"
             f"{'' if split == 'test' else ' split=' + split}' first"
         )
     m = json.loads(metrics_file.read_text())

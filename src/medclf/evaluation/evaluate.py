@@ -22,10 +22,12 @@ import numpy as np
 import pandas as pd
 
 from medclf.atomic import atomic_dir, atomic_path
+from medclf.choices import BACKENDS
 from medclf.data.split import metadata_columns
 from medclf.decision import DecisionRecord
 from medclf.errors import MedclfError
 from medclf.rundir import RunDir
+from medclf.words import keys
 
 log = logging.getLogger("medclf")
 # Class names that mean "no finding"; the other class of a binary task is the positive one.
@@ -258,9 +260,9 @@ def evaluate(
     split: str | None = None,
     overrides: list[str] | None = None,
     progress: bool = True,
-    model: str = "checkpoint",
+    backend: str = "torch",
 ) -> EvalResult:
-    """``model="onnx"`` evaluates ``RUN/export/model.onnx`` as deployed: with the temperature
+    """``backend="onnx"`` evaluates ``RUN/export/model.onnx`` as deployed: with the temperature
     and thresholds embedded in it (nothing is refitted) and results in ``eval/<name>-onnx``."""
     from medclf.evaluation.calibration import (
         apply_temperature,
@@ -277,25 +279,25 @@ def evaluate(
     from medclf.evaluation.subgroups import subgroup_metrics
     from medclf.serving.predictor import OnnxPredictor, TorchPredictor, recorded_file_sha256
 
+    if backend not in BACKENDS:
+        raise MedclfError(f"backend={backend} is not valid: expected one of {', '.join(BACKENDS)}")
     overrides = list(overrides or [])
     run = RunDir.open(run_dir)
     if not run.split.is_file():
-        raise MedclfError(f"run={run_dir}: no split.csv; re-run 'medclf train'")
+        raise MedclfError(f"{run_dir}: no split.csv; re-run 'medclf train'")
     cfg = evaluation_config(run.config, overrides)
     ev_cfg = cfg.eval
-    external = any(o.split("=", 1)[0].lstrip("+") == "data.path" for o in overrides)
+    external = "data.path" in keys(overrides)
     split_table = pd.read_csv(run.split, dtype=str, keep_default_na=False)
     name, table = _target_table(split_table, split, cfg.data, external)
     if table.empty:
         raise MedclfError(f"{name}: no images to evaluate; check split= or data.path=")
 
-    if model not in ("checkpoint", "onnx"):
-        raise MedclfError(f"model={model}: evaluate takes model=checkpoint or model=onnx")
-    if model == "onnx":
+    if backend == "onnx":
         onnx_file = run.export_dir / "model.onnx"
         if not onnx_file.is_file():
             raise MedclfError(
-                f"run={run_dir}: no export/model.onnx; run 'medclf export run={run_dir}' first"
+                f"{run_dir}: no export/model.onnx; run 'medclf export model={run_dir}' first"
             )
         predictor = OnnxPredictor(onnx_file, recorded_file_sha256(onnx_file))
         name = f"{name}-onnx"
@@ -312,13 +314,13 @@ def evaluate(
     # 1. calibration and operating thresholds on validation (an ONNX file keeps its own)
     evaluating_val = split == "val" and not external
     val = None
-    if model == "checkpoint":
+    if backend == "torch":
         # the views are part of what is fitted below: validation runs with them too
         predictor.decision = dataclasses.replace(predictor.decision, tta=str(ev_cfg.tta))
-    if model == "checkpoint" or evaluating_val:
+    if backend == "torch" or evaluating_val:
         val_rows = split_table[split_table["split"] == "val"].reset_index(drop=True)
         val = _run_model(predictor, val_rows, "reading val", progress) if len(val_rows) else None
-    if model == "onnx":
+    if backend == "onnx":
         decision = predictor.decision
     else:
         decision = fit_decision(val, classes, ev_cfg, predictor.version)
@@ -330,7 +332,7 @@ def evaluate(
         if (evaluating_val and val is not None)
         else _run_model(predictor, table, f"reading {name}", progress)
     )
-    if model != "onnx":
+    if backend != "onnx":
         decision.save(run.calibration)  # once every evaluated image was read
     raw = apply_temperature(ev.logits, 1.0)
     probs = apply_temperature(ev.logits, decision.temperature)

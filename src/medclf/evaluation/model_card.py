@@ -57,7 +57,7 @@ def limitations(metrics: dict[str, Any], values: dict[str, Any]) -> list[str]:
         out.append(
             "Tested on a held-out split of the training source only; performance on other "
             "scanners, sites or populations is unknown until evaluated externally "
-            "(`medclf evaluate run=RUN data.path=OTHER`)."
+            "(`medclf evaluate model=RUN data.path=OTHER`)."
         )
     for c in metrics["task"]["classes"]:
         sens = values.get(f"sensitivity[{c}]", {}).get("value")

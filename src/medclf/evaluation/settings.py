@@ -7,18 +7,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
 from medclf.config import compose
 from medclf.config_checks import check_values
 from medclf.errors import MedclfError
+from medclf.words import apply_overrides, keys
 
 
 def evaluation_config(run_config: Path, overrides: list[str]) -> DictConfig:
     """``eval`` and ``data`` settings for one evaluation of a run."""
-    for item in overrides:
-        key = item.split("=", 1)[0].lstrip("+")
+    for item, key in zip(overrides, keys(overrides), strict=True):
         if not key.startswith(("eval.", "data.")):
             raise MedclfError(
                 f"'{item}': evaluate takes eval.* and data.* settings (data.path=OTHER evaluates "
@@ -34,10 +33,6 @@ def evaluation_config(run_config: Path, overrides: list[str]) -> DictConfig:
             "data": saved.data,
         }
     )
-    with open_dict(cfg):
-        for item in overrides:
-            key, _, value = item.partition("=")
-            # YAML, as Hydra reads values: gates_on=ci a string, classes=[a,b] a list
-            OmegaConf.update(cfg, key.lstrip("+"), yaml.safe_load(value) if value else None)
+    apply_overrides(cfg, overrides)
     check_values(cfg, sections=["eval", "data"])  # the merged values, before any image is read
     return cfg

@@ -54,7 +54,7 @@ def _parity_images(run: RunDir, limit: int) -> list[str]:
         paths = table.loc[table["split"] == split, "path"].tolist()
         if paths:
             return paths[:limit]
-    raise MedclfError(f"run={run.root}: split.csv lists no images for the parity check")
+    raise MedclfError(f"{run.root}: split.csv lists no images for the parity check")
 
 
 def parity_report(reference: TorchPredictor, candidate: OnnxPredictor, paths: list[str]) -> dict:

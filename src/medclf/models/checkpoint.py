@@ -66,7 +66,7 @@ def verified_best_digest(run: Any) -> str:
             raise MedclfError(f"{run.summary}: not readable JSON ({exc})") from exc
     if recorded and recorded != digest:
         raise MedclfError(
-            f"run={run.root}: weights/best.ckpt does not match the sha256 recorded when training "
+            f"{run.root}: weights/best.ckpt does not match the sha256 recorded when training "
             f"finished ({run.summary.name}: {recorded[:12]}..., file: {digest[:12]}...); the "
             "file was changed or damaged. Restore the original or train again"
         )

@@ -160,7 +160,7 @@ class OnnxPredictor(Predictor):
             raise MedclfError(
                 f"model={path}: file sha256 {self.file_sha256[:12]}... differs from the "
                 f"{expected_file_sha256[:12]}... recorded in metadata.json at export; the file "
-                "was changed or damaged. Export it again with 'medclf export run=RUN'"
+                "was changed or damaged. Export it again with 'medclf export model=RUN'"
             )
         meta = self._verified_metadata(path, data)
         import onnxruntime as ort
@@ -184,7 +184,7 @@ class OnnxPredictor(Predictor):
         if not {"logits", "probabilities"} <= set(outputs):
             raise MedclfError(
                 f"model={path}: expected outputs 'logits' and 'probabilities', found {outputs}; "
-                "export it with 'medclf export run=RUN'"
+                "export it with 'medclf export model=RUN'"
             )
 
     @staticmethod
@@ -200,20 +200,20 @@ class OnnxPredictor(Predictor):
         if ONNX_META_PREPROCESSING not in meta:
             raise MedclfError(
                 f"model={path}: ONNX file has no medclf preprocessing metadata; "
-                "export it with 'medclf export run=RUN'"
+                "export it with 'medclf export model=RUN'"
             )
         recorded = meta.get(ONNX_META_GRAPH_SHA256)
         if not recorded:
             raise MedclfError(
                 f"model={path}: ONNX file carries no graph digest, so its weights cannot be "
-                "verified; export it again with this medclf ('medclf export run=RUN')"
+                "verified; export it again with this medclf ('medclf export model=RUN')"
             )
         actual = graph_sha256(model)
         if actual != recorded:
             raise MedclfError(
                 f"model={path}: the graph and weights do not match the digest recorded at export "
                 f"({recorded[:12]}... vs {actual[:12]}...); the file was changed or damaged. "
-                "Export it again with 'medclf export run=RUN'"
+                "Export it again with 'medclf export model=RUN'"
             )
         return meta
 
@@ -235,7 +235,7 @@ def load_run_decision(run: Any, version: str, class_names: tuple[str, ...]) -> D
     if fitted_to and fitted_to != version:
         log.warning(
             "%s was fitted to weights %s, not the current best.ckpt (%s); ignoring it. "
-            "Re-run 'medclf evaluate run=%s' to refit temperature and thresholds",
+            "Re-run 'medclf evaluate model=%s' to refit temperature and thresholds",
             run.calibration,
             fitted_to,
             version,

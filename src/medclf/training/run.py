@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from medclf.atomic import write_json, write_text
@@ -25,6 +24,7 @@ from medclf.preprocessing import Preprocessing, normalization_stats
 from medclf.rundir import RunDir
 from medclf.safeload import file_sha256
 from medclf.training.monitor import resolve_monitor
+from medclf.words import apply_overrides, keys
 
 log = logging.getLogger("medclf")
 # Overrides `medclf train resume=RUN` accepts: they change how training is watched, never
@@ -73,7 +73,7 @@ def quiet_lightning() -> None:
 
 def train(cfg: DictConfig, keep: tuple[str, ...] = ()) -> TrainResult:
     """A new run from ``cfg``. With ``recipe: auto`` the recipe sets every key it chooses
-    except those under ``keep`` (the command line's own keys; ``medclf.config.override_keys``)."""
+    except those under ``keep`` (the command line's own keys; ``medclf.words.keys``)."""
     return _fit(cfg, resume_from=None, keep=keep)
 
 
@@ -122,30 +122,26 @@ def resume(run_path: str | Path, overrides: list[str] | None = None) -> TrainRes
     """Continue ``RUN`` from ``weights/last.ckpt``: same config, split, statistics and stage,
     with the optimizer, scheduler, early-stopping and random states it was saved with."""
     run = RunDir.open(run_path, need_weights=False)
-    for item in overrides or []:
-        key, sep, _ = item.partition("=")
-        if not sep or key not in RESUME_OVERRIDES:
+    for item, key in zip(overrides or [], keys(overrides or []), strict=True):
+        if key not in RESUME_OVERRIDES:
             raise MedclfError(
                 f"'{item}': a resumed run keeps its configuration (in {run.config}); only "
                 f"{', '.join(RESUME_OVERRIDES)} may be changed"
             )
     if run.summary.is_file():
         raise MedclfError(
-            f"run={run_path} already finished training ({run.summary.name} exists); start a "
+            f"resume={run_path} already finished training ({run.summary.name} exists); start a "
             "new run with 'medclf train' (data.split_file= reuses its split)"
         )
     if not run.last_ckpt.is_file():
         raise MedclfError(
-            f"run={run_path}: no weights/last.ckpt, so it stopped before its first epoch "
+            f"resume={run_path}: no weights/last.ckpt, so it stopped before its first epoch "
             "ended; nothing to resume. Start it again with 'medclf train'"
         )
     # Refuse a damaged or code-carrying checkpoint with one line, before any other work.
     load_checkpoint(run.last_ckpt)
     cfg = OmegaConf.load(run.config)
-    for item in overrides or []:
-        key, _, value = item.partition("=")
-        # YAML, as Hydra reads values: logger=[csv] is a list, progress_bar=false a bool.
-        OmegaConf.update(cfg, key, yaml.safe_load(value) if value else None)
+    apply_overrides(cfg, list(overrides or []))
     with open_dict(cfg):
         # The saved split, not a re-split: refuses if any image changed since.
         cfg.data.split_file = str(run.split)
