@@ -122,3 +122,25 @@ def test_alias_table_names_each_metric_once() -> None:
     assert len(names) == len(set(names))
     with pytest.raises(MedclfError, match="unknown metric 'sensitivty'"):
         resolve_metric("sensitivty")
+
+
+def test_named_values_put_every_computed_value_in_its_section_once() -> None:
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, 80)
+    probs = rng.dirichlet([1, 1], 80)
+    suite = MetricSuite(("normal", "nodule"), positive=1, thresholds={1: 0.4})
+    values = dict(zip(suite.keys(), suite.compute(y, probs), strict=True))
+    named = suite.named({**values, "latency_p95_ms": 3.0})
+    assert named["overall"]["accuracy"] == values["accuracy"]
+    assert named["per_class"]["nodule"]["sensitivity"] == values["sensitivity[nodule]"]
+    op = named["operating_point"]
+    assert op["per_class"]["nodule"]["sensitivity"] == values["operating_sensitivity[nodule]"]
+    assert op["accuracy"] == values["operating_accuracy"] and "normal" not in op["per_class"]
+    placed = (
+        len(named["overall"])
+        + sum(len(v) for v in named["per_class"].values())
+        + sum(len(v) for v in op["per_class"].values())
+        + sum(1 for k in op if k != "per_class")
+    )
+    assert placed == len(values)  # each once; latency is not the suite's, so left out
+    assert "latency_p95_ms" not in named["overall"]

@@ -60,7 +60,7 @@ def test_rules_parse_with_synonyms_and_reject_nonsense() -> None:
 
 
 def test_binary_positive_class_is_the_finding() -> None:
-    from medclf.evaluation.evaluate import _positive_class
+    from medclf.evaluation.decision_fit import positive_class as _positive_class
 
     assert _positive_class(("malignant", "normal"), None) == 0
     assert _positive_class(("contrast", "no_contrast"), None) == 0

@@ -14,8 +14,9 @@ mergesort top-k); ``tests/evaluation/test_metrics.py`` checks each against sklea
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy.stats import rankdata
@@ -210,6 +211,22 @@ def threshold_predictions(probs: np.ndarray, positive: int, threshold: float) ->
 
 
 @dataclass(frozen=True)
+class MetricKey:
+    """Where one computed value belongs: its section, metric and class (None: the task)."""
+
+    section: str  # "overall" | "per_class" | "operating" (at the stored thresholds)
+    metric: str
+    cls: str | None = None
+
+    @property
+    def flat(self) -> str:
+        """The name gates, figures and tables use: ``sensitivity[normal]``,
+        ``operating_sensitivity[normal]``, ``accuracy``."""
+        name = f"operating_{self.metric}" if self.section == "operating" else self.metric
+        return name if self.cls is None else f"{name}[{self.cls}]"
+
+
+@dataclass(frozen=True)
 class MetricSuite:
     """What to compute for one task: the classes, the binary positive class (or None),
     the per-class operating thresholds, and the calibration bins."""
@@ -226,16 +243,47 @@ class MetricSuite:
     def overall_keys(self) -> list[str]:
         return [m.name for m in METRICS if m.scope == "overall" and self._has(m.name)]
 
-    def keys(self) -> list[str]:
-        """Flat names of every value ``compute`` returns, in order."""
-        keys = self.overall_keys()
+    def layout(self) -> list[MetricKey]:
+        """What each value ``compute`` returns is, in order: an array, because the bootstrap
+        resamples arrays; ``named`` turns values back into sections by this layout."""
+        keys = [MetricKey("overall", k) for k in self.overall_keys()]
         for c in self.class_names:
-            keys += [f"{k}[{c}]" for k in PER_CLASS_KEYS]
+            keys += [MetricKey("per_class", k, c) for k in PER_CLASS_KEYS]
         for c in self._operating_classes():
-            keys += [f"operating_{k}[{c}]" for k in OPERATING_KEYS]
+            keys += [MetricKey("operating", k, c) for k in OPERATING_KEYS]
         if self._binary_operating():
-            keys += ["operating_accuracy", "operating_balanced_accuracy"]
+            keys += [
+                MetricKey("operating", "accuracy"),
+                MetricKey("operating", "balanced_accuracy"),
+            ]
         return keys
+
+    def keys(self) -> list[str]:
+        """Flat names of every value ``compute`` returns, in order (``MetricKey.flat``)."""
+        return [k.flat for k in self.layout()]
+
+    def named(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        """Values by flat name -> ``{"overall": {metric: v}, "per_class": {class: {metric:
+        v}}, "operating_point": {metric: v, "per_class": {class: {metric: v}}}}``; names
+        outside the layout (latency, support) are left to the caller."""
+        out: dict[str, Any] = {
+            "overall": {},
+            "per_class": {c: {} for c in self.class_names},
+            "operating_point": {"per_class": {}},
+        }
+        for key in self.layout():
+            if key.flat not in values:
+                continue
+            if key.section == "overall":
+                section = out["overall"]
+            elif key.section == "per_class":
+                section = out["per_class"][key.cls]
+            elif key.cls is None:
+                section = out["operating_point"]
+            else:
+                section = out["operating_point"]["per_class"].setdefault(key.cls, {})
+            section[key.metric] = values[key.flat]
+        return out
 
     def _has(self, name: str) -> bool:
         if name.startswith("top") and name.endswith("_accuracy"):

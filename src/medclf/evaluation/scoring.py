@@ -1,0 +1,131 @@
+"""Scores of one evaluation: every metric with a bootstrap interval, the same with and without
+test-time augmentation, the conformal sets' coverage, and calibration before and after the
+temperature (``medclf evaluate``'s steps 4 and 5)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+TTA_HEADLINE = ("accuracy", "macro_auc")
+
+
+def _units(ev: Any) -> list:
+    from medclf.evaluation.bootstrap import resampling_units
+
+    return resampling_units(ev.table["patient_id"].astype(str).tolist(), len(ev.y))
+
+
+def _bootstrap(statistic, units: list, ev_cfg: Any, seed: int) -> list | None:
+    """Intervals of ``statistic`` over resampled ``units``; None when turned off or too few."""
+    from medclf.evaluation.bootstrap import bootstrap_intervals
+
+    if int(ev_cfg.n_bootstrap) <= 0 or len(units) < 2:
+        return None
+    return bootstrap_intervals(
+        statistic,
+        units,
+        n_resamples=int(ev_cfg.n_bootstrap),
+        level=float(ev_cfg.ci_level),
+        method=str(ev_cfg.ci_method),
+        seed=seed,
+    )
+
+
+def interval_values(
+    suite, ev: Any, probs: np.ndarray, ev_cfg: Any, seed: int
+) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """Every metric of ``suite`` as ``{flat name: {value, ci_low, ci_high, ci_method}}``, and
+    how the intervals were made (resampling patients where the images have patient ids)."""
+    names = suite.keys()
+    point = suite.compute(ev.y, probs)
+    values = {k: {"value": float(v)} for k, v in zip(names, point, strict=True)}
+    units = _units(ev)
+    info = {
+        "level": float(ev_cfg.ci_level),
+        "method": str(ev_cfg.ci_method),
+        "resamples": int(ev_cfg.n_bootstrap),
+        "unit": "patient" if len(units) < len(ev.y) else "image",
+        "units": len(units),
+        "seed": seed,
+    }
+    intervals = _bootstrap(lambda rows: suite.compute(ev.y[rows], probs[rows]), units, ev_cfg, seed)
+    for key, ci in zip(names, intervals or [], strict=False):
+        values[key].update(ci_low=ci.low, ci_high=ci.high, ci_method=ci.method)
+    return values, info
+
+
+def tta_comparison(suite, ev: Any, decision, ev_cfg: Any, seed: int) -> dict[str, Any]:
+    """Headline metrics with intervals with and without the TTA views (same images, same
+    temperature), so the gain of ``eval.tta`` is measured, not assumed."""
+    from medclf.evaluation.calibration import apply_temperature
+
+    out: dict[str, Any] = {"mode": decision.tta}
+    if ev.logits_single is None:
+        return out
+    for label, logits in (("with", ev.logits), ("without", ev.logits_single)):
+        probs = apply_temperature(logits, decision.temperature)
+        values, _ = interval_values(suite, ev, probs, ev_cfg, seed)
+        out[label] = {k: values[k] for k in TTA_HEADLINE if k in values}
+    return out
+
+
+def conformal_summary(ev: Any, probs, decision, ev_cfg: Any, seed: int) -> dict[str, Any]:
+    """Empirical coverage and mean set size of the conformal sets, with bootstrap intervals."""
+    from medclf.conformal import coverage_and_size, expected_coverage, set_mask
+
+    if not decision.conformal:
+        return {}
+    mask = set_mask(probs, float(decision.conformal["qhat"]))
+    coverage, size = coverage_and_size(mask, ev.y)
+    alpha, n_cal = float(decision.conformal["alpha"]), int(decision.conformal["n"])
+    out: dict[str, Any] = {
+        **decision.conformal,
+        "target_coverage": 1 - alpha,
+        "expected_coverage_95": list(expected_coverage(n_cal, alpha)),
+        "coverage": {"value": coverage},
+        "mean_set_size": {"value": size},
+        "refer_share": {"value": float((mask.sum(axis=1) > 1).mean())},
+    }
+    intervals = _bootstrap(
+        lambda rows: np.array(
+            [*coverage_and_size(mask[rows], ev.y[rows]), (mask[rows].sum(axis=1) > 1).mean()]
+        ),
+        _units(ev),
+        ev_cfg,
+        seed,
+    )
+    for key, ci in zip(("coverage", "mean_set_size", "refer_share"), intervals or [], strict=False):
+        out[key].update(ci_low=ci.low, ci_high=ci.high, ci_method=ci.method)
+    return out
+
+
+def calibration_summary(ev: Any, decision, bins: int) -> dict[str, Any]:
+    """ECE, MCE, Brier, NLL and reliability bins at temperature 1 and at the fitted one."""
+    from medclf.evaluation.calibration import (
+        apply_temperature,
+        brier_score,
+        calibration_errors,
+        nll,
+        reliability_bins,
+    )
+
+    def at(temperature: float) -> dict[str, Any]:
+        p = apply_temperature(ev.logits, temperature)
+        ece, mce = calibration_errors(p, ev.y, bins)
+        return {
+            "temperature": temperature,
+            "ece": ece,
+            "mce": mce,
+            "brier": brier_score(p, ev.y),
+            "nll": nll(ev.logits, ev.y, temperature),
+            "reliability": reliability_bins(p, ev.y, bins),
+        }
+
+    return {
+        "bins": bins,
+        "fitted_on": decision.fitted_on,
+        "before": at(1.0),
+        "after": at(decision.temperature),
+    }
