@@ -15,14 +15,12 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from medclf.atomic import write_json, write_text
 from medclf.data.check import summary_lines
-from medclf.data.discover import SPLITS
 from medclf.data.prepare import PreparedData, prepare_data, provisional_preprocessing
 from medclf.data.split import save_split
 from medclf.errors import MedclfError
-from medclf.models.checkpoint import SUMMARY_DIGEST_KEY, load_checkpoint
+from medclf.models.checkpoint import load_checkpoint
 from medclf.preprocessing import Preprocessing, normalization_stats
 from medclf.rundir import RunDir
-from medclf.safeload import file_sha256
 from medclf.training.monitor import resolve_monitor
 from medclf.words import apply_overrides, keys
 
@@ -150,10 +148,34 @@ def resume(run_path: str | Path, overrides: list[str] | None = None) -> TrainRes
 
 
 def _fit(cfg: DictConfig, resume_from: RunDir | None, keep: tuple[str, ...] = ()) -> TrainResult:
+    """check and plan -> model, loss, cache -> the run folder (new, or the resumed one) -> train."""
+    prepared, stages, device_flags, model_defaults = _check_and_plan(cfg, resume_from, keep)
+    parts = _ingredients(cfg, prepared, stages, device_flags, resume_from)
+    if resume_from is not None:
+        parts.prep = Preprocessing.load_file(resume_from.preprocessing)
+        log.info("resuming %s from %s", resume_from.root, resume_from.last_ckpt)
+        _log_data_summary(prepared.table, list(parts.prep.class_names))
+        return _run_trainer(cfg, resume_from, parts)
+    parts.prep = _with_statistics(cfg, parts, model_defaults)
+    run = RunDir.create(cfg.runs_root, str(cfg.run_group), str(cfg.model.name))
+    try:
+        _write_inputs(cfg, run, parts)
+        return _run_trainer(cfg, run, parts)
+    except BaseException:
+        _discard_unstarted(run)
+        raise
+
+
+def _check_and_plan(
+    cfg: DictConfig, resume_from: RunDir | None, keep: tuple[str, ...]
+) -> tuple[PreparedData, list[Any], tuple[str, bool, bool], Any]:
+    """Everything that can refuse, before the run folder exists and before the heavy imports:
+    pretrained weights, the data and its check, the recipe, the model name, stages, loggers
+    and the device. Returns (prepared data, stages, device flags, the model's input defaults)."""
     if resume_from is None:
         resolve_pretrained(cfg.model)
-    if cfg.model.get("pretrained") and not cfg.model.get("weights") and resume_from is None:
-        _check_pretrained_available(cfg.model)
+        if cfg.model.get("pretrained") and not cfg.model.get("weights"):
+            _check_pretrained_available(cfg.model)
     # Validate the data first: a bad path fails in a second, before the heavy imports.
     prepared = prepare_data(cfg.data, save_memo=False)
     if resume_from is None and (line := _choose_recipe(cfg, prepared, keep)):
@@ -171,17 +193,26 @@ def _fit(cfg: DictConfig, resume_from: RunDir | None, keep: tuple[str, ...] = ()
     # checked here, before the run folder exists: a typo never leaves a half-written run.
     device_flags = _device_flags(cfg)
     check_or_refuse(prepared.report, bool(cfg.data.strict))
-    table = prepared.table
+    return prepared, stages, device_flags, model_defaults
 
+
+def _ingredients(
+    cfg: DictConfig,
+    prepared: PreparedData,
+    stages: list[Any],
+    device_flags: tuple[str, bool, bool],
+    resume_from: RunDir | None,
+) -> Ingredients:
+    """The model, the loss (weighted by the training counts) and the decode-once cache."""
     import lightning as L
 
-    from medclf.data.stats import train_images
     from medclf.models import build_model
     from medclf.training.losses import build_loss
 
     quiet_lightning()
+    table = prepared.table
     provisional = provisional_preprocessing(cfg.data, table)
-    classes, channels = list(provisional.class_names), provisional.channels
+    classes = list(provisional.class_names)
     train_labels = table.loc[table["split"] == "train", "label"]
     train_counts = [int((train_labels == c).sum()) for c in classes]
     loss = build_loss(cfg.train.loss, train_counts)
@@ -192,44 +223,44 @@ def _fit(cfg: DictConfig, resume_from: RunDir | None, keep: tuple[str, ...] = ()
         plain = OmegaConf.to_container(cfg.model, resolve=True)
         model_cfg = OmegaConf.create({**plain, "pretrained": False, "weights": None})
     model = build_model(
-        model_cfg, num_classes=len(classes), in_chans=channels, image_size=provisional.image_size
+        model_cfg,
+        num_classes=len(classes),
+        in_chans=provisional.channels,
+        image_size=provisional.image_size,
     )
     prepared.save_memo()
     cache = None
     if cfg.data.cache:
         cache, built = prepared.build_cache(cfg.data.cache_dir, provisional)
         log.info("image cache: %s %s", "built" if built else "reused", cache.root)
+    return Ingredients(
+        prepared, provisional, cache, model, loss, stages, train_counts, device_flags
+    )
 
-    if resume_from is not None:
-        run = resume_from
-        prep = Preprocessing.load_file(run.preprocessing)
-        log.info("resuming %s from %s", run.root, run.last_ckpt)
-        _log_data_summary(table, classes)
-        return _run_trainer(
-            cfg, run, prepared, prep, cache, model, loss, stages, train_counts, device_flags
-        )
+
+def _with_statistics(cfg: DictConfig, parts: Ingredients, model_defaults: Any) -> Preprocessing:
+    """The preprocessing record with its normalization: the training split's statistics or
+    the pretrained model's (``data.normalize``)."""
+    from medclf.data.stats import train_images
+
     model_stats = (model_defaults.mean, model_defaults.std) if model_defaults else None
     mean, std = normalization_stats(
         str(cfg.data.normalize),
-        channels,
-        train_images(cache, table, provisional),
+        parts.prep.channels,
+        train_images(parts.cache, parts.prepared.table, parts.prep),
         model_stats=model_stats,
     )
-    prep = dataclasses.replace(provisional, mean=mean, std=std)
-    run = RunDir.create(cfg.runs_root, str(cfg.run_group), str(cfg.model.name))
-    try:
-        write_text(run.config, OmegaConf.to_yaml(cfg, resolve=True))
-        save_split(table, run.split)
-        prep.save(run.preprocessing)
-        write_json(run.data_check, prepared.report)
-        log.info("data check: full report in %s", run.data_check)
-        _log_data_summary(table, classes)
-        return _run_trainer(
-            cfg, run, prepared, prep, cache, model, loss, stages, train_counts, device_flags
-        )
-    except BaseException:
-        _discard_unstarted(run)
-        raise
+    return dataclasses.replace(parts.prep, mean=mean, std=std)
+
+
+def _write_inputs(cfg: DictConfig, run: RunDir, parts: Ingredients) -> None:
+    """What the new run was made from: config, split, preprocessing, data check."""
+    write_text(run.config, OmegaConf.to_yaml(cfg, resolve=True))
+    save_split(parts.prepared.table, run.split)
+    parts.prep.save(run.preprocessing)
+    write_json(run.data_check, parts.prepared.report)
+    log.info("data check: full report in %s", run.data_check)
+    _log_data_summary(parts.prepared.table, list(parts.prep.class_names))
 
 
 def _discard_unstarted(run: RunDir) -> None:
@@ -294,202 +325,48 @@ def _device_flags(cfg: DictConfig) -> tuple[str, bool, bool]:
     return precision, channels_last, compile_
 
 
-def _profiler(name: str | None, run: RunDir) -> Any:
-    if name is None:
-        return None
-    from lightning.pytorch import profilers
+@dataclass
+class Ingredients:
+    """What a run trains with, prepared before its folder exists (or found in it, on resume)."""
 
-    kind = {
-        "simple": "SimpleProfiler",
-        "advanced": "AdvancedProfiler",
-        "pytorch": "PyTorchProfiler",
-    }
-    return getattr(profilers, kind[name])(dirpath=str(run.profile_dir), filename="profile")
+    prepared: PreparedData
+    prep: Preprocessing
+    cache: Any
+    model: Any
+    loss: Any
+    stages: list[Any]
+    train_counts: list[int]
+    device_flags: tuple[str, bool, bool]  # precision, channels_last, compile
 
 
-def _run_trainer(
-    cfg: DictConfig,
-    run: RunDir,
-    prepared: PreparedData,
-    prep: Preprocessing,
-    cache: Any,
-    model: Any,
-    loss: Any,
-    stages: list[Any],
-    train_counts: list[int],
-    device_flags: tuple[str, bool, bool],
-) -> TrainResult:
-    import lightning as L
-    import torch
-    from lightning.pytorch.callbacks import ModelCheckpoint
-
-    from medclf.data.datamodule import CachedBatches, DecodedBatches, ImageDataModule
-    from medclf.training.callbacks import (
-        AtomicCheckpointIO,
-        EpochMetricsCSV,
-        ProgressBar,
-        RNGState,
-        StageEarlyStopping,
-    )
-    from medclf.training.curves import plot_training_curves
+def _run_trainer(cfg: DictConfig, run: RunDir, parts: Ingredients) -> TrainResult:
+    """batches -> module -> callbacks and loggers -> trainer -> fit -> summary."""
+    from medclf.training import trainer as build
     from medclf.training.loggers import build_loggers, log_run_files
-    from medclf.training.module import Classifier
 
-    table = prepared.table
-    classes = list(prep.class_names)
-    label_idx = {c: i for i, c in enumerate(classes)}
-    datasets: dict[str, Any] = {}
-    for split in SPLITS:
-        part = table[table["split"] == split]
-        labels = [label_idx[c] for c in part["label"]]
-        if cache is not None:
-            rows = cache.rows(list(part["sha256"]))
-            datasets[split] = CachedBatches(str(cache.images_path), rows, labels)
-        else:
-            datasets[split] = DecodedBatches(list(part["path"]), labels, prep)
-    train_weights = None
-    if cfg.train.get("sampler") == "weighted":
-        per_class = [1.0 / max(n, 1) for n in train_counts]
-        train_weights = [per_class[i] for i in datasets["train"].labels]
-    dm = ImageDataModule(
-        datasets,
-        int(cfg.data.batch_size),
-        int(cfg.data.num_workers),
-        train_weights=train_weights,
+    monitor = resolve_monitor(str(cfg.train.monitor), str(cfg.train.monitor_mode))
+    table, prep = parts.prepared.table, parts.prep
+    datamodule = build.build_datamodule(cfg, table, prep, parts.cache, parts.train_counts)
+    module = build.build_module(
+        cfg, parts.model, prep, parts.stages, parts.loss, monitor, parts.device_flags
     )
-
-    precision, channels_last, compile_ = device_flags
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    if compile_:
-        model.compile()  # in place: parameter names (and checkpoints) stay those of the model
-    meta: dict[str, Any] = {
-        "model": OmegaConf.to_container(cfg.model, resolve=True),
-        "num_classes": len(classes),
-        "in_chans": prep.channels,
-        "preprocessing": prep.to_dict(),
-    }
-    monitor, mode = resolve_monitor(str(cfg.train.monitor), str(cfg.train.monitor_mode))
-    mixup = OmegaConf.to_container(cfg.train.mixup, resolve=True)
-    mixup["label_smoothing"] = float(cfg.train.loss.label_smoothing or 0.0)
-    module = Classifier(
-        model,
-        num_classes=len(classes),
-        stages=stages,
-        loss=loss,
-        augment=OmegaConf.to_container(cfg.data.augment, resolve=True),
-        mean=prep.mean,
-        std=prep.std,
-        image_size=prep.image_size,
-        monitor=monitor,
-        monitor_mode=mode,
-        mixup=mixup,
-        ema_decay=float(cfg.train.ema.decay) if cfg.train.ema.enabled else None,
-        channels_last=channels_last,
-        checkpoint_meta=meta,
-    )
-    # Both saved after validation and after metrics.csv got the epoch's row, so a checkpoint
-    # never covers an epoch metrics.csv lacks and a resume after a kill loses no rows.
-    best_ckpt = ModelCheckpoint(
-        dirpath=run.best_ckpt.parent,
-        filename=run.best_ckpt.stem,
-        monitor=monitor,
-        mode=mode,
-        save_top_k=1,
-        auto_insert_metric_name=False,
-        enable_version_counter=False,
-        save_on_train_epoch_end=True,
-    )
-    # last.ckpt from its own callback: Lightning 2.6's save_last writes only in epochs that
-    # also improved the monitor, which would make a resume repeat epochs.
-    last_ckpt = ModelCheckpoint(
-        dirpath=run.last_ckpt.parent,
-        filename=run.last_ckpt.stem,
-        monitor=None,
-        save_top_k=1,
-        enable_version_counter=False,
-        save_on_train_epoch_end=True,
-    )
-    epoch_log = EpochMetricsCSV(run.metrics_csv)
-    callbacks: list[L.Callback] = [RNGState(), epoch_log, best_ckpt, last_ckpt]
-    if any(s.early_stopping for s in stages):
-        callbacks.append(
-            StageEarlyStopping(
-                monitor=monitor,
-                mode=mode,
-                patience=int(cfg.train.early_stopping.patience),
-                min_delta=float(cfg.train.early_stopping.min_delta),
-            )
-        )
-    if cfg.train.progress_bar:
-        callbacks.append(ProgressBar())
+    callbacks, epoch_log = build.build_callbacks(cfg, run, parts.stages, monitor)
     loggers = build_loggers(cfg, run)
     for lg in loggers:  # each Lightning logger flattens nested keys itself (train/lr)
         lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    _log_stages(parts.stages)
+    precision = parts.device_flags[0]
+    trainer = build.build_trainer(cfg, run, parts.stages, callbacks, loggers, precision)
+    resume_ckpt = str(run.last_ckpt) if run.last_ckpt.is_file() else None
+    # weights_only: a planted last.ckpt must not run code (already read once by resume()).
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_ckpt, weights_only=True)
+    epochs = trainer.current_epoch
+    best = build.summarize(run, epochs, parts.stages, monitor, epoch_log.rows, loggers)
+    log_run_files(loggers, run)
+    return TrainResult(run=run, best_metrics=best, epochs=epochs)
+
+
+def _log_stages(stages: list[Any]) -> None:
     if stages[0].trainable != "all" or len(stages) > 1:
         plan = [f"{s.name}: {s.epochs} ep, trains {s.trainable}, {s.optimizer}" for s in stages]
         log.info("stages: %s", "; ".join(plan))
-    trainer = L.Trainer(
-        default_root_dir=run.root,
-        max_epochs=sum(s.epochs for s in stages),
-        accelerator=str(cfg.train.accelerator),
-        devices=cfg.train.devices,
-        precision=precision,
-        deterministic=bool(cfg.train.deterministic),
-        logger=loggers or False,
-        callbacks=callbacks,
-        plugins=[AtomicCheckpointIO()],
-        enable_progress_bar=bool(cfg.train.progress_bar),
-        enable_model_summary=False,
-        limit_train_batches=cfg.train.limit_train_batches,
-        gradient_clip_val=cfg.train.grad_clip,
-        accumulate_grad_batches=int(cfg.train.accumulate_grad_batches),
-        profiler=_profiler(cfg.train.get("profiler"), run),
-        min_epochs=cfg.train.get("min_epochs"),
-        max_time=_max_time(cfg.train.get("time_budget")),
-        num_sanity_val_steps=0,
-        log_every_n_steps=1,
-    )
-    resume_ckpt = str(run.last_ckpt) if run.last_ckpt.is_file() else None
-    # weights_only: a planted last.ckpt must not run code (already read once by resume()).
-    trainer.fit(module, datamodule=dm, ckpt_path=resume_ckpt, weights_only=True)
-    if not run.best_ckpt.is_file():
-        raise MedclfError(f"training finished without a checkpoint in {run.best_ckpt.parent}")
-    plot_training_curves(run.metrics_csv, run.curves_png)
-    best = _best_epoch_row(epoch_log.rows, monitor, mode)
-    write_json(
-        run.summary,
-        {
-            "epochs": trainer.current_epoch,
-            "stages": [s.name for s in stages],
-            "monitor": monitor,
-            "best": best,
-            "loggers": {lg.label: not lg.failed for lg in loggers},
-            # checked by every later load of best.ckpt (medclf.models.checkpoint)
-            SUMMARY_DIGEST_KEY: file_sha256(run.best_ckpt),
-        },
-    )
-    log_run_files(loggers, run)
-    return TrainResult(run=run, best_metrics=best, epochs=trainer.current_epoch)
-
-
-def _max_time(budget: Any) -> Any:
-    """Lightning's wall-clock stop at 1.15 x ``train.time_budget``: a guard for the recipe's
-    estimate (a slower machine than the probe saw), not the plan itself."""
-    import datetime
-
-    from medclf.training.recipe import parse_duration
-
-    seconds = parse_duration(budget)
-    return None if seconds is None else datetime.timedelta(seconds=1.15 * seconds)
-
-
-def _best_epoch_row(rows: list[dict[str, Any]], monitor: str, mode: str) -> dict[str, float]:
-    scored = [r for r in rows if r.get(monitor) is not None]
-    if not scored:
-        return {}
-    pick = min if mode == "min" else max
-    best = pick(scored, key=lambda r: r[monitor])
-    return {
-        k: float(v) for k, v in best.items() if k == "epoch" or k.startswith(("val/", "train/"))
-    }
