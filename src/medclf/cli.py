@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
-import functools
-import logging
 import os
-import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import typer
 
+from medclf.cli_common import (
+    OVERRIDES_HELP,
+    artifact,
+    handles_errors,
+    reject_extra,
+    require,
+    state,
+)
+from medclf.cli_data import data_app
 from medclf.errors import MedclfError
 
 app = typer.Typer(
@@ -24,73 +29,14 @@ app = typer.Typer(
 )
 config_app = typer.Typer(help="Inspect the packaged configuration.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
-data_app = typer.Typer(
-    help="Inspect, check and cache a dataset (same data.* options as train).",
-    no_args_is_help=True,
-)
 app.add_typer(data_app, name="data")
-
-_state = {"debug": False}
-F = TypeVar("F", bound=Callable[..., Any])
-DATA_PATH_HELP = "Dataset folder, manifest CSV, .npz file or kaggle:OWNER/DATASET"
-OVERRIDES_HELP = "key=value overrides of the packaged config, e.g. data.path=DIR model=resnet18"
-log = logging.getLogger("medclf")
-
-
-def _setup_logging() -> None:
-    if not log.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        log.addHandler(handler)
-        log.setLevel(logging.INFO)
-        log.propagate = False
-
-
-def handles_errors(fn: F) -> F:
-    """MedclfError -> one line on stderr and exit code 2 (traceback only with --debug)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        _setup_logging()
-        try:
-            return fn(*args, **kwargs)
-        except MedclfError as exc:
-            if _state["debug"]:
-                raise
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(exc.exit_code) from None
-        except KeyboardInterrupt:
-            typer.echo("interrupted", err=True)
-            raise typer.Exit(130) from None
-
-    return wrapper  # type: ignore[return-value]
-
-
-def _require(found: dict[str, str], key: str, usage: str) -> str:
-    if not found.get(key):
-        raise MedclfError(f"missing {key}=...; usage: {usage}")
-    return found[key]
-
-
-def _reject_extra(rest: list[str], command: str) -> None:
-    if rest:
-        raise MedclfError(f"unknown argument '{rest[0]}' for 'medclf {command}' (see --help)")
-
-
-def _artifact(found: dict[str, str], usage: str) -> str:
-    """``model=`` names the artifact for evaluate, export, predict and serve (a run folder or
-    an ONNX file); ``run=``, its older spelling, is still read."""
-    if found.get("model") and found.get("run") and found["model"] != found["run"]:
-        raise MedclfError("give the model once: model=RUN (run= is its older spelling)")
-    found.setdefault("model", found.get("run", ""))
-    return _require(found, "model", usage)
 
 
 @app.callback()
 def _main(
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
 ) -> None:
-    _state["debug"] = debug
+    state["debug"] = debug
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 
@@ -103,112 +49,6 @@ def config_show(overrides: list[str] = typer.Argument(None, help=OVERRIDES_HELP)
     from medclf.config import compose
 
     typer.echo(OmegaConf.to_yaml(compose(overrides or [])), nl=False)
-
-
-def _data_config(path: str, overrides: list[str] | None) -> Any:
-    from medclf.config import compose
-
-    items = list(overrides or [])
-    if path.startswith("kaggle:"):
-        items.append(f"data.source={path}")
-    else:
-        items.append(f"data.path={path}")
-    return compose(items)
-
-
-@data_app.command("check")
-@handles_errors
-def data_check(
-    path: str = typer.Argument(..., help=DATA_PATH_HELP),
-    overrides: list[str] = typer.Argument(None, help=OVERRIDES_HELP),
-    strict: bool = typer.Option(
-        False, "--strict", help="Exit 1 when leakage or label conflicts are found."
-    ),
-    out: Path = typer.Option(None, "--out", help="Where to write check.json."),
-) -> None:
-    """Counts, formats, unreadable files, duplicates, near-duplicates, leakage, imbalance."""
-    from medclf.atomic import sweep_stale, write_json
-    from medclf.data.check import print_check
-    from medclf.data.prepare import prepare_data
-
-    cfg = _data_config(path, overrides)
-    prepared = prepare_data(cfg.data)
-    target = out or Path(cfg.runs_root) / "checks" / _dataset_slug(prepared.dataset) / "check.json"
-    sweep_stale(target.parent, recursive=False)  # a report write killed mid-way
-    write_json(target, prepared.report)
-    print_check(prepared.report)
-    typer.echo(f"report: {target}")
-    if strict and not prepared.report["passed"]:
-        typer.echo("error: data check failed (--strict): leakage or label conflicts", err=True)
-        raise typer.Exit(1)
-
-
-def _dataset_slug(dataset: str) -> str:
-    parts = [p for p in Path(dataset).parts if p not in ("/", ".", "..")]
-    name = "-".join(parts[-2:]) if parts else "dataset"
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
-
-
-@data_app.command("cache")
-@handles_errors
-def data_cache(
-    path: str = typer.Argument(..., help=DATA_PATH_HELP),
-    overrides: list[str] = typer.Argument(None, help=OVERRIDES_HELP),
-) -> None:
-    """Decode every image once into the memory-mapped cache that train will reuse."""
-    import time
-
-    from medclf.data.prepare import prepare_data, provisional_preprocessing
-    from medclf.models.architectures import resolve_input_config
-
-    cfg = _data_config(path, overrides)
-    resolve_input_config(cfg)
-    prepared = prepare_data(cfg.data)
-    start = time.perf_counter()
-    cache, built = prepared.build_cache(
-        cfg.data.cache_dir, provisional_preprocessing(cfg.data, prepared.table)
-    )
-    size_mb = cache.images_path.stat().st_size / 1e6
-    verb = f"built in {time.perf_counter() - start:.1f} s" if built else "already up to date"
-    typer.echo(
-        f"cache {verb}: {cache.root} ({cache.shape[0]} images, {cache.dtype.name} "
-        f"{'x'.join(map(str, cache.shape[1:]))}, {size_mb:.1f} MB)"
-    )
-
-
-@data_app.command("stats")
-@handles_errors
-def data_stats(
-    path: str = typer.Argument(..., help=DATA_PATH_HELP),
-    overrides: list[str] = typer.Argument(None, help=OVERRIDES_HELP),
-    save: Path = typer.Option(None, "--save", help="Write the statistics to this JSON file."),
-    verify: Path = typer.Option(
-        None, "--verify", help="Recompute and compare with a saved JSON file; exit 1 if different."
-    ),
-    display: bool = typer.Option(True, "--display/--quiet", help="Print the statistics."),
-) -> None:
-    """Normalization statistics of the training split, after the model's resize and window."""
-    from medclf.data.stats import compare_stats, compute_stats, load_stats, save_stats
-    from medclf.models.architectures import resolve_input_config
-
-    cfg = _data_config(path, overrides)
-    resolve_input_config(cfg)
-    stats = compute_stats(cfg.data)
-    if display:
-        from medclf.atomic import dumps_json
-
-        typer.echo(dumps_json(stats))
-    if save:
-        save_stats(save, stats)
-        typer.echo(f"saved: {save}")
-    if verify:
-        problems = compare_stats(load_stats(verify), stats)
-        if problems:
-            for line in problems:
-                typer.echo(f"mismatch: {line}", err=True)
-            typer.echo(f"error: statistics differ from {verify}", err=True)
-            raise typer.Exit(1)
-        typer.echo(f"verified: statistics match {verify}")
 
 
 @app.command()
@@ -253,7 +93,7 @@ def train(
     if "resume" in found:
         from medclf.training.run import resume
 
-        result = resume(_require(found, "resume", "medclf train resume=RUN"), rest)
+        result = resume(require(found, "resume", "medclf train resume=RUN"), rest)
     else:
         # Compose (and so refuse a bad key or value) before the seconds of torch imports.
         cfg = compose_for_training(rest)
@@ -295,7 +135,7 @@ def evaluate(
 
     found, rest, _ = split_words(args, {"model", "run", "split", "backend"})
     result = run_eval(
-        _artifact(found, "medclf evaluate model=RUN [split=test | data.path=OTHER]"),
+        artifact(found, "medclf evaluate model=RUN [split=test | data.path=OTHER]"),
         split=found.get("split"),
         overrides=rest,
         backend=found.get("backend", "torch"),
@@ -340,11 +180,11 @@ def export(args: list[str] = typer.Argument(None, help="model=RUN [format=onnx]"
     from medclf.words import split_words
 
     found, rest, _ = split_words(args, {"model", "run", "format"})
-    _reject_extra(rest, "export")
+    reject_extra(rest, "export")
     fmt = found.get("format", "onnx")
     if fmt != "onnx":
         raise MedclfError(f"format={fmt} is not supported; use format=onnx")
-    result = export_onnx(_artifact(found, "medclf export model=RUN format=onnx"))
+    result = export_onnx(artifact(found, "medclf export model=RUN format=onnx"))
     p = result.parity
     typer.echo(f"exported: {result.onnx_path}")
     typer.echo(
@@ -382,9 +222,9 @@ def predict(
     from medclf.words import split_words
 
     found, rest, items = split_words(args, {"model"}, plain=True)
-    _reject_extra(rest, "predict")
+    reject_extra(rest, "predict")
     usage = "medclf predict model=RUN|FILE.onnx PATH..."
-    spec = _require(found, "model", usage)
+    spec = require(found, "model", usage)
     if not items:
         raise MedclfError(f"no images given; usage: {usage}")
     predictor = load_predictor(spec)
@@ -466,8 +306,8 @@ def serve(
     from medclf.words import split_words
 
     found, rest, _ = split_words(args, {"model", "host", "port"})
-    _reject_extra(rest, "serve")
-    spec = _require(found, "model", "medclf serve model=RUN|FILE.onnx [host=..] [port=..]")
+    reject_extra(rest, "serve")
+    spec = require(found, "model", "medclf serve model=RUN|FILE.onnx [host=..] [port=..]")
     try:
         port = int(found.get("port", "8000"))
     except ValueError:

@@ -46,6 +46,8 @@ def _command_name() -> str:
     return f"{Path(sys.executable).name} -m medclf"
 
 
+# Long on purpose: the demo is a script a newcomer reads top to bottom (five numbered
+# steps, then the printed summary).
 def run_demo(overrides: list[str]) -> None:
     from medclf.config import compose
     from medclf.evaluation.evaluate import evaluate

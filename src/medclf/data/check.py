@@ -93,35 +93,95 @@ def check_dataset(
     near_pairs: list[tuple[int, int, int]] | None = None,
     names_kept_together: bool = False,
 ) -> dict[str, Any]:
-    """The check report as a JSON-ready dict (see the module docstring).
+    """The check report as a JSON-ready dict (see the module docstring), one section per
+    finding.
 
     ``near_pairs`` may carry the caller's near-duplicate pairs over the readable rows (in
     table order, any splits), so the O(N^2) search runs once per dataset.
     ``names_kept_together`` says that the splits made by the caller kept each guessed
     patient (``medclf.data.name_ids``) in one split."""
+    df = _with_facts(table, scanned)
+    # Excluded (unreadable) files take no part in duplicate, leakage or patient accounting:
+    # they are in no split, and counting them would report leakage in a clean dataset.
+    readable = df[df["error"] == ""]
+    classes = sorted(df["label"].unique())
+    splits = [s for s in SPLITS if s in set(df["split"])] or [""]
+    exact, conflicts = _exact_duplicates(readable)
+    near = _near_duplicates(readable, near_pairs, near_duplicate_distance)
+    patients, leaked = _patients(readable, splits)
+    leakage = bool(exact["groups_across_splits"] or near["pairs_across_splits"] or leaked)
+    return {
+        "version": CHECK_VERSION,
+        "dataset": dataset,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "files": len(df),
+        "readable": len(readable),
+        "classes": classes,
+        "counts": {
+            (s or "all"): {c: int(((df["split"] == s) & (df["label"] == c)).sum()) for c in classes}
+            for s in splits
+        },
+        "formats": _formats(readable),
+        "unreadable": [
+            {"path": r["path"], "split": r["split"], "label": r["label"], "reason": r["error"]}
+            for r in df[df["error"] != ""].to_dict("records")
+        ],
+        "tiny_images": _tiny(readable),
+        "exact_duplicates": exact,
+        "near_duplicates": near,
+        "label_conflicts": conflicts[:_MAX_LISTED],
+        "label_conflict_count": len(conflicts),
+        "patients": patients,
+        "patient_coded_names": None if patients else _patient_coded(readable, names_kept_together),
+        "patients_in_several_splits": leaked[:_MAX_LISTED],
+        "patients_in_several_splits_count": len(leaked),
+        "imbalance": _imbalance(readable, splits),
+        "split_shift": split_shift(readable) if len(splits) > 1 else None,
+        "leakage": leakage,
+        "passed": not leakage and not conflicts,
+    }
+
+
+def _with_facts(table: pd.DataFrame, scanned: pd.DataFrame) -> pd.DataFrame:
+    """The table with each file's scanned facts (hash, error, format, size, pHash, ...)."""
     df = table.reset_index(drop=True).copy()
     # A manifest may list one file twice (e.g. under two labels): facts are per path.
     facts = scanned.drop_duplicates("path").set_index("path")
     scan_cols = ("sha256", "error", "kind", "mode", "bits", "width", "height", "phash")
     for col in (*scan_cols, "intensity_mean", "intensity_std"):
-        if col not in facts:
-            continue
-        df[col] = df["path"].map(facts[col])
-    readable = df[df["error"] == ""]
-    classes = sorted(df["label"].unique())
-    splits = [s for s in SPLITS if s in set(df["split"])] or [""]
+        if col in facts:
+            df[col] = df["path"].map(facts[col])
+    return df
 
-    counts = {
-        (s or "all"): {c: int(((df["split"] == s) & (df["label"] == c)).sum()) for c in classes}
-        for s in splits
+
+def _formats(readable: pd.DataFrame) -> dict[str, Any]:
+    def span(col: str) -> list[int]:
+        return [int(readable[col].min()), int(readable[col].max())] if len(readable) else []
+
+    return {
+        "kind": _tally(readable["kind"]),
+        "mode": _tally(readable["mode"]),
+        "bits": _tally(readable["bits"].astype(str)),
+        "width": span("width"),
+        "height": span("height"),
     }
-    unreadable = [
-        {"path": r["path"], "split": r["split"], "label": r["label"], "reason": r["error"]}
-        for r in df[df["error"] != ""].to_dict("records")
-    ]
 
-    # Excluded (unreadable) files take no part in duplicate, leakage or patient accounting:
-    # they are in no split, and counting them would report leakage in a clean dataset.
+
+def _tiny(readable: pd.DataFrame) -> dict[str, Any]:
+    tiny = readable[(readable["width"] < TINY_SIDE) | (readable["height"] < TINY_SIDE)]
+    return {
+        "min_side": TINY_SIDE,
+        "count": len(tiny),
+        "files": [
+            {**_file(r), "width": int(r["width"]), "height": int(r["height"])}
+            for r in tiny.head(_MAX_LISTED).to_dict("records")
+        ],
+    }
+
+
+def _exact_duplicates(readable: pd.DataFrame) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Groups of identical content within and across splits, and label conflicts (identical
+    content under two or more labels)."""
     groups, conflicts = [], []
     within = across = 0
     for sha, g in readable[readable["sha256"] != ""].groupby("sha256", sort=True):
@@ -134,103 +194,67 @@ def check_dataset(
         groups.append({"sha256": sha, "across_splits": bool(n_splits > 1), "files": files})
         if g["label"].nunique() > 1:
             conflicts.append({"sha256": sha, "labels": sorted(g["label"].unique()), "files": files})
+    section = {
+        "groups_within_split": within,
+        "groups_across_splits": across,
+        "files_in_groups": sum(len(g["files"]) for g in groups),
+        "groups": groups[:_MAX_LISTED],
+    }
+    return section, conflicts
 
+
+def _near_duplicates(
+    readable: pd.DataFrame, near_pairs: list[tuple[int, int, int]] | None, distance: int
+) -> dict[str, Any]:
+    """Near-duplicate pairs across splits, closest first."""
     rpos = readable.reset_index(drop=True)
     if near_pairs is None:
-        near_pairs = near_duplicate_pairs(
-            rpos["phash"], rpos["split"], rpos["sha256"], near_duplicate_distance
-        )
+        near_pairs = near_duplicate_pairs(rpos["phash"], rpos["split"], rpos["sha256"], distance)
     split_of, label_of = rpos["split"].to_numpy(), rpos["label"].to_numpy()
     near = sorted(
         ((i, j, d) for i, j, d in near_pairs if split_of[i] != split_of[j]), key=lambda t: t[2]
     )
-    near_rows = [  # only the listed pairs are materialized; the counts cover all
-        {
-            "a": _file(rpos.iloc[i].to_dict()),
-            "b": _file(rpos.iloc[j].to_dict()),
-            "distance": d,
-            "same_label": bool(label_of[i] == label_of[j]),
-        }
-        for i, j, d in near[:_MAX_LISTED]
-    ]
+    return {
+        "max_distance": distance,
+        "pairs_across_splits": len(near),
+        "pairs_with_different_labels": sum(label_of[i] != label_of[j] for i, j, _ in near),
+        "pairs": [  # only the listed pairs are materialized; the counts cover all
+            {
+                "a": _file(rpos.iloc[i].to_dict()),
+                "b": _file(rpos.iloc[j].to_dict()),
+                "distance": d,
+                "same_label": bool(label_of[i] == label_of[j]),
+            }
+            for i, j, d in near[:_MAX_LISTED]
+        ],
+    }
 
-    leaked_patients = []
+
+def _patients(readable: pd.DataFrame, splits: list[str]) -> tuple[dict[str, int], list[dict]]:
+    """(patients per split, patients found in more than one split); empty without ids."""
     with_pid = readable[readable["patient_id"] != ""]
-    if len(splits) > 1 and not with_pid.empty:
-        spread = with_pid.groupby("patient_id")["split"].agg(lambda s: sorted(set(s)))
-        leaked_patients = [
-            {"patient_id": pid, "splits": s} for pid, s in spread.items() if len(s) > 1
-        ]
+    if with_pid.empty:
+        return {}, []
+    per_split = {
+        (sp or "all"): int(with_pid.loc[with_pid["split"] == sp, "patient_id"].nunique())
+        for sp in splits
+    }
+    if len(splits) < 2:
+        return per_split, []
+    spread = with_pid.groupby("patient_id")["split"].agg(lambda s: sorted(set(s)))
+    leaked = [{"patient_id": pid, "splits": s} for pid, s in spread.items() if len(s) > 1]
+    return per_split, leaked
 
+
+def _imbalance(readable: pd.DataFrame, splits: list[str]) -> dict[str, Any]:
+    """Largest / smallest class of the training split (of everything when unsplit)."""
     train = readable[readable["split"] == "train"] if "train" in splits else readable
     per_class = train["label"].value_counts()
-    imbalance = {
+    return {
         "split": "train" if "train" in splits else "all",
         "ratio": float(per_class.max() / max(per_class.min(), 1)) if len(per_class) else 0.0,
         "largest": str(per_class.idxmax()) if len(per_class) else "",
         "smallest": str(per_class.idxmin()) if len(per_class) else "",
-    }
-    patients = (
-        {
-            (sp or "all"): int(with_pid.loc[with_pid["split"] == sp, "patient_id"].nunique())
-            for sp in splits
-        }
-        if len(with_pid)
-        else {}
-    )
-    coded = None if len(with_pid) else _patient_coded(readable, names_kept_together)
-    tiny = readable[(readable["width"] < TINY_SIDE) | (readable["height"] < TINY_SIDE)]
-    leakage = bool(across or near or leaked_patients)
-    return {
-        "version": CHECK_VERSION,
-        "dataset": dataset,
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "files": len(df),
-        "readable": len(readable),
-        "classes": classes,
-        "counts": counts,
-        "formats": {
-            "kind": _tally(readable["kind"]),
-            "mode": _tally(readable["mode"]),
-            "bits": _tally(readable["bits"].astype(str)),
-            "width": [int(readable["width"].min()), int(readable["width"].max())]
-            if len(readable)
-            else [],
-            "height": [int(readable["height"].min()), int(readable["height"].max())]
-            if len(readable)
-            else [],
-        },
-        "unreadable": unreadable,
-        "tiny_images": {
-            "min_side": TINY_SIDE,
-            "count": len(tiny),
-            "files": [
-                {**_file(r), "width": int(r["width"]), "height": int(r["height"])}
-                for r in tiny.head(_MAX_LISTED).to_dict("records")
-            ],
-        },
-        "exact_duplicates": {
-            "groups_within_split": within,
-            "groups_across_splits": across,
-            "files_in_groups": sum(len(g["files"]) for g in groups),
-            "groups": groups[:_MAX_LISTED],
-        },
-        "near_duplicates": {
-            "max_distance": near_duplicate_distance,
-            "pairs_across_splits": len(near),
-            "pairs_with_different_labels": sum(label_of[i] != label_of[j] for i, j, _ in near),
-            "pairs": near_rows,
-        },
-        "label_conflicts": conflicts[:_MAX_LISTED],
-        "label_conflict_count": len(conflicts),
-        "patients": patients,
-        "patient_coded_names": coded,
-        "patients_in_several_splits": leaked_patients[:_MAX_LISTED],
-        "patients_in_several_splits_count": len(leaked_patients),
-        "imbalance": imbalance,
-        "split_shift": split_shift(readable) if len(splits) > 1 else None,
-        "leakage": leakage,
-        "passed": not leakage and not conflicts,
     }
 
 
@@ -249,6 +273,7 @@ def _tally(values: pd.Series) -> dict[str, int]:
     return {str(k): int(v) for k, v in values.value_counts().sort_index().items()}
 
 
+# Long on purpose: one sentence per finding, worst first; the order is the point.
 def summary_lines(report: dict[str, Any]) -> list[str]:
     """The findings as short sentences, worst first; empty findings are said to be empty."""
     lines = []

@@ -174,6 +174,8 @@ def _header_int(ds: Any, keyword: str, default: int) -> int:
     return int(value) if value is not None else default
 
 
+# Long on purpose: one DICOM decode in the order the standard applies it (header budget,
+# frame choice, modality LUT, window, photometric inversion); each step is a few lines.
 def read_dicom(
     source: Path | bytes, label: str, window: Any = "dicom", max_pixels: int | None = None
 ) -> DicomImage:

@@ -85,18 +85,17 @@ def _with_name_groups(table: pd.DataFrame, mode: Any) -> tuple[pd.DataFrame, boo
 
 
 def prepare_data(data: Any, progress: bool = True, save_memo: bool = True) -> PreparedData:
-    """Run the front half of the pipeline for the ``data`` config node.
+    """Run the front half of the pipeline for the ``data`` config node: discover (or read a
+    saved split) -> scan -> exclude unreadable files -> split -> check.
 
     ``save_memo=False`` defers writing the scan memo to ``PreparedData.save_memo()``, for
     callers (train) that must write nothing before they are sure to start."""
     split_file = data.get("split_file")
     if split_file:
-        table = load_split(split_file)
-        dataset = str(split_file)
+        table, dataset = load_split(split_file), str(split_file)
     else:
         path = resolve_source(data.get("source"), data.get("path"))
-        table = discover(path, DiscoverOptions.from_cfg(data))
-        dataset = str(path)
+        table, dataset = discover(path, DiscoverOptions.from_cfg(data)), str(path)
     cache_dir = data.get("cache_dir")
     memo = Path(str(cache_dir)).expanduser() / "scan.csv" if cache_dir else None
     if memo is not None:
@@ -108,28 +107,10 @@ def prepare_data(data: Any, progress: bool = True, save_memo: bool = True) -> Pr
         progress=progress,
         max_pixels=data.get("max_pixels"),
     )
-
-    if split_file:
-        changed = table["sha256"].to_numpy() != scanned["sha256"].to_numpy()
-        changed &= scanned["error"].eq("").to_numpy()
-        if changed.any():
-            first = table.loc[changed, "path"].iloc[0]
-            raise MedclfError(
-                f"data.split_file={split_file}: {int(changed.sum())} image(s) changed since the "
-                f"split was made (e.g. {first}); the split cannot be reproduced exactly"
-            )
-    else:
-        table = table.assign(sha256=scanned["sha256"].to_numpy())
-
-    near_distance = int(data.get("near_duplicate_distance", 10))
+    table = _with_hashes(table, scanned, split_file)
     bad = scanned["error"].ne("").to_numpy()
-    readable = table[~bad].reset_index(drop=True)
-    lost = sorted(set(table["label"]) - set(readable["label"]))
-    if lost:
-        first = scanned.loc[bad & table["label"].eq(lost[0]).to_numpy(), "error"].iloc[0]
-        raise MedclfError(
-            f"class {lost[0]}: every image is unreadable, e.g. {first}; fix or remove them"
-        )
+    readable = _readable(table, scanned, bad)
+    near_distance = int(data.get("near_duplicate_distance", 10))
     # All near-duplicate pairs, once: they group the split and feed the report.
     scanned_ok = scanned[~bad].reset_index(drop=True)
     near_pairs = near_duplicate_pairs(
@@ -139,46 +120,74 @@ def prepare_data(data: Any, progress: bool = True, save_memo: bool = True) -> Pr
         near_distance,
         across_splits_only=False,
     )
-    names_kept = False
-    if split_file:
-        check_splits(readable, sorted(readable["label"].unique()))
-    else:
-        grouped, names_kept = _with_name_groups(
-            _with_near_groups(readable, near_pairs), data.get("patient_pattern")
-        )
-        readable = make_splits(
-            grouped,
-            list(data.get("split_ratios")),
-            int(data.get("split_seed")),
-            min_per_class=int(data.get("min_images_per_class") or 1),
-        ).drop(columns=[NEAR_GROUP, NAME_GROUP], errors="ignore")
+    readable, names_kept = _split(data, readable, near_pairs, bool(split_file))
     if bad.any():
-        first = scanned.loc[bad, "error"].iloc[0]
         log.warning(
             "%d unreadable file(s) excluded (listed in the data check); first: %s",
             int(bad.sum()),
-            first,
+            scanned.loc[bad, "error"].iloc[0],
         )
-    report_table = pd.concat([readable, table[bad]], ignore_index=True)
     report = check_dataset(
-        report_table,
+        pd.concat([readable, table[bad]], ignore_index=True),
         scanned,
         near_duplicate_distance=near_distance,
         dataset=dataset,
         near_pairs=near_pairs,
         names_kept_together=names_kept,
     )
-    prepared = PreparedData(
-        table=readable,
-        scanned=scanned_ok,
-        report=report,
-        dataset=dataset,
-        memo=memo,
-        fresh_scan=scanned,
-    )
+    prepared = PreparedData(readable, scanned_ok, report, dataset, memo, fresh_scan=scanned)
     if save_memo:
         prepared.save_memo()
     return prepared
+
+
+def _with_hashes(table: pd.DataFrame, scanned: pd.DataFrame, split_file: Any) -> pd.DataFrame:
+    """The content hash of every row; a saved split must find every file unchanged."""
+    if not split_file:
+        return table.assign(sha256=scanned["sha256"].to_numpy())
+    changed = table["sha256"].to_numpy() != scanned["sha256"].to_numpy()
+    changed &= scanned["error"].eq("").to_numpy()
+    if changed.any():
+        first = table.loc[changed, "path"].iloc[0]
+        raise MedclfError(
+            f"data.split_file={split_file}: {int(changed.sum())} image(s) changed since the "
+            f"split was made (e.g. {first}); the split cannot be reproduced exactly"
+        )
+    return table
+
+
+def _readable(table: pd.DataFrame, scanned: pd.DataFrame, bad: Any) -> pd.DataFrame:
+    """The rows whose file decodes (``prepare_data`` warns about the others once the split
+    has succeeded); a class with no readable image at all is an error."""
+    readable = table[~bad].reset_index(drop=True)
+    lost = sorted(set(table["label"]) - set(readable["label"]))
+    if lost:
+        first = scanned.loc[bad & table["label"].eq(lost[0]).to_numpy(), "error"].iloc[0]
+        raise MedclfError(
+            f"class {lost[0]}: every image is unreadable, e.g. {first}; fix or remove them"
+        )
+    return readable
+
+
+def _split(
+    data: Any, readable: pd.DataFrame, near_pairs: list, saved: bool
+) -> tuple[pd.DataFrame, bool]:
+    """The splits: a saved split is checked as it is; otherwise missing splits are made with
+    patients, identical images, near-duplicate clusters and guessed patients kept together.
+    Returns (table, whether guessed patients were kept together)."""
+    if saved:
+        check_splits(readable, sorted(readable["label"].unique()))
+        return readable, False
+    grouped, names_kept = _with_name_groups(
+        _with_near_groups(readable, near_pairs), data.get("patient_pattern")
+    )
+    table = make_splits(
+        grouped,
+        list(data.get("split_ratios")),
+        int(data.get("split_seed")),
+        min_per_class=int(data.get("min_images_per_class") or 1),
+    ).drop(columns=[NEAR_GROUP, NAME_GROUP], errors="ignore")
+    return table, names_kept
 
 
 def provisional_preprocessing(data: Any, table: pd.DataFrame) -> Preprocessing:

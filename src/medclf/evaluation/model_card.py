@@ -135,6 +135,8 @@ def _tta_section(metrics: dict[str, Any]) -> list[str]:
     ]
 
 
+# Long on purpose: the card is one document written top to bottom, section by section;
+# splitting it would scatter one page's order across functions.
 def write_model_card(run, path: Path, metrics, values, gates) -> Path:
     from medclf.preprocessing import Preprocessing
 

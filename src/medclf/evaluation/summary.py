@@ -10,6 +10,7 @@ from medclf.evaluation.model_card import fmt
 HEADLINE = ("accuracy", "balanced_accuracy", "macro_f1", "macro_auc", "mcc")
 
 
+# Long on purpose: the console summary, printed line by line in the order users read it.
 def print_summary(result) -> None:
     m = result.metrics
     ev = m["evaluated"]

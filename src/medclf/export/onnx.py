@@ -23,18 +23,17 @@ import pandas as pd
 from medclf import __version__
 from medclf.atomic import atomic_path, dumps_json, write_json
 from medclf.errors import MedclfError
-from medclf.rundir import RunDir
-from medclf.serving.predictor import (
+from medclf.export.records import (
     EXPORT_METADATA,
     ONNX_META_DECISION,
     ONNX_META_GRAPH_SHA256,
     ONNX_META_MODEL_NAME,
     ONNX_META_MODEL_VERSION,
     ONNX_META_PREPROCESSING,
-    OnnxPredictor,
-    TorchPredictor,
     graph_sha256,
 )
+from medclf.rundir import RunDir
+from medclf.serving.predictor import OnnxPredictor, TorchPredictor
 
 log = logging.getLogger("medclf")
 PARITY_TOLERANCE = 1e-4
@@ -87,14 +86,39 @@ def parity_report(reference: TorchPredictor, candidate: OnnxPredictor, paths: li
 
 
 def export_onnx(run_dir: str | Path) -> ExportResult:
+    """trace the best checkpoint -> embed the records and the graph digest -> check parity on
+    test images -> keep model.onnx only if it passed -> write metadata.json."""
     import onnx
-    import torch
 
     run = RunDir.open(run_dir)
     reference = TorchPredictor(run.root)
-    prep = reference.prep
+    out_dir = run.export_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    final = out_dir / "model.onnx"
+    # The graph is saved into atomic_path's temp file and checked there: only a file that
+    # passed parity is renamed to model.onnx; any exception discards it.
+    with atomic_path(final) as tmp_onnx:
+        proto = _traced(reference)
+        graph_digest = _embed_records(proto, reference)
+        onnx.checker.check_model(proto)
+        onnx.save_model(proto, tmp_onnx)
+        candidate = OnnxPredictor(tmp_onnx)
+        parity = parity_report(reference, candidate, _parity_images(run, PARITY_MAX_IMAGES))
+        write_json(out_dir / "parity.json", parity)
+        if not parity["passed"]:
+            raise MedclfError(
+                f"ONNX parity check failed: max |p_onnx - p_torch| = {parity['max_abs_diff']:.2e} "
+                f"> {PARITY_TOLERANCE:.0e} on {parity['images']} images; model.onnx not written "
+                f"(details in {out_dir / 'parity.json'})"
+            )
+    write_json(out_dir / EXPORT_METADATA, _metadata(reference, final, candidate, graph_digest))
+    return ExportResult(onnx_path=final, parity=parity)
 
-    decision = reference.decision
+
+def _traced(reference: TorchPredictor) -> Any:
+    """The model with its calibrated softmax, exported by torch.onnx (dynamo) with a dynamic
+    batch dimension; returns the ONNX ModelProto."""
+    import torch
 
     class WithSoftmax(torch.nn.Module):
         def __init__(self, model: torch.nn.Module, temperature: float) -> None:
@@ -106,82 +130,74 @@ def export_onnx(run_dir: str | Path) -> ExportResult:
             logits = self.model(x)
             return logits, torch.softmax(logits / self.temperature, dim=1)
 
-    wrapped = WithSoftmax(reference.model, decision.temperature).eval()
+    prep = reference.prep
+    wrapped = WithSoftmax(reference.model, reference.decision.temperature).eval()
     example = torch.zeros(2, prep.channels, prep.image_size, prep.image_size)
-    out_dir = run.export_dir
-    out_dir.mkdir(parents=True, exist_ok=True)
-    final = out_dir / "model.onnx"
-    # The graph is saved into atomic_path's temp file and checked there: only a file that
-    # passed parity is renamed to model.onnx; any exception discards it.
-    with atomic_path(final) as tmp_onnx:
-        try:
-            program = torch.onnx.export(
-                wrapped,
-                (example,),
-                None,
-                dynamo=True,
-                opset_version=OPSET,
-                input_names=["input"],
-                output_names=["logits", "probabilities"],
-                dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=65536)},),
-                external_data=False,
-                verbose=False,
-            )
-        except Exception as exc:  # the exporter raises many internal types
-            raise MedclfError(
-                f"ONNX export of '{reference.name}' failed: {type(exc).__name__}: "
-                f"{str(exc).splitlines()[0] if str(exc) else ''} (run with --debug for details)"
-            ) from exc
-        proto = program.model_proto
-        metadata = {
-            ONNX_META_PREPROCESSING: dumps_json(prep.to_dict(), indent=None),
-            ONNX_META_DECISION: dumps_json(decision.to_dict(), indent=None),
-            ONNX_META_MODEL_NAME: reference.name,
-            ONNX_META_MODEL_VERSION: reference.version,
-            "medclf.version": __version__,
-        }
-        del proto.metadata_props[:]
-        # verified by every load (OnnxPredictor): a damaged or altered graph is refused
-        metadata[ONNX_META_GRAPH_SHA256] = graph_sha256(proto)
-        for key, value in metadata.items():
-            proto.metadata_props.add(key=key, value=value)
-        proto.producer_name = "medclf"
-        proto.producer_version = __version__
-        onnx.checker.check_model(proto)
-        onnx.save_model(proto, tmp_onnx)
+    try:
+        program = torch.onnx.export(
+            wrapped,
+            (example,),
+            None,
+            dynamo=True,
+            opset_version=OPSET,
+            input_names=["input"],
+            output_names=["logits", "probabilities"],
+            dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=65536)},),
+            external_data=False,
+            verbose=False,
+        )
+    except Exception as exc:  # the exporter raises many internal types
+        raise MedclfError(
+            f"ONNX export of '{reference.name}' failed: {type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''} (run with --debug for details)"
+        ) from exc
+    return program.model_proto
 
-        candidate = OnnxPredictor(tmp_onnx)
-        parity = parity_report(reference, candidate, _parity_images(run, PARITY_MAX_IMAGES))
-        write_json(out_dir / "parity.json", parity)
-        if not parity["passed"]:
-            raise MedclfError(
-                f"ONNX parity check failed: max |p_onnx - p_torch| = {parity['max_abs_diff']:.2e} "
-                f"> {PARITY_TOLERANCE:.0e} on {parity['images']} images; model.onnx not written "
-                f"(details in {out_dir / 'parity.json'})"
-            )
-    write_json(
-        out_dir / EXPORT_METADATA,
-        {
-            "format": "onnx",
-            "opset": OPSET,
-            "inputs": [
-                {
-                    "name": "input",
-                    "shape": ["batch", prep.channels, prep.image_size, prep.image_size],
-                    "dtype": "float32",
-                }
-            ],
-            "outputs": [
-                {"name": "logits", "shape": ["batch", len(prep.class_names)]},
-                {"name": "probabilities", "shape": ["batch", len(prep.class_names)]},
-            ],
-            "model": {"name": reference.name, "version": reference.version},
-            # checked by load_predictor before the file is served
-            "file": {"name": final.name, "sha256": candidate.file_sha256},
-            "graph_sha256": metadata[ONNX_META_GRAPH_SHA256],
-            "preprocessing": prep.to_dict(),
-            "decision": decision.to_dict(),
-            "medclf_version": __version__,
-        },
-    )
-    return ExportResult(onnx_path=final, parity=parity)
+
+def _embed_records(proto: Any, reference: TorchPredictor) -> str:
+    """Write the preprocessing and decision records, the model's name and version and the
+    graph's sha256 into the file's metadata; returns the digest (every load verifies it)."""
+    metadata = {
+        ONNX_META_PREPROCESSING: dumps_json(reference.prep.to_dict(), indent=None),
+        ONNX_META_DECISION: dumps_json(reference.decision.to_dict(), indent=None),
+        ONNX_META_MODEL_NAME: reference.name,
+        ONNX_META_MODEL_VERSION: reference.version,
+        "medclf.version": __version__,
+    }
+    del proto.metadata_props[:]
+    # verified by every load (OnnxPredictor): a damaged or altered graph is refused
+    metadata[ONNX_META_GRAPH_SHA256] = graph_sha256(proto)
+    for key, value in metadata.items():
+        proto.metadata_props.add(key=key, value=value)
+    proto.producer_name = "medclf"
+    proto.producer_version = __version__
+    return metadata[ONNX_META_GRAPH_SHA256]
+
+
+def _metadata(
+    reference: TorchPredictor, final: Path, candidate: OnnxPredictor, graph_digest: str
+) -> dict[str, Any]:
+    """metadata.json beside the file: its inputs and outputs, records and digests."""
+    prep = reference.prep
+    return {
+        "format": "onnx",
+        "opset": OPSET,
+        "inputs": [
+            {
+                "name": "input",
+                "shape": ["batch", prep.channels, prep.image_size, prep.image_size],
+                "dtype": "float32",
+            }
+        ],
+        "outputs": [
+            {"name": "logits", "shape": ["batch", len(prep.class_names)]},
+            {"name": "probabilities", "shape": ["batch", len(prep.class_names)]},
+        ],
+        "model": {"name": reference.name, "version": reference.version},
+        # checked by load_predictor before the file is served
+        "file": {"name": final.name, "sha256": candidate.file_sha256},
+        "graph_sha256": graph_digest,
+        "preprocessing": prep.to_dict(),
+        "decision": reference.decision.to_dict(),
+        "medclf_version": __version__,
+    }

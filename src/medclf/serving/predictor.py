@@ -20,16 +20,19 @@ import numpy as np
 from medclf.data.io import tiny_image_warning
 from medclf.decision import DecisionRecord
 from medclf.errors import MedclfError
+from medclf.export.records import (
+    EXPORT_METADATA,
+    ONNX_META_DECISION,
+    ONNX_META_GRAPH_SHA256,
+    ONNX_META_MODEL_NAME,
+    ONNX_META_MODEL_VERSION,
+    ONNX_META_PREPROCESSING,
+    graph_sha256,
+)
 from medclf.preprocessing import Preprocessing
 from medclf.tta import averaged_logits
 
 log = logging.getLogger("medclf")
-ONNX_META_PREPROCESSING = "medclf.preprocessing"
-ONNX_META_DECISION = "medclf.decision"
-ONNX_META_MODEL_NAME = "medclf.model_name"
-ONNX_META_MODEL_VERSION = "medclf.model_version"
-ONNX_META_GRAPH_SHA256 = "medclf.graph_sha256"
-EXPORT_METADATA = "metadata.json"  # written beside model.onnx by export
 
 
 class Predictor(ABC):
@@ -136,12 +139,6 @@ class TorchPredictor(Predictor):
 
     def _raw_logits(self, x: np.ndarray) -> np.ndarray:
         return self._logits(x).numpy()
-
-
-def graph_sha256(model: Any) -> str:
-    """sha256 of an ONNX model's graph (every node and every weight), as serialized
-    deterministically; metadata is outside the graph, so the digest can be embedded there."""
-    return hashlib.sha256(model.graph.SerializeToString(deterministic=True)).hexdigest()
 
 
 class OnnxPredictor(Predictor):

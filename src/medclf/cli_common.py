@@ -1,0 +1,69 @@
+"""What every medclf command shares: one error line and exit 2 for bad input (a traceback
+only with --debug), the help texts, and the checks of a command's own keys."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import typer
+
+from medclf.errors import MedclfError
+
+state = {"debug": False}
+F = TypeVar("F", bound=Callable[..., Any])
+DATA_PATH_HELP = "Dataset folder, manifest CSV, .npz file or kaggle:OWNER/DATASET"
+OVERRIDES_HELP = "key=value overrides of the packaged config, e.g. data.path=DIR model=resnet18"
+log = logging.getLogger("medclf")
+
+
+def _setup_logging() -> None:
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False
+
+
+def handles_errors(fn: F) -> F:
+    """MedclfError -> one line on stderr and exit code 2 (traceback only with --debug)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        _setup_logging()
+        try:
+            return fn(*args, **kwargs)
+        except MedclfError as exc:
+            if state["debug"]:
+                raise
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            typer.echo("interrupted", err=True)
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def require(found: dict[str, str], key: str, usage: str) -> str:
+    if not found.get(key):
+        raise MedclfError(f"missing {key}=...; usage: {usage}")
+    return found[key]
+
+
+def reject_extra(rest: list[str], command: str) -> None:
+    if rest:
+        raise MedclfError(f"unknown argument '{rest[0]}' for 'medclf {command}' (see --help)")
+
+
+def artifact(found: dict[str, str], usage: str) -> str:
+    """``model=`` names the artifact for evaluate, export, predict and serve (a run folder or
+    an ONNX file); ``run=``, its older spelling, is still read."""
+    if found.get("model") and found.get("run") and found["model"] != found["run"]:
+        raise MedclfError("give the model once: model=RUN (run= is its older spelling)")
+    found.setdefault("model", found.get("run", ""))
+    return require(found, "model", usage)
