@@ -5,8 +5,8 @@ resolves names through it, so ``recall``, ``TPR`` and ``sensitivity`` are the sa
 
 Why not call scikit-learn per metric: a 95% interval takes 1000 bootstrap resamples (plus a
 jackknife for BCa) of every metric, and sklearn's per-call input validation costs more than
-the metric itself: 131 s against 6.7 s for 45 intervals on 315 images
-(``benchmarks/bootstrap_metrics.py``, 19.6x). Every value is derived
+the metric itself: 45 intervals on 315 images take 10-42x longer that way, depending on the
+machine (``benchmarks/bootstrap_metrics.py``; the README lists the machines). Every value is derived
 from one confusion matrix (``np.bincount``) or one ranking of the scores, with sklearn's
 exact conventions (``zero_division=0``, averaged tie ranks, step-wise average precision,
 mergesort top-k); ``tests/evaluation/test_metrics.py`` checks each against sklearn.
