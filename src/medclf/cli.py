@@ -42,13 +42,24 @@ def _main(
 
 @config_app.command("show")
 @handles_errors
-def config_show(overrides: list[str] = typer.Argument(None, help=OVERRIDES_HELP)) -> None:
+def config_show(
+    overrides: list[str] = typer.Argument(None, help=OVERRIDES_HELP),
+    keys: bool = typer.Option(
+        False, "--keys", help="Every key with its value, allowed values and one line of help."
+    ),
+) -> None:
     """Print the resolved configuration (with overrides applied)."""
     from omegaconf import OmegaConf
 
     from medclf.config import compose
 
-    typer.echo(OmegaConf.to_yaml(compose(overrides or [])), nl=False)
+    cfg = compose(overrides or [])
+    if keys:
+        from medclf.config_help import describe
+
+        typer.echo("\n".join(describe(cfg)))
+        return
+    typer.echo(OmegaConf.to_yaml(cfg), nl=False)
 
 
 @app.command()
