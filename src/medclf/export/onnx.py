@@ -23,15 +23,7 @@ import pandas as pd
 from medclf import __version__
 from medclf.atomic import atomic_path, dumps_json, write_json
 from medclf.errors import MedclfError
-from medclf.export.records import (
-    EXPORT_METADATA,
-    ONNX_META_DECISION,
-    ONNX_META_GRAPH_SHA256,
-    ONNX_META_MODEL_NAME,
-    ONNX_META_MODEL_VERSION,
-    ONNX_META_PREPROCESSING,
-    graph_sha256,
-)
+from medclf.export import records
 from medclf.rundir import RunDir
 from medclf.serving.predictor import OnnxPredictor, TorchPredictor
 
@@ -111,7 +103,8 @@ def export_onnx(run_dir: str | Path) -> ExportResult:
                 f"> {PARITY_TOLERANCE:.0e} on {parity['images']} images; model.onnx not written "
                 f"(details in {out_dir / 'parity.json'})"
             )
-    write_json(out_dir / EXPORT_METADATA, _metadata(reference, final, candidate, graph_digest))
+    metadata = _metadata(reference, final, candidate, graph_digest)
+    write_json(out_dir / records.EXPORT_METADATA, metadata)
     return ExportResult(onnx_path=final, parity=parity)
 
 
@@ -158,20 +151,20 @@ def _embed_records(proto: Any, reference: TorchPredictor) -> str:
     """Write the preprocessing and decision records, the model's name and version and the
     graph's sha256 into the file's metadata; returns the digest (every load verifies it)."""
     metadata = {
-        ONNX_META_PREPROCESSING: dumps_json(reference.prep.to_dict(), indent=None),
-        ONNX_META_DECISION: dumps_json(reference.decision.to_dict(), indent=None),
-        ONNX_META_MODEL_NAME: reference.name,
-        ONNX_META_MODEL_VERSION: reference.version,
+        records.ONNX_META_PREPROCESSING: dumps_json(reference.prep.to_dict(), indent=None),
+        records.ONNX_META_DECISION: dumps_json(reference.decision.to_dict(), indent=None),
+        records.ONNX_META_MODEL_NAME: reference.name,
+        records.ONNX_META_MODEL_VERSION: reference.version,
         "medclf.version": __version__,
     }
     del proto.metadata_props[:]
     # verified by every load (OnnxPredictor): a damaged or altered graph is refused
-    metadata[ONNX_META_GRAPH_SHA256] = graph_sha256(proto)
+    metadata[records.ONNX_META_GRAPH_SHA256] = records.graph_sha256(proto)
     for key, value in metadata.items():
         proto.metadata_props.add(key=key, value=value)
     proto.producer_name = "medclf"
     proto.producer_version = __version__
-    return metadata[ONNX_META_GRAPH_SHA256]
+    return metadata[records.ONNX_META_GRAPH_SHA256]
 
 
 def _metadata(
