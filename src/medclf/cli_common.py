@@ -63,6 +63,9 @@ def reject_extra(rest: list[str], command: str) -> None:
 def artifact(found: dict[str, str], usage: str) -> str:
     """``model=`` names the artifact for evaluate, export, predict and serve (a run folder or
     an ONNX file); ``run=``, its older spelling, is still read."""
+    if found.get("model") in ("onnx", "checkpoint") and found.get("run"):
+        backend = "onnx" if found["model"] == "onnx" else "torch"
+        raise MedclfError(f"model={found['model']} is now backend={backend}; model= names the run")
     if found.get("model") and found.get("run") and found["model"] != found["run"]:
         raise MedclfError("give the model once: model=RUN (run= is its older spelling)")
     found.setdefault("model", found.get("run", ""))

@@ -198,6 +198,7 @@ def _unreadable_class(root: Path, content: bytes) -> Path:
         ),
         (lambda t: None, ["evaluate", "run={t}/norun"], "no such run folder"),
         (lambda t: None, ["evaluate", "model={t}/a", "run={t}/b"], "give the model once"),
+        (lambda t: None, ["evaluate", "run={t}", "model=onnx"], "model=onnx is now backend=onnx"),
         (lambda t: None, ["evaluate", "model={t}", "backend=trt"], "backend=trt is not valid"),
         (lambda t: None, ["predict", "model={t}/x.onnx", "{t}"], "ONNX file not found"),
         (
@@ -221,6 +222,7 @@ def _unreadable_class(root: Path, content: bytes) -> Path:
         "unknown-experiment",
         "no-run",
         "model-twice",
+        "old-model-onnx",
         "bad-backend",
         "no-onnx",
         "bad-format",
