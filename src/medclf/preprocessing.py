@@ -4,11 +4,8 @@ A ``Preprocessing`` record is built once at training time (config + training-spl
 saved as ``preprocessing.json`` in the run directory and embedded in every export. Nothing
 downstream hard-codes an image size, normalization or class list: it reads the record.
 
-The pipeline is: decode to [0, 1] at full depth, DICOM through its modality LUT and the
-configured window (``medclf.data.io``) -> channel conversion
-(grayscale <-> RGB) -> optional crop to the foreground (``trim``) -> ``image_size`` x
-``image_size`` by squash, letterbox or centre crop (``resize``; ``medclf.geometry``) ->
-``(x - mean) / std`` per channel. The result is CHW float32.
+The record is a plain description: it imports no decoder. ``medclf.data.transform`` runs the
+pipeline it describes (decode -> channels -> trim -> resize -> ``(x - mean) / std``).
 """
 
 from __future__ import annotations
@@ -22,17 +19,16 @@ from typing import Any
 import numpy as np
 
 from medclf.atomic import write_json
-from medclf.data.dicom import normalize_window, window_key
-from medclf.data.io import DEFAULT_MAX_PIXELS, Decoded, decode
 from medclf.errors import MedclfError
-from medclf.geometry import LEGACY_RESIZE, RESIZE_MODES, TRIM_MODES, to_square, trim
+from medclf.geometry import LEGACY_RESIZE, RESIZE_MODES, TRIM_MODES
+from medclf.image_settings import DEFAULT_MAX_PIXELS, normalize_window, window_key
 
 # 2: trim and the letterbox/crop resize modes (an older medclf would silently ignore them)
 RECORD_VERSION = 2
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-# ITU-R 601 luma weights, the same ones PIL uses for RGB -> L.
-_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+# ITU-R 601 luma weights, the same ones PIL uses for RGB -> L (images and statistics alike).
+LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
 @dataclass(frozen=True)
@@ -64,45 +60,11 @@ class Preprocessing:
         if self.trim not in TRIM_MODES:
             raise MedclfError(f"data.trim must be one of {', '.join(TRIM_MODES)}")
 
-    # --- the pipeline -------------------------------------------------------------------------
-    def to_channels(self, arr: np.ndarray) -> np.ndarray:
-        """HxW or HxWx3 in [0,1] -> CxHxW with ``self.channels`` channels."""
-        if arr.ndim == 2:
-            arr = arr[None]
-        elif arr.ndim == 3:
-            arr = np.moveaxis(arr, -1, 0)
-        else:
-            raise MedclfError(f"unsupported image array shape {arr.shape}")
-        if arr.shape[0] == self.channels:
-            return arr
-        if self.channels == 1:
-            return np.tensordot(_LUMA, arr, axes=1)[None].astype(np.float32)
-        return np.repeat(arr, 3, axis=0)
-
-    def resize_array(self, chw: np.ndarray) -> np.ndarray:
-        """Trim (when configured) and bring to ``image_size`` squared by ``self.resize``."""
-        return to_square(trim(chw, self.trim), self.image_size, self.resize)
-
-    def decode(self, source: str | Path | bytes, name: str | None = None) -> Decoded:
-        """Decode with this record's window and pixel budget (see ``medclf.data.io``)."""
-        return decode(source, name=name, window=self.window, max_pixels=self.max_pixels)
-
-    def fit(self, image: np.ndarray) -> np.ndarray:
-        """A decoded HxW(x3) image -> CxHxW at the model's channels and size."""
-        return self.resize_array(self.to_channels(image))
-
-    def load(self, source: str | Path | bytes, name: str | None = None) -> np.ndarray:
-        """Decode, convert channels and resize: CxHxW float32 in [0,1], before normalization."""
-        return self.fit(self.decode(source, name=name).array)
-
+    # --- the arithmetic of the record (the file -> array path is medclf.data.transform) -------
     def normalize_array(self, chw: np.ndarray) -> np.ndarray:
         mean = np.asarray(self.mean, dtype=np.float32)[:, None, None]
         std = np.asarray(self.std, dtype=np.float32)[:, None, None]
         return ((chw - mean) / std).astype(np.float32)
-
-    def __call__(self, source: str | Path | bytes, name: str | None = None) -> np.ndarray:
-        """The model input for one image: CxHxW float32."""
-        return self.normalize_array(self.load(source, name=name))
 
     # --- persistence --------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -157,7 +119,7 @@ def _for_channels(
     if len(mean) == channels:
         return tuple(mean), tuple(std)
     if channels == 1 and len(mean) == 3:
-        return (float(np.dot(_LUMA, mean)),), (float(np.dot(_LUMA, std)),)
+        return (float(np.dot(LUMA, mean)),), (float(np.dot(LUMA, std)),)
     if len(mean) == 1:
         return (float(mean[0]),) * channels, (float(std[0]),) * channels
     raise MedclfError(f"normalization has {len(mean)} channels, the model input has {channels}")

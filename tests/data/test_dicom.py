@@ -16,11 +16,12 @@ from pydicom.uid import (
     generate_uid,
 )
 
-from medclf.data.dicom import WINDOW_PRESETS, file_window
+from medclf.data.dicom import file_window
 from medclf.data.discover import DiscoverOptions, discover
 from medclf.data.io import decode, is_image_file
 from medclf.data.pseudonym import load_key, pseudonym
 from medclf.errors import MedclfError
+from medclf.image_settings import WINDOW_PRESETS
 from tests.conftest import SHARED_DATASETS
 
 DICOM_SET = SHARED_DATASETS / "ct_contrast_dicom"

@@ -101,11 +101,12 @@ def test_decoding_a_large_16bit_image_keeps_few_copies(tmp_path: Path):
     small = bomb_png(tmp_path / "small.png", 32, 32, bit_depth=16)
     script = f"""
 import resource
+from medclf.data.transform import load
 from medclf.preprocessing import Preprocessing
 prep = Preprocessing(image_size=64, channels=1, class_names=("a", "b"), mean=(0.0,), std=(1.0,))
-prep.load({str(small)!r})
+load(prep, {str(small)!r})
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-assert prep.load({str(big)!r}).shape == (1, 64, 64)
+assert load(prep, {str(big)!r}).shape == (1, 64, 64)
 print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) * 1024)
 """
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)

@@ -10,6 +10,7 @@ import pandas as pd
 
 from medclf.config import compose
 from medclf.data.stats import compute_stats
+from medclf.data.transform import load
 from medclf.preprocessing import Preprocessing
 from tests.conftest import medclf
 
@@ -24,8 +25,8 @@ def test_stats_use_only_the_training_split(tiny_synth: Path, tmp_path: Path):
 
     table = prepare_data(cfg.data, progress=False).table
     prep = Preprocessing(32, 1, ("x",), (0.0,), (1.0,))
-    train = np.stack([prep.load(p) for p in table.loc[table["split"] == "train", "path"]])
-    rest = np.stack([prep.load(p) for p in table.loc[table["split"] != "train", "path"]])
+    train = np.stack([load(prep, p) for p in table.loc[table["split"] == "train", "path"]])
+    rest = np.stack([load(prep, p) for p in table.loc[table["split"] != "train", "path"]])
     assert abs(stats["mean"][0] - train.mean()) < 1e-4
     assert abs(stats["std"][0] - train.std()) < 1e-4
     assert abs(stats["mean"][0] - rest.mean()) > 1e-4  # and so differ from the held-out data

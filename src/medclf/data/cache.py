@@ -25,9 +25,10 @@ import numpy as np
 import pandas as pd
 
 from medclf.atomic import staging_dir, sweep_stale, write_json
-from medclf.data.dicom import window_key
 from medclf.data.parallel import map_images
+from medclf.data.transform import load
 from medclf.errors import MedclfError
+from medclf.image_settings import window_key
 from medclf.preprocessing import Preprocessing
 
 CACHE_VERSION = 1
@@ -133,7 +134,7 @@ def build_cache(
         images = np.lib.format.open_memmap(tmp / IMAGES_FILE, mode="w+", dtype=dtype, shape=shape)
 
         def fill(i: int) -> None:
-            arr = prep.load(first_path[unique[i]])
+            arr = load(prep, first_path[unique[i]])
             images[i] = np.round(np.clip(arr, 0.0, 1.0) * scale).astype(dtype)
 
         map_images(fill, range(len(unique)), "caching images", progress)

@@ -27,6 +27,7 @@ from torch.utils.data import (
 )
 
 from medclf.data.parallel import map_images
+from medclf.data.transform import load
 from medclf.errors import MedclfError
 from medclf.preprocessing import Preprocessing
 
@@ -38,7 +39,7 @@ def decode_all(
 
     def one(path: str) -> tuple[np.ndarray | None, str | None]:
         try:
-            return prep.load(path), None
+            return load(prep, path), None
         except MedclfError as exc:
             return None, str(exc)
 
@@ -84,7 +85,7 @@ class DecodedBatches(Dataset):
 
     def __getitem__(self, idx: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
         idx = list(idx)
-        x = np.stack([self.prep.load(self.paths[i]) for i in idx])
+        x = np.stack([load(self.prep, self.paths[i]) for i in idx])
         return torch.from_numpy(x), torch.from_numpy(self.labels[idx])
 
 

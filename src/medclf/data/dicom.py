@@ -23,7 +23,7 @@ before any pixel is decoded.
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,16 +31,9 @@ from typing import Any
 import numpy as np
 
 from medclf.errors import MedclfError
+from medclf.image_settings import WINDOW_PRESETS, normalize_window
 
 DICOM_SUFFIXES = frozenset({".dcm", ".dicom"})
-WINDOW_PRESETS: dict[str, tuple[float, float]] = {
-    "lung": (-600.0, 1500.0),
-    "mediastinum": (50.0, 350.0),
-    "brain": (40.0, 80.0),
-    "bone": (300.0, 2000.0),
-    "abdomen": (40.0, 400.0),
-}
-WINDOW_MODES = ("dicom", "minmax")
 
 
 def looks_like_dicom(path: Path) -> bool:
@@ -62,32 +55,6 @@ def has_dicm_preamble(source: Path | bytes) -> bool:
     except OSError:
         return False
     return head[128:132] == b"DICM"
-
-
-def normalize_window(spec: Any) -> str | tuple[float, float]:
-    """Validate ``data.window``; returns a mode/preset name or a (center, width) pair."""
-    if isinstance(spec, str):
-        key = spec.strip().lower()
-        if key in WINDOW_MODES or key in WINDOW_PRESETS:
-            return key
-    elif isinstance(spec, Sequence) and len(spec) == 2:
-        try:
-            center, width = float(spec[0]), float(spec[1])
-        except (TypeError, ValueError):
-            pass
-        else:
-            if width >= 1:
-                return (center, width)
-    choices = ", ".join([*WINDOW_MODES, *WINDOW_PRESETS])
-    raise MedclfError(
-        f"data.window={spec!r} is not valid; use one of {choices} or [center,width] with width >= 1"
-    )
-
-
-def window_key(spec: Any) -> str | list[float]:
-    """The JSON form of a window spec, for records and cache keys."""
-    norm = normalize_window(spec)
-    return list(norm) if isinstance(norm, tuple) else norm
 
 
 def apply_window(values: np.ndarray, center: float, width: float) -> np.ndarray:

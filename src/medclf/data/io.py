@@ -23,14 +23,14 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from medclf.data.dicom import has_dicm_preamble, looks_like_dicom, minmax, normalize_window
+from medclf.data.dicom import has_dicm_preamble, looks_like_dicom, minmax
 from medclf.errors import MedclfError
+from medclf.image_settings import DEFAULT_MAX_PIXELS, normalize_window
 
 # medclf checks every raster header against ``max_pixels`` itself, before decoding, so Pillow's
 # own process-wide bomb limit (89 Mpx warning, 179 Mpx error) is switched off: it would
 # otherwise override the configured budget in both directions and surface as a traceback.
 Image.MAX_IMAGE_PIXELS = None
-DEFAULT_MAX_PIXELS = 100_000_000
 # Images smaller than this (either side, pixels) are reported: usually a thumbnail, an icon
 # or a broken export, and their prediction is an extrapolation from a few pixels.
 TINY_SIDE = 16

@@ -19,7 +19,6 @@ from medclf.atomic import sweep_stale
 from medclf.data.cache import ImageCache, build_cache
 from medclf.data.check import check_dataset, near_duplicate_pairs
 from medclf.data.discover import DiscoverOptions, discover
-from medclf.data.io import DEFAULT_MAX_PIXELS
 from medclf.data.name_ids import guessed_ids
 from medclf.data.scan import scan, update_memo
 from medclf.data.sources import resolve_source
@@ -32,6 +31,7 @@ from medclf.data.split import (
     make_splits,
 )
 from medclf.errors import MedclfError
+from medclf.image_settings import DEFAULT_MAX_PIXELS
 from medclf.preprocessing import Preprocessing
 
 log = logging.getLogger("medclf")

@@ -18,10 +18,10 @@ import pandas as pd
 from PIL import Image
 
 from medclf.atomic import atomic_path
-from medclf.data.dicom import window_key
 from medclf.data.io import decode, sample_sha256
 from medclf.data.parallel import map_images
 from medclf.errors import MedclfError
+from medclf.image_settings import window_key
 
 SCAN_COLUMNS = [
     "path",

@@ -19,9 +19,10 @@ import pandas as pd
 
 from medclf.atomic import write_json
 from medclf.data.cache import ImageCache
-from medclf.data.dicom import window_key
 from medclf.data.prepare import prepare_data, provisional_preprocessing
+from medclf.data.transform import load
 from medclf.errors import MedclfError
+from medclf.image_settings import window_key
 from medclf.preprocessing import Preprocessing, normalization_stats
 
 STATS_TOLERANCE = 1e-6
@@ -36,7 +37,7 @@ def train_images(
         yield from cache.unit_images(list(train["sha256"]))
     else:
         for p in train["path"]:
-            yield prep.load(p)
+            yield load(prep, p)
 
 
 def compute_stats(data: Any, progress: bool = True) -> dict[str, Any]:

@@ -82,7 +82,7 @@ def write_outputs(
     from medclf.evaluation import plots
     from medclf.evaluation.model_card import write_model_card
     from medclf.evaluation.report import write_report
-    from medclf.training.curves import plot_training_curves
+    from medclf.curves import plot_training_curves
 
     out.mkdir(parents=True, exist_ok=True)
     classes = predictor.class_names

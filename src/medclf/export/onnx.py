@@ -22,6 +22,7 @@ import pandas as pd
 
 from medclf import __version__
 from medclf.atomic import atomic_path, dumps_json, write_json
+from medclf.data.transform import model_input
 from medclf.errors import MedclfError
 from medclf.export import records
 from medclf.rundir import RunDir
@@ -53,7 +54,7 @@ def parity_report(reference: TorchPredictor, candidate: OnnxPredictor, paths: li
     temperature flattens the calibrated probabilities and would hide a logit error."""
     from scipy.special import softmax
 
-    inputs = [reference.prep(p) for p in paths]
+    inputs = [model_input(reference.prep, p) for p in paths]
     ref_logits = reference.logits_arrays(inputs).astype(np.float64)
     ref = softmax(ref_logits / reference.decision.temperature, axis=1)
     got = candidate.predict_arrays(inputs)

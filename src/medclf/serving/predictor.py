@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from medclf.data.io import tiny_image_warning
+from medclf.data.transform import decode_file, fit
 from medclf.decision import DecisionRecord
 from medclf.errors import MedclfError
 from medclf.export.records import (
@@ -78,8 +79,8 @@ class Predictor(ABC):
     def predict_one(self, source: str | Path | bytes, name: str | None = None) -> dict[str, Any]:
         """The documented prediction record for one image (path or file bytes), with
         ``warnings`` (e.g. an image too small to classify) when there are any."""
-        decoded = self.prep.decode(source, name=name)
-        x = self.prep.normalize_array(self.prep.fit(decoded.array))
+        decoded = decode_file(self.prep, source, name=name)
+        x = self.prep.normalize_array(fit(self.prep, decoded.array))
         record = self.describe(self.predict_batch(x[None])[0])
         label = name or ("uploaded file" if isinstance(source, bytes) else str(source))
         tiny = tiny_image_warning(label, decoded.width, decoded.height)

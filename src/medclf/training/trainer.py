@@ -211,7 +211,7 @@ def summarize(
 ) -> dict[str, float]:
     """After fit: the curves figure and train_summary.json (with best.ckpt's sha256, which
     every later load checks); returns the best epoch's metrics."""
-    from medclf.training.curves import plot_training_curves
+    from medclf.curves import plot_training_curves
 
     if not run.best_ckpt.is_file():
         raise MedclfError(f"training finished without a checkpoint in {run.best_ckpt.parent}")

@@ -1,0 +1,46 @@
+"""How an image is read, as the preprocessing record and the decoders both name it: the DICOM
+VOI window (``data.window``) and the decoding pixel budget (``data.max_pixels``). Kept apart
+from ``medclf.data`` so the record stays a plain description that imports no decoder."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from medclf.errors import MedclfError
+
+DEFAULT_MAX_PIXELS = 100_000_000
+WINDOW_PRESETS: dict[str, tuple[float, float]] = {
+    "lung": (-600.0, 1500.0),
+    "mediastinum": (50.0, 350.0),
+    "brain": (40.0, 80.0),
+    "bone": (300.0, 2000.0),
+    "abdomen": (40.0, 400.0),
+}
+WINDOW_MODES = ("dicom", "minmax")
+
+
+def normalize_window(spec: Any) -> str | tuple[float, float]:
+    """Validate ``data.window``; returns a mode/preset name or a (center, width) pair."""
+    if isinstance(spec, str):
+        key = spec.strip().lower()
+        if key in WINDOW_MODES or key in WINDOW_PRESETS:
+            return key
+    elif isinstance(spec, Sequence) and len(spec) == 2:
+        try:
+            center, width = float(spec[0]), float(spec[1])
+        except (TypeError, ValueError):
+            pass
+        else:
+            if width >= 1:
+                return (center, width)
+    choices = ", ".join([*WINDOW_MODES, *WINDOW_PRESETS])
+    raise MedclfError(
+        f"data.window={spec!r} is not valid; use one of {choices} or [center,width] with width >= 1"
+    )
+
+
+def window_key(spec: Any) -> str | list[float]:
+    """The JSON form of a window spec, for records and cache keys."""
+    norm = normalize_window(spec)
+    return list(norm) if isinstance(norm, tuple) else norm
