@@ -79,10 +79,10 @@ def _gradcam_tiles(ev, probs, predictor, classes, per_class: int):
 def write_outputs(
     run, out: Path, metrics, values, gates, ev, probs, decisions, predictor, ev_cfg
 ) -> dict[str, Path]:
+    from medclf.curves import plot_training_curves
     from medclf.evaluation import plots
     from medclf.evaluation.model_card import write_model_card
     from medclf.evaluation.report import write_report
-    from medclf.curves import plot_training_curves
 
     out.mkdir(parents=True, exist_ok=True)
     classes = predictor.class_names
