@@ -48,6 +48,14 @@ def medclf(
     return proc
 
 
+def modules_after_import(module: str) -> list[str]:
+    """The modules a fresh interpreter has loaded after ``import module``: what importing it
+    costs and which layers it pulls in."""
+    code = f"import sys, {module}; print(' '.join(sorted(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return out.stdout.split()
+
+
 def printed_run(proc: subprocess.CompletedProcess, cwd: Path) -> Path:
     """The run folder ``medclf train`` printed (``run: PATH``), relative to its ``cwd``."""
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("run: ")), None)

@@ -17,6 +17,8 @@ def test_values_are_typed_by_hydra_s_grammar_and_unparsable_ones_kept_literally(
     assert read("train.lr=1e-3").value == 0.001
     regex = read(r"data.label_pattern=CONTRAST_(\d)")
     assert regex.value == regex.text == r"CONTRAST_(\d)" and regex.item.endswith("'")
+    quote = read(r"data.label_pattern=it's_(\d)")  # a quote inside a literal stays as typed
+    assert quote.value == quote.text == r"it's_(\d)"
     assert read("model=models:/chest@production").text == "models:/chest@production"
     added, removed = read("+eval.gates.auc.min=0.9"), read("~eval.gates.latency")
     assert (added.key, removed.key, removed.delete) == (
@@ -33,10 +35,13 @@ def test_split_words_separates_own_keys_overrides_and_paths(tmp_path):
     image = tmp_path / "a=b.png"
     image.write_bytes(b"x")
     own, overrides, words = split_words(
-        ["model=runs/x", "eval.tta=flip", str(image), "scans/"], {"model"}, plain=True
+        ["model=runs/x", "eval.tta=flip", "~eval.gates.latency", str(image), "scans/"],
+        {"model"},
+        plain=True,
     )
     assert own == {"model": "runs/x"}  # the text as typed, never re-typed (1e-3 stays 1e-3)
-    assert overrides == ["eval.tta=flip"] and words == [str(image), "scans/"]
+    assert overrides == ["eval.tta=flip", "~eval.gates.latency"]
+    assert words == [str(image), "scans/"]
     assert split_words(["model=1e-3"], {"model"})[0] == {"model": "1e-3"}
     with pytest.raises(MedclfError, match="'scans/' is not a key=value"):
         split_words(["model=runs/x", "scans/"], {"model"})

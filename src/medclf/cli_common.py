@@ -63,10 +63,10 @@ def reject_extra(rest: list[str], command: str) -> None:
 def artifact(found: dict[str, str], usage: str) -> str:
     """``model=`` names the artifact for evaluate, export, predict and serve (a run folder or
     an ONNX file); ``run=``, its older spelling, is still read."""
-    if found.get("model") in ("onnx", "checkpoint") and found.get("run"):
-        backend = "onnx" if found["model"] == "onnx" else "torch"
-        raise MedclfError(f"model={found['model']} is now backend={backend}; model= names the run")
-    if found.get("model") and found.get("run") and found["model"] != found["run"]:
+    model, run = found.get("model", ""), found.get("run", "")
+    if model in ("onnx", "checkpoint") and run:
+        backend = "onnx" if model == "onnx" else "torch"
+        raise MedclfError(f"model={model} is now backend={backend}; model= names the run")
+    if model and run and model != run:
         raise MedclfError("give the model once: model=RUN (run= is its older spelling)")
-    found.setdefault("model", found.get("run", ""))
-    return require(found, "model", usage)
+    return require({"model": model or run}, "model", usage)

@@ -50,19 +50,18 @@ def read(item: str, parser: Any | None = None) -> Word:
     from hydra.errors import HydraException
 
     parser = parser or _parser()
+    key, _, text = item.partition("=")
     try:
         override = parser.parse_override(item)
     except HydraException:
-        key, sep, value = item.partition("=")
-        if not sep or not key or value.startswith(("'", '"')):
+        if "=" not in item or not key or text.startswith(("'", '"')):
             raise MedclfError(
                 f"'{item}' is not a key=value setting (for example: data.path=PATH model=resnet18)"
             ) from None
-        literal = value.replace("'", "\\'")
+        literal = text.replace("'", "\\'")
         literal += "\\" if literal.endswith("\\") else ""
         item = f"{key}='{literal}'"
         override = parser.parse_override(item)
-    text = item.partition("=")[2]
     if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
         text = text[1:-1]
     sweep = override.is_sweep_override()
@@ -87,9 +86,11 @@ def keys(items: list[str]) -> tuple[str, ...]:
 
 
 def _is_path_word(item: str) -> bool:
-    """A plain word that happens to contain ``=`` (``scans/a=b.png``): a path, not a key."""
-    key = item.partition("=")[0]
-    return "=" not in item or "/" in key or Path(item).exists()
+    """A plain word (predict's image paths), also one that happens to contain ``=``
+    (``scans/a=b.png``); ``~key`` is a setting (a deletion) though it has no ``=``."""
+    if item.startswith("~"):
+        return False
+    return "=" not in item or "/" in item.partition("=")[0] or Path(item).exists()
 
 
 def split_words(

@@ -29,7 +29,7 @@ import pandas as pd
 
 from medclf.data.discover import SPLITS
 from medclf.data.io import TINY_SIDE
-from medclf.data.name_ids import guessed_ids, patient_coded_names
+from medclf.data.name_ids import patient_coded_names
 from medclf.data.shift import shift_lines, split_shift
 
 CHECK_VERSION = 1
@@ -260,11 +260,8 @@ def _imbalance(readable: pd.DataFrame, splits: list[str]) -> dict[str, Any]:
 
 def _patient_coded(readable: pd.DataFrame, kept_together: bool) -> dict[str, Any] | None:
     """Names that look patient-coded, and how many guessed patients straddle splits."""
-    coded = patient_coded_names(readable["path"])
+    coded = patient_coded_names(readable["path"], readable["split"])
     if coded is not None:
-        ids = guessed_ids(readable["path"])
-        spread = readable["split"][ids != ""].groupby(ids[ids != ""]).nunique()
-        coded["in_several_splits"] = int((spread > 1).sum())
         coded["kept_together"] = kept_together
     return coded
 

@@ -53,18 +53,21 @@ def guessed_ids(paths: pd.Series) -> pd.Series:
     return prefixes.where(prefixes.isin(shared.index), "")
 
 
-def patient_coded_names(paths: pd.Series) -> dict[str, Any] | None:
+def patient_coded_names(paths: pd.Series, splits: pd.Series | None = None) -> dict[str, Any] | None:
     """What the data check says about patient-coded names: how many files share how many
-    id-like prefixes, with an example; None when names do not look patient-coded."""
+    id-like prefixes, with an example, and (given each path's split) how many guessed
+    patients occur in more than one split; None when names do not look patient-coded."""
     ids = guessed_ids(paths)
     coded = ids[ids != ""]
     if coded.empty:
         return None
     example = str(coded.value_counts().index[0])
     names = file_names(paths)
+    spread = splits[coded.index].groupby(coded).nunique() if splits is not None else None
     return {
         "files": len(coded),
         "prefixes": int(coded.nunique()),
         "example": example,
         "example_names": sorted(names[coded.index[coded == example]].head(2)),
+        "in_several_splits": int((spread > 1).sum()) if spread is not None else 0,
     }

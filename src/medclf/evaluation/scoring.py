@@ -33,6 +33,12 @@ def _bootstrap(statistic, units: list, ev_cfg: Any, seed: int) -> list | None:
     )
 
 
+def _attach(values: dict[str, Any], names, intervals: list | None) -> None:
+    """Each name's interval into its value (one interval per name, in order)."""
+    for key, ci in zip(names, intervals or [], strict=intervals is not None):
+        values[key].update(ci_low=ci.low, ci_high=ci.high, ci_method=ci.method)
+
+
 def interval_values(
     suite, ev: Any, probs: np.ndarray, ev_cfg: Any, seed: int
 ) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
@@ -51,8 +57,7 @@ def interval_values(
         "seed": seed,
     }
     intervals = _bootstrap(lambda rows: suite.compute(ev.y[rows], probs[rows]), units, ev_cfg, seed)
-    for key, ci in zip(names, intervals or [], strict=False):
-        values[key].update(ci_low=ci.low, ci_high=ci.high, ci_method=ci.method)
+    _attach(values, names, intervals)
     return values, info
 
 
@@ -96,8 +101,7 @@ def conformal_summary(ev: Any, probs, decision, ev_cfg: Any, seed: int) -> dict[
         ev_cfg,
         seed,
     )
-    for key, ci in zip(("coverage", "mean_set_size", "refer_share"), intervals or [], strict=False):
-        out[key].update(ci_low=ci.low, ci_high=ci.high, ci_method=ci.method)
+    _attach(out, ("coverage", "mean_set_size", "refer_share"), intervals)
     return out
 
 
