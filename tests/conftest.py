@@ -126,3 +126,14 @@ def trained_run(tiny_synth: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     medclf("evaluate", f"model={run}", cwd=work, check=True)
     medclf("export", f"model={run}", "format=onnx", cwd=work, check=True)
     return run
+
+
+def enumerated_keys(model_name: str = "custom_cnn") -> dict[str, tuple[str, ...]]:
+    """Every config key whose schema is a list of named choices -> those choices."""
+    from medclf.config_checks import schema_leaves
+
+    return {
+        key: expect.options
+        for key, (expect, _) in schema_leaves(model_name).items()
+        if expect is not None and expect.options
+    }

@@ -1,10 +1,9 @@
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from medclf.errors import MedclfError
-from medclf.preprocessing import Preprocessing, normalization_stats
+from medclf.preprocessing import Preprocessing
 
 
 def _prep(**kw) -> Preprocessing:
@@ -24,16 +23,6 @@ def test_newer_record_version_is_refused():
     d["version"] = 99
     with pytest.raises(MedclfError, match="newer"):
         Preprocessing.from_dict(d)
-
-
-def test_dataset_statistics_use_only_given_images():
-    imgs = [np.full((1, 4, 4), 0.2, np.float32), np.full((1, 4, 4), 0.6, np.float32)]
-    mean, std = normalization_stats("dataset", 1, imgs)
-    assert mean[0] == pytest.approx(0.4) and std[0] == pytest.approx(0.2)
-    assert normalization_stats("none", 3, []) == ((0.0,) * 3, (1.0,) * 3)
-    assert normalization_stats("imagenet", 3, [])[0] == (0.485, 0.456, 0.406)
-    with pytest.raises(MedclfError, match=r"data\.normalize"):
-        normalization_stats("zscore", 1, imgs)
 
 
 def test_trim_and_resize_are_recorded_and_old_records_read_as_squash():

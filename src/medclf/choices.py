@@ -18,3 +18,10 @@ PRECISIONS = ("32", "32-true", "bf16-mixed", "16-mixed")  # train.precision
 MONITOR_MODES = ("auto", "min", "max")  # train.monitor_mode
 NAME_ID_MODES = ("auto", "none")  # data.patient_pattern words (anything else is a regex)
 BACKENDS = ("torch", "onnx")  # evaluate backend=: the PyTorch weights or the ONNX export
+GLOBAL_POOLS = ("avg", "max", "avgmax", "catavgmax")  # custom_cnn model.global_pool
+CI_METHODS = ("bca", "percentile", "basic")  # eval.ci_method (scipy.stats.bootstrap)
+GATES_ON = ("point", "ci")  # eval.gates_on
+LOGGERS = ("tensorboard", "mlflow", "wandb", "csv")  # logger
+WANDB_MODES = ("online", "offline", "disabled")  # wandb.mode
+RECIPES = ("auto", "none")  # recipe
+CUSTOM_MODELS = ("custom_cnn",)  # model.name values built by medclf, not timm

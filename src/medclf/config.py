@@ -95,7 +95,7 @@ RECIPE_MODEL = "resnet18"
 def compose_for_training(overrides: list[str] | None = None) -> DictConfig:
     """``compose`` for ``medclf train``: recipe=auto unless the command line says otherwise
     or names an experiment preset (a preset is a complete recipe), and then, with no model
-    named, the recipe's architecture replaces the packaged custom_cnn (a config group is
+    or preset named, the recipe's architecture replaces the packaged custom_cnn (a config group is
     chosen at compose time, before the data is read)."""
     overrides = list(overrides or [])
     words = read_all(overrides)
@@ -105,7 +105,8 @@ def compose_for_training(overrides: list[str] | None = None) -> DictConfig:
         return compose(overrides)
     if recipe is None:
         recipe, overrides = "auto", ["recipe=auto", *overrides]
-    if recipe == "auto" and not any(k == "model" or k.startswith("model.") for k in named):
+    chooses_model = any(k in ("model", "experiment") or k.startswith("model.") for k in named)
+    if recipe == "auto" and not chooses_model:
         overrides = [f"model={RECIPE_MODEL}", *overrides]
     return compose(overrides)
 

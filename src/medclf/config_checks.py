@@ -1,220 +1,195 @@
-"""Range and type checks of config values, in one table, run when a config is composed.
+"""Validation of a composed config against ``medclf.schema``, with one line per refusal.
 
-Hydra/OmegaConf check that a key exists; nothing checks that ``data.batch_size=0`` or
-``eval.ci_level=2`` makes sense, and such values used to surface as tracebacks after work had
-been done (a half-written run folder, inference over a whole test split). Every rule lives
-here so a value is refused with one line before any file is read or written. (A typed config
-schema is planned to take this table over; until then new value rules go here.)
+pydantic does the checking; this module turns its first error into the line a user reads
+(``eval.ci_method=bcaa is not valid: expected one of bca, percentile, basic. Did you mean
+bca?``) and answers "what does this key accept?" for ``medclf config show --keys``. It runs when
+a config is composed, so a bad value is refused before any file is read or written.
 """
 
 from __future__ import annotations
 
 import difflib
-import math
-import re
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+import types
+import typing
+from collections.abc import Sequence
 from typing import Any
 
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import InterpolationResolutionError
+from pydantic import BaseModel, ValidationError
+from pydantic.fields import FieldInfo
 
-from medclf import choices
 from medclf.errors import MedclfError
-from medclf.geometry import RESIZE_MODES, TRIM_MODES
-from medclf.tta import TTA_MODES
+from medclf.schema import SECTIONS, Config, Expect, Section, model_schema
 
-Check = Callable[[Any], bool]
-
-
-@dataclass(frozen=True)
-class Rule:
-    check: Check
-    expected: str  # completes "expected ..." in the error message
-    nullable: bool = False
-    options: tuple[str, ...] = ()  # an enumeration: the nearest one is suggested
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_number(v: Any) -> bool:
-    return (isinstance(v, (int, float)) and not isinstance(v, bool)) and math.isfinite(v)
-
-
-def integer(lo: int | None = None, hi: int | None = None, nullable: bool = False) -> Rule:
-    def check(v: Any) -> bool:
-        return _is_int(v) and (lo is None or v >= lo) and (hi is None or v <= hi)
-
-    bounds = " and ".join(
-        b for b in (f">= {lo}" if lo is not None else "", f"<= {hi}" if hi is not None else "") if b
-    )
-    return Rule(check, f"an integer{' ' + bounds if bounds else ''}", nullable)
-
-
-def number(
-    gt: float | None = None,
-    ge: float | None = None,
-    lt: float | None = None,
-    nullable: bool = False,
-) -> Rule:
-    def check(v: Any) -> bool:
-        return (
-            _is_number(v)
-            and (gt is None or v > gt)
-            and (ge is None or v >= ge)
-            and (lt is None or v < lt)
-        )
-
-    parts = [f"> {gt}" if gt is not None else "", f">= {ge}" if ge is not None else ""]
-    parts.append(f"< {lt}" if lt is not None else "")
-    bounds = " and ".join(p for p in parts if p)
-    return Rule(check, f"a number{' ' + bounds if bounds else ''}", nullable)
-
-
-def choice(*options: Any, nullable: bool = False) -> Rule:
-    """One of ``options``, compared as text (``train.precision=32`` arrives as an int)."""
-    names = tuple(map(str, options))
-    return Rule(
-        lambda v: not isinstance(v, (dict, list)) and str(v) in names,
-        "one of " + ", ".join(names),
-        nullable,
-        names,
-    )
-
-
-def _split_ratios(v: Any) -> bool:
-    if not isinstance(v, Sequence) or isinstance(v, str) or len(v) != 3:
-        return False
-    if not all(_is_number(r) and 0 <= r <= 1 for r in v):
-        return False
-    return v[0] > 0 and abs(sum(v) - 1.0) <= 1e-6
-
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|hr)?\s*$", re.IGNORECASE)
-_UNIT_SECONDS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hr": 3600}
-
-
-def parse_duration(value: Any) -> float | None:
-    """``train.time_budget``: seconds from ``900``, ``"15m"``, ``"1.5h"``; None = no budget."""
-    if value is None:
-        return None
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        seconds = float(value)
-    else:
-        match = _DURATION.match(str(value))
-        if not match:
-            raise MedclfError(
-                f"train.time_budget={value}: use seconds (900) or a duration like 15m or 1.5h"
-            )
-        seconds = float(match.group(1)) * _UNIT_SECONDS[(match.group(2) or "s").lower()]
-    if seconds <= 0:
-        raise MedclfError(f"train.time_budget={value}: must be positive")
-    return seconds
-
-
-def _one_group_regex_or(*words: str) -> Rule:
-    """A word from ``words`` or a regex with exactly one capture group."""
-
-    def check(v: Any) -> bool:
-        if not isinstance(v, str):
-            return False
-        if v in words:
-            return True
-        try:
-            return re.compile(v).groups == 1
-        except re.error:
-            return False
-
-    return Rule(check, f"one of {', '.join(words)}, or a regex with one group", True, words)
-
-
-def _duration(v: Any) -> bool:
-    try:
-        return parse_duration(v) is not None
-    except MedclfError:
-        return False
-
-
-RULES: dict[str, Rule] = {
-    "recipe": choice("auto", "none"),
-    "model.pretrained": Rule(lambda v: v in (True, False, "auto"), "true, false or auto"),
-    "seed": integer(),
-    "data.batch_size": integer(lo=1),
-    "data.num_workers": integer(lo=0),
-    "data.split_ratios": Rule(
-        _split_ratios, "three fractions (train, val, test) that sum to 1, e.g. [0.7,0.15,0.15]"
-    ),
-    "data.split_seed": integer(),
-    "data.image_size": integer(lo=8, nullable=True),
-    "data.channels": choice(1, 3),
-    "data.format": choice(*choices.FORMATS),
-    "data.normalize": choice(*choices.NORMALIZE),
-    "model.head": choice(*choices.HEADS, nullable=True),
-    "data.resize": choice(*RESIZE_MODES),
-    "data.trim": choice(*TRIM_MODES),
-    "data.max_pixels": integer(lo=1),
-    "data.min_images_per_class": integer(lo=1),
-    "data.near_duplicate_distance": integer(lo=-1, hi=256),
-    "data.patient_pattern": _one_group_regex_or(*choices.NAME_ID_MODES),
-    "train.max_epochs": integer(lo=1),
-    "train.min_epochs": integer(lo=1, nullable=True),
-    "train.time_budget": Rule(_duration, "seconds (900) or a duration like 15m or 1.5h", True),
-    "train.lr": number(gt=0),
-    "train.optimizer": choice(*choices.OPTIMIZERS),
-    "train.scheduler.name": choice(*choices.SCHEDULERS),
-    "train.loss.name": choice(*choices.LOSSES),
-    "train.sampler": choice(*choices.SAMPLERS, nullable=True),
-    "train.profiler": choice(*choices.PROFILERS, nullable=True),
-    "train.precision": choice(*choices.PRECISIONS),
-    "train.monitor_mode": choice(*choices.MONITOR_MODES),
-    "train.weight_decay": number(ge=0),
-    "train.accumulate_grad_batches": integer(lo=1),
-    "train.grad_clip": number(gt=0, nullable=True),
-    "train.limit_train_batches": number(gt=0, nullable=True),
-    "train.loss.label_smoothing": number(ge=0, lt=1),
-    "train.ema.decay": number(gt=0, lt=1),
-    "train.early_stopping.patience": integer(lo=0),
-    "eval.n_bootstrap": integer(lo=0),
-    "eval.ci_level": number(gt=0, lt=1),
-    "eval.ci_method": choice("bca", "percentile", "basic"),
-    "eval.calibration_bins": integer(lo=1),
-    "eval.latency_runs": integer(lo=0),
-    "eval.top_losses": integer(lo=0),
-    "eval.gradcam_per_class": integer(lo=0),
-    "eval.age_band_years": number(gt=0),
-    "eval.gates_on": choice("point", "ci"),
-    "eval.tta": choice(*TTA_MODES),
-    "eval.conformal_alpha": number(gt=0, lt=1, nullable=True),
-}
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, (DictConfig, ListConfig)):
-        return OmegaConf.to_container(value, resolve=True)
-    return value
+__all__ = ["allowed_values", "check_values", "schema_leaves"]
 
 
 def check_values(cfg: DictConfig, sections: Sequence[str] | None = None) -> None:
-    """Raise MedclfError naming the first key whose value breaks its rule. ``sections``
-    limits the check to keys under those top-level names (e.g. ``["eval"]``)."""
-    for key, rule in RULES.items():
-        if sections is not None and key.split(".", 1)[0] not in sections:
-            continue
-        value = _plain(OmegaConf.select(cfg, key, default="__absent__"))
-        if isinstance(value, str) and value == "__absent__":
-            continue
-        if value is None and rule.nullable:
-            continue
-        if not rule.check(value):
-            shown = "null" if value is None else value
-            near = difflib.get_close_matches(str(value), rule.options, n=1, cutoff=0.5)
-            raise MedclfError(
-                f"{key}={shown} is not valid: expected {rule.expected}"
-                + (" (or null)" if rule.nullable else "")
-                + (f". Did you mean {near[0]}?" if near else "")
-            )
-    if (sections is None or "train" in sections) and "train" in cfg:
+    """Raise MedclfError naming the first key whose value the schema refuses.
+
+    With ``sections`` (e.g. ``["eval", "data"]`` for the settings an evaluation merges from a
+    run folder), only those sections are checked, and only the keys they hold: a run written
+    by an older medclf may lack a newer key or keep a retired one."""
+    try:
+        plain = OmegaConf.to_container(cfg, resolve=True)
+    except InterpolationResolutionError:  # a run's sections without the top-level runs_root
+        plain = OmegaConf.to_container(cfg, resolve=False)
+    assert isinstance(plain, dict)
+    if sections is None:
+        _validate(Config, plain, "")
+        model = plain["model"]
+        _validate_model(model)
         from medclf.training.monitor import resolve_monitor
 
         resolve_monitor(str(cfg.train.monitor), str(cfg.train.monitor_mode))
+        return
+    for name in sections:
+        if name in plain:
+            _validate(SECTIONS[name], plain[name], f"{name}.", partial=True)
+
+
+def _validate_model(model: dict[str, Any]) -> None:
+    name = str(model.get("name"))
+    schema = model_schema(name)
+    try:
+        schema.model_validate(model)
+    except ValidationError as exc:
+        if any(e["type"] == "missing" for e in exc.errors()):
+            family = "custom_cnn" if schema.__name__ == "CustomCnn" else "a timm architecture"
+            raise MedclfError(
+                f"model.name={name} is {family}, but the model settings are another family's: "
+                f"choose it with model={name} instead of model.name={name}"
+            ) from None
+        raise MedclfError(_message(exc.errors()[0], schema, "model.")) from None
+
+
+def _validate(schema: type[Section], data: Any, prefix: str, partial: bool = False) -> None:
+    try:
+        schema.model_validate(data)
+    except ValidationError as exc:
+        errors = exc.errors()
+        if partial:  # a run folder's section: absent or retired keys are not the user's error
+            errors = [e for e in errors if e["type"] not in ("missing", "extra_forbidden")]
+        if errors:
+            raise MedclfError(_message(errors[0], schema, prefix)) from None
+
+
+# --- from a pydantic error to one line ---------------------------------------------------------
+def _inner_models(annotation: Any) -> tuple[type[BaseModel] | None, bool]:
+    """The model class inside ``annotation`` (through Optional, list, dict values) and whether
+    the next location step is a dict key."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation, False
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin is dict and len(args) == 2:
+        inner, _ = _inner_models(args[1])
+        return inner, inner is not None
+    for arg in args:
+        inner, keyed = _inner_models(arg)
+        if inner is not None:
+            return inner, keyed
+    return None, False
+
+
+def _resolve(
+    schema: type[BaseModel], loc: Sequence[Any]
+) -> tuple[str, FieldInfo | None, type[BaseModel] | None]:
+    """The dotted key a pydantic location names, the field declared there and the section it
+    opens (union-branch tags such as ``literal['a','b']`` in the location are skipped)."""
+    parts: list[str] = []
+    current: type[BaseModel] | None = schema
+    field: FieldInfo | None = None
+    keyed = False
+    for step in loc:
+        if isinstance(step, int):
+            parts[-1] += f"[{step + 1}]"  # stages are counted from 1 in messages
+        elif keyed:
+            parts.append(str(step))
+            keyed = False
+        elif current is not None and step in current.model_fields:
+            parts.append(str(step))
+            field = current.model_fields[step]
+            current, keyed = _inner_models(field.annotation)
+    return ".".join(parts), field, current
+
+
+def _expect(field: FieldInfo | None) -> Expect | None:
+    if field is None:
+        return None
+    found = [m for m in field.metadata if isinstance(m, Expect)]
+    stack = [field.annotation]
+    while stack and not found:
+        node = stack.pop()
+        found = [m for m in getattr(node, "__metadata__", ()) if isinstance(m, Expect)]
+        stack += typing.get_args(node)
+    return found[0] if found else None
+
+
+def _nullable(field: FieldInfo | None) -> bool:
+    return field is not None and type(None) in typing.get_args(field.annotation)
+
+
+def _plain_type(field: FieldInfo | None) -> str:
+    annotation = field.annotation if field is not None else None
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType) and len(args) == 1:
+        annotation = args[0]
+    return {bool: "true or false", str: "text"}.get(annotation, "")  # type: ignore[arg-type]
+
+
+def _message(error: Any, schema: type[BaseModel], prefix: str) -> str:
+    if error["type"] == "extra_forbidden":
+        parent, _, section = _resolve(schema, error["loc"][:-1])
+        parent = (prefix + parent).rstrip(".")
+        name = str(error["loc"][-1])
+        siblings = list(section.model_fields) if section is not None else []
+        near = difflib.get_close_matches(name, siblings, n=1)
+        hint = f" Did you mean '{parent}.{near[0]}'?" if near else ""
+        return (
+            f"unknown config key '{parent}.{name}'.{hint} "
+            "Run 'medclf config show --keys' to list every key."
+        )
+    key, field, _ = _resolve(schema, error["loc"])
+    key = prefix + key
+    if error["type"] == "missing":
+        return f"{key} is missing: set it, or run 'medclf config show --keys'"
+    value = error.get("input")
+    shown = "null" if value is None else value
+    expect = _expect(field)
+    expected = expect.text if expect else _plain_type(field)
+    near = difflib.get_close_matches(str(value), expect.options, n=1, cutoff=0.5) if expect else []
+    reason = f"expected {expected}" if expected else error["msg"][:1].lower() + error["msg"][1:]
+    return (
+        f"{key}={shown} is not valid: {reason}"
+        + (" (or null)" if _nullable(field) else "")
+        + (f". Did you mean {near[0]}?" if near else "")
+    )
+
+
+def schema_leaves(model_name: str) -> dict[str, tuple[Expect | None, bool]]:
+    """Every leaf key the schema declares, with what it accepts and whether null is allowed;
+    ``model.*`` keys are those of ``model_name``'s family. Lists and mappings of sections
+    (``train.stages``, ``eval.gates``) are leaves: their items are not fixed keys."""
+    found: dict[str, tuple[Expect | None, bool]] = {}
+
+    def walk(schema: type[BaseModel], prefix: str) -> None:
+        for name, field in schema.model_fields.items():
+            inner = field.annotation if name != "model" else model_schema(model_name)
+            if isinstance(inner, type) and issubclass(inner, BaseModel):
+                walk(inner, f"{prefix}{name}.")
+            else:
+                found[prefix + name] = (_expect(field), _nullable(field))
+
+    walk(Config, "")
+    return found
+
+
+def allowed_values(key: str, model_name: str) -> str | None:
+    """What ``key`` accepts, as ``medclf config show --keys`` prints it (None when the schema
+    says no more than its type)."""
+    expect, nullable = schema_leaves(model_name).get(key, (None, False))
+    if expect is None:
+        return None
+    return expect.text + (" or null" if nullable else "")

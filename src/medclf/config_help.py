@@ -3,8 +3,8 @@
 The packaged YAML files are the documentation of their keys: each key carries a comment on its
 line or in the lines just above it. PyYAML and OmegaConf drop comments when they load a file,
 so the comments are read here from the text (a line-based walk over ``key:`` lines and their
-indentation, which is all these files use); a key's allowed values come from the same
-compose-time rules that refuse bad values (``config_checks.RULES``).
+indentation, which is all these files use); a key's allowed values come from the schema that
+refuses bad values at compose (``medclf.schema``).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from medclf.config import CONF_MODULE
-from medclf.config_checks import RULES
+from medclf.config_checks import allowed_values
 
 _KEY_LINE = re.compile(r"^(\s*)([A-Za-z_]\w*):(.*)$")
 # group files whose comments describe a group's keys, looked at first (the others fill gaps)
@@ -104,8 +104,8 @@ def describe(cfg: DictConfig) -> list[str]:
     helps = key_help("custom_cnn.yaml" if is_custom(str(cfg.model.name)) else "timm.yaml")
     lines: list[str] = []
     for key, value in _leaves(cfg):
-        rule = RULES.get(key)
-        allowed = f"  [{rule.expected}{' or null' if rule.nullable else ''}]" if rule else ""
+        accepts = allowed_values(key, str(cfg.model.name))
+        allowed = f"  [{accepts}]" if accepts else ""
         lines.append(f"{key} = {_shown(value)}{allowed}")
         text = _nearest(helps, key)
         if text:

@@ -11,7 +11,6 @@ pipeline it describes (decode -> channels -> trim -> resize -> ``(x - mean) / st
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,10 +24,6 @@ from medclf.image_settings import DEFAULT_MAX_PIXELS, normalize_window, window_k
 
 # 2: trim and the letterbox/crop resize modes (an older medclf would silently ignore them)
 RECORD_VERSION = 2
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-# ITU-R 601 luma weights, the same ones PIL uses for RGB -> L (images and statistics alike).
-LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
 @dataclass(frozen=True)
@@ -83,6 +78,9 @@ class Preprocessing:
                 f"preprocessing record version {version} is newer than this medclf "
                 f"understands ({RECORD_VERSION}); upgrade medclf"
             )
+        # an older record leaves out what it predates: the field defaults above say what it meant
+        kinds = {"resize": str, "trim": str, "normalize": str, "max_pixels": int}
+        optional = {k: kinds.get(k, lambda v: v)(d[k]) for k in (*kinds, "window") if k in d}
         try:
             return cls(
                 image_size=int(d["image_size"]),
@@ -90,13 +88,9 @@ class Preprocessing:
                 class_names=tuple(str(c) for c in d["class_names"]),
                 mean=tuple(float(m) for m in d["mean"]),
                 std=tuple(float(s) for s in d["std"]),
-                resize=str(d.get("resize", "squash")),
-                trim=str(d.get("trim", "none")),
-                normalize=str(d.get("normalize", "dataset")),
-                window=d.get("window", "dicom"),
-                max_pixels=int(d.get("max_pixels", DEFAULT_MAX_PIXELS)),
                 version=version,
                 extra=dict(d.get("extra", {})),
+                **optional,
             )
         except KeyError as exc:
             raise MedclfError(f"preprocessing record is missing field {exc}") from exc
@@ -109,57 +103,3 @@ class Preprocessing:
         if not path.is_file():
             raise MedclfError(f"{path}: preprocessing record not found")
         return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
-
-
-def _for_channels(
-    mean: tuple[float, ...], std: tuple[float, ...], channels: int
-) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """RGB statistics for 1-channel input collapse with the luma weights, matching how a
-    grayscale image relates to the RGB image it would be (and timm's summed first conv)."""
-    if len(mean) == channels:
-        return tuple(mean), tuple(std)
-    if channels == 1 and len(mean) == 3:
-        return (float(np.dot(LUMA, mean)),), (float(np.dot(LUMA, std)),)
-    if len(mean) == 1:
-        return (float(mean[0]),) * channels, (float(std[0]),) * channels
-    raise MedclfError(f"normalization has {len(mean)} channels, the model input has {channels}")
-
-
-def normalization_stats(
-    mode: str,
-    channels: int,
-    train_images: Iterable[np.ndarray],
-    model_stats: tuple[tuple[float, ...], tuple[float, ...]] | None = None,
-) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Mean/std per channel for ``data.normalize``; "dataset" uses the training split only,
-    "model" the architecture's pretrained statistics (``model_stats``)."""
-    if mode == "none":
-        return (0.0,) * channels, (1.0,) * channels
-    if mode == "imagenet":
-        return _for_channels(IMAGENET_MEAN, IMAGENET_STD, channels)
-    if mode == "model":
-        if model_stats is None:
-            raise MedclfError(
-                "data.normalize=model needs a timm architecture with a pretrained config; "
-                "use data.normalize=dataset for this model"
-            )
-        return _for_channels(model_stats[0], model_stats[1], channels)
-    if mode != "dataset":
-        raise MedclfError(
-            f"data.normalize must be auto, model, dataset, imagenet or none, got '{mode}'"
-        )
-    # Streaming sums in float64: exact enough and O(1) memory in the number of images.
-    total = np.zeros(channels)
-    total_sq = np.zeros(channels)
-    count = 0
-    for img in train_images:
-        flat = img.reshape(channels, -1).astype(np.float64)
-        total += flat.sum(axis=1)
-        total_sq += (flat**2).sum(axis=1)
-        count += flat.shape[1]
-    if count == 0:
-        raise MedclfError("cannot compute normalization statistics: the training split is empty")
-    mean = total / count
-    std = np.sqrt(np.maximum(total_sq / count - mean**2, 0.0))
-    std = np.where(std < 1e-6, 1.0, std)
-    return tuple(float(m) for m in mean), tuple(float(s) for s in std)

@@ -7,10 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from medclf.config import compose
-from medclf.data.stats import compute_stats
+from medclf.data.stats import compute_stats, normalization_stats
 from medclf.data.transform import load
+from medclf.errors import MedclfError
 from medclf.preprocessing import Preprocessing
 from tests.conftest import medclf
 
@@ -47,3 +49,13 @@ def test_save_then_verify_and_detect_a_change(tiny_synth: Path, tmp_path: Path):
         *args[:-2], "data.image_size=48", f"runs_root={tmp_path}", "--verify", str(saved)
     )
     assert other_size.returncode == 1 and "image_size" in other_size.stderr
+
+
+def test_dataset_statistics_use_only_given_images():
+    imgs = [np.full((1, 4, 4), 0.2, np.float32), np.full((1, 4, 4), 0.6, np.float32)]
+    mean, std = normalization_stats("dataset", 1, imgs)
+    assert mean[0] == pytest.approx(0.4) and std[0] == pytest.approx(0.2)
+    assert normalization_stats("none", 3, []) == ((0.0,) * 3, (1.0,) * 3)
+    assert normalization_stats("imagenet", 3, [])[0] == (0.485, 0.456, 0.406)
+    with pytest.raises(MedclfError, match=r"data\.normalize"):
+        normalization_stats("zscore", 1, imgs)

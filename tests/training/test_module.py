@@ -66,7 +66,16 @@ def test_ema_weights_are_the_ones_checkpointed_for_inference(tmp_path: Path):
 
 def test_mixup_trains_with_an_odd_batch():
     cfg = compose(["model.hidden_dims=[8]", "model.fc_hidden=0"])
-    module = _module(cfg, mixup={"mixup_alpha": 0.4, "cutmix_alpha": 1.0, "prob": 1.0})
+    module = _module(
+        cfg,
+        mixup={
+            "mixup_alpha": 0.4,
+            "cutmix_alpha": 1.0,
+            "prob": 1.0,
+            "switch_prob": 0.5,
+            "label_smoothing": 0.0,
+        },
+    )
     assert module.mixup is not None
     loss = module.training_step((torch.rand(5, 1, 32, 32), torch.tensor([0, 1, 2, 0, 1])), 0)
     assert torch.isfinite(loss) and loss.requires_grad

@@ -7,8 +7,8 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from medclf.config import compose, compose_for_training
-from medclf.config_checks import parse_duration
 from medclf.errors import MedclfError
+from medclf.schema import parse_duration
 from medclf.training.recipe import (
     DataProfile,
     apply,

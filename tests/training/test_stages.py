@@ -45,19 +45,20 @@ def test_two_stage_recipe_is_the_seeds():
 @pytest.mark.parametrize(
     ("stages", "match"),
     [
-        ([{"epochs": 2, "learning_rate": 0.1}], "unknown key.*learning_rate"),
-        ([{"epochs": 0}], "epochs must be a positive integer"),
-        ([{"epochs": 1, "trainable": "backbone"}], "trainable"),
-        ([{"epochs": 1, "optimizer": "lamb"}], "optimizer='lamb'"),
-        ([{"epochs": 1, "scheduler": "linear"}], "scheduler.name='linear'"),
-        ([{"epochs": 1, "lr": -1}], "lr must be positive"),
+        (
+            "[{epochs:2,learning_rate:0.1}]",
+            r"unknown config key 'train\.stages\[1\]\.learning_rate'",
+        ),
+        ("[{epochs:0}]", r"train\.stages\[1\]\.epochs=0 is not valid: expected an integer >= 1"),
+        ("[{epochs:1},{trainable:backbone}]", r"stages\[2\]\.trainable=backbone is not valid"),
+        ("[{epochs:1,optimizer:lamb}]", r"optimizer=lamb is not valid: expected one of adamw"),
+        ("[{epochs:1,scheduler:linear}]", r"scheduler=linear is not valid: expected one of cosine"),
+        ("[{epochs:1,lr:-1}]", r"stages\[1\]\.lr=-1 is not valid: expected a number > 0"),
     ],
 )
-def test_bad_stages_name_the_stage_and_key(stages, match):
-    cfg = compose()
-    train = OmegaConf.merge(cfg.train, {"stages": stages})
+def test_bad_stages_name_the_stage_and_key_at_compose(stages, match):
     with pytest.raises(MedclfError, match=match):
-        resolve_stages(train)
+        compose([f"train.stages={stages}"])
 
 
 def test_optimizers_honor_their_settings():

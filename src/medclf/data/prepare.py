@@ -102,7 +102,7 @@ def prepare_data(data: Any, progress: bool = True, save_memo: bool = True) -> Pr
         sweep_stale(memo.parent, recursive=False)  # memo/cache writes killed mid-way
     scanned = scan(
         list(table["path"]),
-        data.get("window", "dicom"),
+        data.window,
         memo=memo,
         progress=progress,
         max_pixels=data.get("max_pixels"),
@@ -110,7 +110,7 @@ def prepare_data(data: Any, progress: bool = True, save_memo: bool = True) -> Pr
     table = _with_hashes(table, scanned, split_file)
     bad = scanned["error"].ne("").to_numpy()
     readable = _readable(table, scanned, bad)
-    near_distance = int(data.get("near_duplicate_distance", 10))
+    near_distance = int(data.near_duplicate_distance)
     # All near-duplicate pairs, once: they group the split and feed the report.
     scanned_ok = scanned[~bad].reset_index(drop=True)
     near_pairs = near_duplicate_pairs(
@@ -185,7 +185,7 @@ def _split(
         grouped,
         list(data.get("split_ratios")),
         int(data.get("split_seed")),
-        min_per_class=int(data.get("min_images_per_class") or 1),
+        min_per_class=int(data.min_images_per_class),
     ).drop(columns=[NEAR_GROUP, NAME_GROUP], errors="ignore")
     return table, names_kept
 
@@ -201,7 +201,7 @@ def provisional_preprocessing(data: Any, table: pd.DataFrame) -> Preprocessing:
         mean=(0.0,) * channels,
         std=(1.0,) * channels,
         normalize=str(data.get("normalize")),
-        window=data.get("window", "dicom"),
+        window=data.window,
         resize=str(data.get("resize", "squash")),
         trim=str(data.get("trim", "none")),
         max_pixels=int(data.get("max_pixels") or DEFAULT_MAX_PIXELS),

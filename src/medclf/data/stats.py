@@ -1,16 +1,17 @@
-"""Normalization statistics of the training split, as the model sees it.
+"""Normalization statistics: the one module that computes them, for training
+(``data.normalize``) and for ``medclf data stats``.
 
-Computed after decoding, windowing, channel conversion and resizing (from the decode-once
-cache when enabled), on training images only, so validation and test never inform the
-model. ``medclf data stats`` shows them, saves them, or verifies a saved copy: the record a
-paper or a regulator can check against.
+The training split's statistics are computed after decoding, windowing, channel conversion
+and resizing (from the decode-once cache when enabled), on training images only, so
+validation and test never inform the model. ``medclf data stats`` shows them, saves them, or
+verifies a saved copy: the record a paper or a regulator can check against.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +21,68 @@ import pandas as pd
 from medclf.atomic import write_json
 from medclf.data.cache import ImageCache
 from medclf.data.prepare import prepare_data, provisional_preprocessing
-from medclf.data.transform import load
+from medclf.data.transform import LUMA, load
 from medclf.errors import MedclfError
 from medclf.image_settings import window_key
-from medclf.preprocessing import Preprocessing, normalization_stats
+from medclf.preprocessing import Preprocessing
 
 STATS_TOLERANCE = 1e-6
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def _for_channels(
+    mean: tuple[float, ...], std: tuple[float, ...], channels: int
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """RGB statistics for 1-channel input collapse with the luma weights, matching how a
+    grayscale image relates to the RGB image it would be (and timm's summed first conv)."""
+    if len(mean) == channels:
+        return tuple(mean), tuple(std)
+    if channels == 1 and len(mean) == 3:
+        return (float(np.dot(LUMA, mean)),), (float(np.dot(LUMA, std)),)
+    if len(mean) == 1:
+        return (float(mean[0]),) * channels, (float(std[0]),) * channels
+    raise MedclfError(f"normalization has {len(mean)} channels, the model input has {channels}")
+
+
+def normalization_stats(
+    mode: str,
+    channels: int,
+    train_images: Iterable[np.ndarray],
+    model_stats: tuple[tuple[float, ...], tuple[float, ...]] | None = None,
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Mean/std per channel for ``data.normalize``; "dataset" uses the training split only,
+    "model" the architecture's pretrained statistics (``model_stats``)."""
+    if mode == "none":
+        return (0.0,) * channels, (1.0,) * channels
+    if mode == "imagenet":
+        return _for_channels(IMAGENET_MEAN, IMAGENET_STD, channels)
+    if mode == "model":
+        if model_stats is None:
+            raise MedclfError(
+                "data.normalize=model needs a timm architecture with a pretrained config; "
+                "use data.normalize=dataset for this model"
+            )
+        return _for_channels(model_stats[0], model_stats[1], channels)
+    if mode != "dataset":
+        raise MedclfError(
+            f"data.normalize must be auto, model, dataset, imagenet or none, got '{mode}'"
+        )
+    # Streaming sums in float64: exact enough and O(1) memory in the number of images.
+    total = np.zeros(channels)
+    total_sq = np.zeros(channels)
+    count = 0
+    for img in train_images:
+        flat = img.reshape(channels, -1).astype(np.float64)
+        total += flat.sum(axis=1)
+        total_sq += (flat**2).sum(axis=1)
+        count += flat.shape[1]
+    if count == 0:
+        raise MedclfError("cannot compute normalization statistics: the training split is empty")
+    mean = total / count
+    std = np.sqrt(np.maximum(total_sq / count - mean**2, 0.0))
+    std = np.where(std < 1e-6, 1.0, std)
+    return tuple(float(m) for m in mean), tuple(float(s) for s in std)
 
 
 def train_images(

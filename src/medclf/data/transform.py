@@ -16,7 +16,10 @@ import numpy as np
 from medclf.data.io import Decoded, decode
 from medclf.errors import MedclfError
 from medclf.geometry import to_square, trim
-from medclf.preprocessing import LUMA, Preprocessing
+from medclf.preprocessing import Preprocessing
+
+# ITU-R 601 luma weights, the same ones PIL uses for RGB -> L (images and statistics alike).
+LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
 def to_channels(arr: np.ndarray, channels: int) -> np.ndarray:

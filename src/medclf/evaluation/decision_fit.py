@@ -65,6 +65,6 @@ def fit_decision(val: Any, classes: tuple[str, ...], ev_cfg: Any, version: str) 
         thresholds=thresholds,
         positive_class=None if positive is None else classes[positive],
         fitted_on={"split": "val", "images": len(val.y), "model_version": version},
-        tta=str(ev_cfg.get("tta", "none")),
+        tta=str(ev_cfg.tta),
         conformal=conformal,
     )

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-CUSTOM_MODELS = ("custom_cnn",)
+from medclf.choices import CUSTOM_MODELS
 
 # alias -> timm architecture. Keys are lower-case with "_" for "-" (see ``_key``).
 ALIASES: dict[str, str] = {

@@ -48,10 +48,6 @@ class CustomCNN(nn.Module):
             layers += [nn.ReLU(inplace=True), nn.MaxPool2d(2)]
             prev = width
         self.features = nn.Sequential(*layers)
-        if global_pool not in ("avg", "max", "avgmax", "catavgmax"):
-            raise ValueError(
-                f"custom_cnn model.global_pool='{global_pool}': use avg, max, avgmax or catavgmax"
-            )
         self.pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=True)
         prev *= self.pool.feat_mult()
         head: list[nn.Module] = []

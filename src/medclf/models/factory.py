@@ -43,7 +43,7 @@ def check_model_name(model_cfg: Any) -> None:
 def _want_pretrained(arch: str, model_cfg: Any) -> bool:
     """``model.pretrained``: true/false, or auto = whether the weights can be had now
     (``medclf train`` resolves auto earlier and says so; this covers direct API use)."""
-    value = model_cfg.get("pretrained", False)
+    value = model_cfg.pretrained
     if str(value) == "auto":
         from medclf.models.weights import weights_available
 
@@ -52,12 +52,8 @@ def _want_pretrained(arch: str, model_cfg: Any) -> bool:
 
 
 def _custom_kwargs(model_cfg: Any) -> dict[str, Any]:
-    """``model.*`` of custom_cnn as its constructor's keywords."""
-    if model_cfg.get("weights") or model_cfg.get("pretrained"):
-        raise MedclfError(
-            "custom_cnn has no pretrained weights; model.weights and model.pretrained are "
-            "for timm architectures (e.g. model=resnet18 model.pretrained=true)"
-        )
+    """``model.*`` of custom_cnn as its constructor's keywords (the schema refuses timm's
+    weights/pretrained keys for it at compose)."""
     return {
         "hidden_dims": list(model_cfg.hidden_dims),
         "kernel_size": int(model_cfg.kernel_size),
@@ -112,10 +108,8 @@ def build_model(
         from medclf.models.weights import pretrained_kwargs
 
         arch = timm_name(name)
-        weights = model_cfg.get("weights")
-        kwargs = pretrained_kwargs(arch, _want_pretrained(arch, model_cfg), weights)
-        if model_cfg.get("drop_rate") is not None:
-            kwargs["drop_rate"] = float(model_cfg.drop_rate)
+        kwargs = pretrained_kwargs(arch, _want_pretrained(arch, model_cfg), model_cfg.weights)
+        kwargs["drop_rate"] = float(model_cfg.drop_rate)
         defaults = input_defaults(model_cfg)
         if defaults and defaults.fixed_size and image_size and image_size != defaults.image_size:
             kwargs["img_size"] = int(image_size)
@@ -128,18 +122,15 @@ def build_model(
     if "state_dict" in overlay:
         from medclf.models.weights import check_coverage
 
-        check_coverage(model, overlay["state_dict"], str(model_cfg.get("weights")))
+        check_coverage(model, overlay["state_dict"], str(model_cfg.weights))
         model.pretrained_cfg.pop("state_dict", None)  # do not keep a second copy alive
-    head = str(model_cfg.get("head") or "linear")
-    if head == "mlp":
+    if name != "custom_cnn" and model_cfg.head == "mlp":
         _use_mlp_head(
             model,
             num_classes,
-            hidden=int(model_cfg.get("head_hidden") or 256),
-            dropout=float(model_cfg.get("head_dropout") or 0.0),
+            hidden=int(model_cfg.head_hidden),
+            dropout=float(model_cfg.head_dropout),
         )
-    elif head != "linear":
-        raise MedclfError(f"model.head='{head}' is not supported; use linear or mlp")
     return model
 
 

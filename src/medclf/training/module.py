@@ -212,8 +212,8 @@ def _train_batches(trainer: L.Trainer) -> int:
 def _build_mixup(cfg: dict[str, Any] | None, num_classes: int) -> Any:
     if not cfg:
         return None
-    mixup_alpha = float(cfg.get("mixup_alpha") or 0.0)
-    cutmix_alpha = float(cfg.get("cutmix_alpha") or 0.0)
+    mixup_alpha = float(cfg["mixup_alpha"])
+    cutmix_alpha = float(cfg["cutmix_alpha"])
     if mixup_alpha <= 0 and cutmix_alpha <= 0:
         return None
     from timm.data import Mixup
@@ -221,8 +221,8 @@ def _build_mixup(cfg: dict[str, Any] | None, num_classes: int) -> Any:
     return Mixup(
         mixup_alpha=mixup_alpha,
         cutmix_alpha=cutmix_alpha,
-        prob=float(cfg.get("prob", 1.0)),
-        switch_prob=float(cfg.get("switch_prob", 0.5)),
-        label_smoothing=float(cfg.get("label_smoothing") or 0.0),
+        prob=float(cfg["prob"]),
+        switch_prob=float(cfg["switch_prob"]),
+        label_smoothing=float(cfg["label_smoothing"]),
         num_classes=num_classes,
     )

@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from medclf.config_checks import parse_duration
+from medclf.schema import parse_duration
 
 log = logging.getLogger("medclf")
 
@@ -343,9 +343,9 @@ def choose(
     keep = tuple(keep)
     on_gpu = torch.cuda.is_available() and str(cfg.train.accelerator) in ("auto", "gpu", "cuda")
     profile = profile_data(
-        table, scanned, _sample_images(table, cfg.data.get("window"), int(cfg.data.max_pixels))
+        table, scanned, _sample_images(table, cfg.data.window, int(cfg.data.max_pixels))
     )
-    recipe = plan(profile, on_gpu=on_gpu, pretrained=cfg.model.get("pretrained") is True)
+    recipe = plan(profile, on_gpu=on_gpu, pretrained=cfg.model.pretrained is True)
     apply(cfg, recipe, keep)
     timed: dict[tuple[int, str, bool], float] = {}
 
@@ -359,7 +359,7 @@ def choose(
 
     if torch.cuda.is_bf16_supported() if on_gpu else cpu_has_bf16():
         choose_numerics(cfg, recipe, keep, probe)
-    budget = parse_duration(cfg.train.get("time_budget"))
+    budget = parse_duration(cfg.train.time_budget)
     if budget is not None and not any(k in keep for k in ("train", "train.max_epochs")):
         fit_budget(cfg, recipe, keep, budget, probe, profile.n_train)
     return recipe

@@ -19,7 +19,7 @@ from medclf.data.prepare import PreparedData, prepare_data, provisional_preproce
 from medclf.data.split import save_split
 from medclf.errors import MedclfError
 from medclf.models.checkpoint import load_checkpoint
-from medclf.preprocessing import Preprocessing, normalization_stats
+from medclf.preprocessing import Preprocessing
 from medclf.rundir import RunDir
 from medclf.training.monitor import resolve_monitor
 from medclf.words import apply_overrides, keys
@@ -108,7 +108,7 @@ def resolve_pretrained(model_cfg: DictConfig) -> None:
 
 
 def _choose_recipe(cfg: DictConfig, prepared: PreparedData, keep: tuple[str, ...]) -> str | None:
-    if str(cfg.get("recipe", "none")) != "auto":
+    if str(cfg.recipe) != "auto":
         return None
     from medclf.training.recipe import choose
 
@@ -182,14 +182,13 @@ def _check_and_plan(
         log.info("%s", line)
     from medclf.models.architectures import resolve_input_config
     from medclf.models.factory import check_model_name
-    from medclf.training.loggers import logger_names
     from medclf.training.stages import resolve_stages
 
     check_model_name(cfg.model)
     model_defaults = resolve_input_config(cfg)
     stages = resolve_stages(cfg.train, bool(cfg.model.get("freeze_backbone")))
-    logger_names(cfg.get("logger"))
-    # Enumerated values were checked at compose (config_checks); what needs the machine is
+    # Every value was checked against the schema at compose (medclf.schema); what needs the
+    # data or the machine is
     # checked here, before the run folder exists: a typo never leaves a half-written run.
     device_flags = _device_flags(cfg)
     check_or_refuse(prepared.report, bool(cfg.data.strict))
@@ -241,7 +240,7 @@ def _ingredients(
 def _with_statistics(cfg: DictConfig, parts: Ingredients, model_defaults: Any) -> Preprocessing:
     """The preprocessing record with its normalization: the training split's statistics or
     the pretrained model's (``data.normalize``)."""
-    from medclf.data.stats import train_images
+    from medclf.data.stats import normalization_stats, train_images
 
     model_stats = (model_defaults.mean, model_defaults.std) if model_defaults else None
     mean, std = normalization_stats(

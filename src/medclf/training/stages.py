@@ -16,7 +16,6 @@ import torch
 from torch import nn
 
 from medclf import choices
-from medclf.choices import SCHEDULERS
 from medclf.errors import MedclfError
 
 OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
@@ -73,21 +72,10 @@ def resolve_stages(train_cfg: Any, freeze_backbone: bool = False) -> list[Stage]
     base["early_stopping"] = bool(train_cfg.early_stopping.enabled)
     if base.get("trainable") is None:
         base["trainable"] = "head" if freeze_backbone else "all"
-    raw = _plain(train_cfg.get("stages"))
-    if raw is None:
-        raw = [{"name": "train"}]
-    if not isinstance(raw, list) or not raw:
-        raise MedclfError("train.stages must be a non-empty list of stage settings, or null")
+    # the list and each stage's keys and values were checked at compose (medclf.schema.Stage)
+    raw = _plain(train_cfg.get("stages")) or [{"name": "train"}]
     stages = []
     for i, item in enumerate(raw, start=1):
-        if not isinstance(item, Mapping):
-            raise MedclfError(f"train.stages[{i}] must be a mapping of stage settings")
-        unknown = sorted(set(item) - set(STAGE_KEYS))
-        if unknown:
-            raise MedclfError(
-                f"train.stages[{i}]: unknown key(s) {', '.join(unknown)}; a stage may set "
-                f"{', '.join(STAGE_KEYS)}"
-            )
         merged = {**base, **item}
         sched = dict(base.get("scheduler") or {})
         if isinstance(item.get("scheduler"), str):
@@ -95,62 +83,26 @@ def resolve_stages(train_cfg: Any, freeze_backbone: bool = False) -> list[Stage]
         elif isinstance(item.get("scheduler"), Mapping):
             sched.update(item["scheduler"])
         merged["scheduler"] = sched
-        stages.append(_validate(merged, f"train.stages[{i}]" if len(raw) > 1 else "train", i))
+        stages.append(_record(merged, i))
     return stages
 
 
-def _validate(d: dict[str, Any], where: str, index: int) -> Stage:
-    opt = str(d.get("optimizer"))
-    if opt not in OPTIMIZERS:
-        raise MedclfError(
-            f"{where}.optimizer='{opt}' is not supported; use one of {list(OPTIMIZERS)}"
-        )
-    sched = d["scheduler"]
-    if str(sched.get("name")) not in SCHEDULERS:
-        raise MedclfError(
-            f"{where}.scheduler.name='{sched.get('name')}' is not supported; use one of "
-            f"{list(SCHEDULERS)}"
-        )
-    trainable = d.get("trainable")
-    if isinstance(trainable, bool) or not (
-        trainable in ("all", "head") or (isinstance(trainable, int) and trainable >= 0)
-    ):
-        raise MedclfError(
-            f"{where}.trainable={trainable!r}: use all, head, or N (the last N backbone blocks "
-            "plus the head)"
-        )
-    epochs = d.get("epochs")
-    if not isinstance(epochs, int) or epochs < 1:
-        raise MedclfError(f"{where}.epochs must be a positive integer, got {epochs!r}")
-
-    def rate(key: str) -> float | None:
-        value = d.get(key)
-        if value is None:
-            return None
-        try:
-            value = float(value)
-        except (TypeError, ValueError):
-            raise MedclfError(f"{where}.{key} must be a number, got {value!r}") from None
-        if not value > 0:
-            raise MedclfError(f"{where}.{key} must be positive, got {value}")
-        return value
-
-    lr = rate("lr")
-    if lr is None:
-        raise MedclfError(f"{where}.lr must be set (the rate for groups without their own)")
+def _record(d: dict[str, Any], index: int) -> Stage:
+    """The merged stage as a record. Each value was checked at compose (``medclf.schema``:
+    ``train.*`` and every ``train.stages`` item), so a merge of them is valid too."""
     return Stage(
         name=str(d.get("name") or f"stage{index}"),
-        epochs=epochs,
-        trainable=trainable,
-        optimizer=opt,
-        lr=lr,
-        backbone_lr=rate("backbone_lr"),
-        head_lr=rate("head_lr"),
-        weight_decay=float(d.get("weight_decay") or 0.0),
-        momentum=float(d.get("momentum") or 0.0),
-        nesterov=bool(d.get("nesterov")),
-        scheduler=sched,
-        early_stopping=bool(d.get("early_stopping")),
+        epochs=int(d["epochs"]),
+        trainable=d["trainable"],
+        optimizer=str(d["optimizer"]),
+        lr=float(d["lr"]),
+        backbone_lr=None if d.get("backbone_lr") is None else float(d["backbone_lr"]),
+        head_lr=None if d.get("head_lr") is None else float(d["head_lr"]),
+        weight_decay=float(d["weight_decay"]),
+        momentum=float(d["momentum"]),
+        nesterov=bool(d["nesterov"]),
+        scheduler=d["scheduler"],
+        early_stopping=bool(d["early_stopping"]),
     )
 
 

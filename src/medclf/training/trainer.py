@@ -38,7 +38,7 @@ def build_datamodule(
         else:
             datasets[split] = DecodedBatches(list(part["path"]), labels, prep)
     train_weights = None
-    if cfg.train.get("sampler") == "weighted":
+    if cfg.train.sampler == "weighted":
         per_class = [1.0 / max(n, 1) for n in train_counts]
         train_weights = [per_class[i] for i in datasets["train"].labels]
     return ImageDataModule(
@@ -73,7 +73,7 @@ def build_module(
         "preprocessing": prep.to_dict(),
     }
     mixup = OmegaConf.to_container(cfg.train.mixup, resolve=True)
-    mixup["label_smoothing"] = float(cfg.train.loss.label_smoothing or 0.0)
+    mixup["label_smoothing"] = float(cfg.train.loss.label_smoothing)
     return Classifier(
         model,
         num_classes=len(prep.class_names),
@@ -169,9 +169,9 @@ def build_trainer(
         limit_train_batches=cfg.train.limit_train_batches,
         gradient_clip_val=cfg.train.grad_clip,
         accumulate_grad_batches=int(cfg.train.accumulate_grad_batches),
-        profiler=_profiler(cfg.train.get("profiler"), run),
-        min_epochs=cfg.train.get("min_epochs"),
-        max_time=max_time(cfg.train.get("time_budget")),
+        profiler=_profiler(cfg.train.profiler, run),
+        min_epochs=cfg.train.min_epochs,
+        max_time=max_time(cfg.train.time_budget),
         num_sanity_val_steps=0,
         log_every_n_steps=1,
     )
