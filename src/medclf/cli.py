@@ -118,13 +118,9 @@ def train(
             return
         result = run_training(cfg, override_keys(rest))
     typer.echo(f"run: {result.run.root}")
-    typer.echo("best epoch: " + _fmt_metrics(result.best_metrics))
+    from medclf.formatting import metrics_line
 
-
-def _fmt_metrics(metrics: dict[str, float]) -> str:
-    return ", ".join(
-        f"{k}={int(v)}" if k == "epoch" else f"{k}={v:.4f}" for k, v in metrics.items()
-    )
+    typer.echo("best epoch: " + metrics_line(result.best_metrics))
 
 
 @app.command()
@@ -188,6 +184,7 @@ def compare(
 def export(args: list[str] = typer.Argument(None, help="model=RUN [format=onnx]")) -> None:
     """Export the best checkpoint to ONNX and verify it against PyTorch on test images."""
     from medclf.export.onnx import export_onnx
+    from medclf.formatting import number
     from medclf.words import split_words
 
     found, rest, _ = split_words(args, {"model", "run", "format"})
@@ -200,7 +197,7 @@ def export(args: list[str] = typer.Argument(None, help="model=RUN [format=onnx]"
     typer.echo(f"exported: {result.onnx_path}")
     typer.echo(
         f"parity on {p['images']} images: max |dp| = {p['max_abs_diff']:.2e} "
-        f"(limit {p['tolerance']:.0e}), top-1 agreement {p['top1_agreement']:.3f}"
+        f"(limit {p['tolerance']:.0e}), top-1 agreement {number(p['top1_agreement'])}"
     )
 
 

@@ -20,7 +20,8 @@ from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 
 from medclf.errors import MedclfError
-from medclf.schema import SECTIONS, Config, Expect, Section, model_schema
+from medclf.schema import SECTIONS, Config, Section, model_schema
+from medclf.schema_kinds import Expect
 
 __all__ = ["allowed_values", "check_values", "schema_leaves"]
 

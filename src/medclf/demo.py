@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from medclf.atomic import write_json
+from medclf.formatting import estimate, number
 
 log = logging.getLogger("medclf")
 SYNTH_PARAMS = {"per_class": 150, "size": 128, "seed": 0}
@@ -80,10 +81,10 @@ def run_demo(overrides: list[str]) -> None:
         pred = out["prediction"]
         lines.append(
             f"  {Path(path).name:<18} true={label:<13} predicted={pred['class']:<13} "
-            f"confidence={pred['confidence']:.3f}  decision={out['decision']['label'] or 'refer'}"
+            f"confidence={number(pred['confidence'])}  "
+            f"decision={out['decision']['label'] or 'refer'}"
         )
     m = ev.metrics
-    from medclf.evaluation.model_card import fmt
 
     cal = m["calibration"]
     gates = ev.gates
@@ -94,10 +95,10 @@ def run_demo(overrides: list[str]) -> None:
             [
                 "",
                 f"medclf demo finished in {minutes:.1f} min",
-                f"  test accuracy   {fmt(m['overall']['accuracy'])}   macro AUC "
-                f"{fmt(m['overall']['macro_auc'])}   (n={m['evaluated']['images']}, 95% CI)",
-                f"  calibration     T={cal['after']['temperature']:.2f}, ECE "
-                f"{cal['before']['ece']:.3f} -> {cal['after']['ece']:.3f}",
+                f"  test accuracy   {estimate(m['overall']['accuracy'])}   macro AUC "
+                f"{estimate(m['overall']['macro_auc'])}   (n={m['evaluated']['images']}, 95% CI)",
+                f"  calibration     T={number(cal['after']['temperature'], 2)}, ECE "
+                f"{number(cal['before']['ece'])} -> {number(cal['after']['ece'])}",
                 f"  quality gates   {gate_line}",
                 f"  ONNX parity     max |dp| {ex.parity['max_abs_diff']:.1e} over "
                 f"{ex.parity['images']} images",

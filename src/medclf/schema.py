@@ -1,7 +1,8 @@
 """The typed schema of the packaged config: every key's type, range and allowed values.
 
 The YAML files under ``medclf/conf`` hold every default value (one place, with a comment that
-documents the key); this module says what a value may be. ``medclf.config.compose`` validates
+documents the key); this module says what a value may be, in the kinds of
+``medclf.schema_kinds``. ``medclf.config.compose`` validates
 the composed config against it before any file is read or written, and
 ``medclf config show --keys`` prints each key's allowed values from the same declarations.
 
@@ -16,100 +17,18 @@ it is: the schema checks, it does not convert.
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from medclf import choices
-from medclf.errors import MedclfError
 from medclf.geometry import RESIZE_MODES, TRIM_MODES
 from medclf.image_settings import WINDOW_MODES, WINDOW_PRESETS, normalize_window
+from medclf.schema_kinds import Expect, checked, choice, integer, number, parse_duration
 from medclf.tta import TTA_MODES
 
 
-@dataclass(frozen=True)
-class Expect:
-    """What a key accepts, in words ("an integer >= 1"), and the words a typo is matched
-    against for "Did you mean ...?"."""
-
-    text: str
-    options: tuple[str, ...] = ()
-
-
-def _as_text(value: Any) -> Any:
-    """Choices compare as text: ``train.precision=32`` arrives from the command line as 32."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return str(value)
-    return value
-
-
-def choice(options: tuple[Any, ...]) -> Any:
-    names = tuple(str(o) for o in options)
-    if all(isinstance(o, str) for o in options):
-        return Annotated[
-            Literal[names], BeforeValidator(_as_text), Expect("one of " + ", ".join(names), names)
-        ]
-    return Annotated[Literal[options], Expect("one of " + ", ".join(names), names)]
-
-
-def integer(lo: int | None = None, hi: int | None = None) -> Any:
-    bounds = [f">= {lo}" if lo is not None else "", f"<= {hi}" if hi is not None else ""]
-    text = " and ".join(b for b in bounds if b)
-    return Annotated[int, Field(ge=lo, le=hi), Expect("an integer" + (f" {text}" if text else ""))]
-
-
-def number(
-    gt: float | None = None,
-    ge: float | None = None,
-    lt: float | None = None,
-    le: float | None = None,
-) -> Any:
-    bounds = [
-        f"{op} {v}" for op, v in ((">", gt), (">=", ge), ("<", lt), ("<=", le)) if v is not None
-    ]
-    text = " and ".join(bounds)
-    return Annotated[
-        float, Field(gt=gt, ge=ge, lt=lt, le=le), Expect("a number" + (f" {text}" if text else ""))
-    ]
-
-
-def checked(check: Callable[[Any], Any], text: str, options: tuple[str, ...] = ()) -> Any:
-    """Any value that ``check`` accepts; ``check`` raises ValueError (or MedclfError) if not."""
-
-    def run(value: Any) -> Any:
-        try:
-            check(value)
-        except MedclfError as exc:
-            raise ValueError(str(exc)) from None
-        return value
-
-    return Annotated[Any, AfterValidator(run), Expect(text, options)]
-
-
 # --- checks of values that are more than a type and a range ------------------------------------
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|hr)?\s*$", re.IGNORECASE)
-_UNIT_SECONDS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hr": 3600}
-
-
-def parse_duration(value: Any) -> float | None:
-    """``train.time_budget``: seconds from ``900``, ``"15m"``, ``"1.5h"``; None = no budget."""
-    if value is None:
-        return None
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        seconds = float(value)
-    else:
-        match = _DURATION.match(str(value))
-        if not match:
-            raise MedclfError(
-                f"train.time_budget={value}: use seconds (900) or a duration like 15m or 1.5h"
-            )
-        seconds = float(match.group(1)) * _UNIT_SECONDS[(match.group(2) or "s").lower()]
-    if seconds <= 0:
-        raise MedclfError(f"train.time_budget={value}: must be positive")
-    return seconds
-
-
 def _split_ratios(v: Any) -> None:
     ok = isinstance(v, list) and len(v) == 3
     ok = ok and all(isinstance(r, int | float) and not isinstance(r, bool) for r in v)

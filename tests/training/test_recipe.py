@@ -8,7 +8,7 @@ from PIL import Image
 
 from medclf.config import compose, compose_for_training
 from medclf.errors import MedclfError
-from medclf.schema import parse_duration
+from medclf.schema_kinds import parse_duration
 from medclf.training.recipe import (
     DataProfile,
     apply,

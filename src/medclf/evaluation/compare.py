@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 from medclf.atomic import atomic_path
 from medclf.errors import MedclfError
 from medclf.evaluation.metrics import resolve_metric
-from medclf.evaluation.model_card import fmt
+from medclf.formatting import estimate as fmt
 from medclf.rundir import RunDir
 
 

@@ -12,19 +12,10 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from medclf.atomic import atomic_path
+from medclf.formatting import estimate as fmt
+from medclf.formatting import number
 
 SMALL_GROUP = 30
-
-
-def fmt(v: dict[str, Any] | None, digits: int = 3) -> str:
-    """``0.912 (0.871-0.945)``: a value with its interval when there is one."""
-    if not v or v.get("value") is None or v["value"] != v["value"]:
-        return "n/a"
-    text = f"{v['value']:.{digits}f}"
-    lo, hi = v.get("ci_low"), v.get("ci_high")
-    if lo is not None and hi is not None and lo == lo and hi == hi:
-        text += f" ({lo:.{digits}f}-{hi:.{digits}f})"
-    return text
 
 
 def data_fingerprint(split_csv: Path) -> str:
@@ -50,7 +41,7 @@ def limitations(metrics: dict[str, Any], values: dict[str, Any]) -> list[str]:
     if acc.get("ci_low") is not None and acc["ci_high"] - acc["ci_low"] > 0.1:
         out.append(
             f"The evaluation set is small ({ev['images']} images): the 95% interval of accuracy "
-            f"spans {acc['ci_high'] - acc['ci_low']:.2f}. Collect more test data before "
+            f"spans {number(acc['ci_high'] - acc['ci_low'], 2)}. Collect more test data before "
             "relying on differences of a few points."
         )
     if not ev["external"]:
@@ -62,7 +53,7 @@ def limitations(metrics: dict[str, Any], values: dict[str, Any]) -> list[str]:
     for c in metrics["task"]["classes"]:
         sens = values.get(f"sensitivity[{c}]", {}).get("value")
         if sens is not None and sens < 0.8:
-            out.append(f"Class '{c}' is missed often: sensitivity {sens:.2f} on this data.")
+            out.append(f"Class '{c}' is missed often: sensitivity {number(sens, 2)} on this data.")
     ratio = metrics.get("train_imbalance_ratio")
     if ratio and ratio >= 3:
         out.append(f"Training classes are imbalanced ({ratio:.1f}:1 largest to smallest).")
@@ -110,10 +101,10 @@ def _conformal_section(metrics: dict[str, Any]) -> list[str]:
         _table(
             ["", "value (95% CI)"],
             [
-                ["target coverage", f"{target:.2f}"],
+                ["target coverage", number(target, 2)],
                 [
                     f"expected for a split like validation (n={conf['n']}, 95%)",
-                    "[{:.2f}, {:.2f}]".format(*conf["expected_coverage_95"]),
+                    "[{}, {}]".format(*(number(b, 2) for b in conf["expected_coverage_95"])),
                 ],
                 ["coverage on this split", fmt(conf["coverage"])],
                 ["mean set size", fmt(conf["mean_set_size"], 2)],
@@ -135,22 +126,9 @@ def _tta_section(metrics: dict[str, Any]) -> list[str]:
     ]
 
 
-# Long on purpose: the card is one document written top to bottom, section by section;
-# splitting it would scatter one page's order across functions.
-def write_model_card(run, path: Path, metrics, values, gates) -> Path:
-    from medclf.preprocessing import Preprocessing
-
-    cfg = OmegaConf.load(run.config)
-    prep = Preprocessing.load_file(run.preprocessing)
+def _model_section(cfg: Any, prep: Any, metrics: dict[str, Any]) -> list[str]:
     classes = metrics["task"]["classes"]
-    ev = metrics["evaluated"]
-    ci = metrics["confidence_intervals"]
-    op = metrics["operating_point"]
-    cal = metrics["calibration"]
-    counts = split_counts(run.split)
-    overall_names = [k for k in metrics["overall"]]
-    parts = [
-        f"# Model card: {run.name}",
+    return [
         "## Intended use",
         f"Classifies {prep.channels}-channel medical images into "
         f"{len(classes)} classes ({', '.join(classes)}). For research and decision support "
@@ -166,10 +144,16 @@ def write_model_card(run, path: Path, metrics, values, gates) -> Path:
                     f"{prep.image_size} px, {prep.channels} channel(s), "
                     f"normalization {prep.normalize}",
                 ],
-                ["temperature", f"{cal['after']['temperature']:.3f}"],
-                ["operating rule", f"`{op['rule']}`"],
+                ["temperature", number(metrics["calibration"]["after"]["temperature"])],
+                ["operating rule", f"`{metrics['operating_point']['rule']}`"],
             ],
         ),
+    ]
+
+
+def _data_section(cfg: Any, run: Any) -> list[str]:
+    counts = split_counts(run.split)
+    return [
         "## Training data",
         f"Source `{cfg.data.path}`; data fingerprint `{data_fingerprint(run.split)}` "
         "(sha256 of every image, label and split).",
@@ -177,29 +161,39 @@ def write_model_card(run, path: Path, metrics, values, gates) -> Path:
             ["class", *counts.columns],
             [[c, *(int(v) for v in counts.loc[c])] for c in counts.index],
         ),
+    ]
+
+
+def _evaluation_section(metrics: dict[str, Any], values: dict[str, Any]) -> list[str]:
+    ev, ci = metrics["evaluated"], metrics["confidence_intervals"]
+    per_class = ("sensitivity", "specificity", "ppv", "npv", "f1", "roc_auc")
+    return [
         f"## Evaluation: {ev['name']}",
         f"{ev['images']} images, {ev['patients']} patients, from {ev['source']}. "
         f"{int(ci['level'] * 100)}% intervals: {ci['method']} bootstrap, {ci['resamples']} "
         f"resamples of {ci['units']} {ci['unit']}s.",
-        _table(["metric", "value (95% CI)"], [[k, fmt(values[k])] for k in overall_names]),
+        _table(["metric", "value (95% CI)"], [[k, fmt(values[k])] for k in metrics["overall"]]),
         "### Per class (one-vs-rest, argmax decision)",
         _table(
             ["class", "n", "sensitivity", "specificity", "PPV", "NPV", "F1", "ROC-AUC"],
             [
-                [c, ev["class_counts"][c]]
-                + [
-                    fmt(values.get(f"{m}[{c}]"), 2)
-                    for m in ("sensitivity", "specificity", "ppv", "npv", "f1", "roc_auc")
-                ]
-                for c in classes
+                [c, ev["class_counts"][c], *(fmt(values.get(f"{m}[{c}]"), 2) for m in per_class)]
+                for c in metrics["task"]["classes"]
             ],
         ),
+    ]
+
+
+def _decision_section(metrics: dict[str, Any]) -> list[str]:
+    cal, op = metrics["calibration"], metrics["operating_point"]
+    rates = ("sensitivity", "specificity", "ppv", "npv")
+    return [
         "## Calibration",
         _table(
             ["", "temperature", "ECE", "MCE", "Brier", "NLL"],
             [
-                [k, f"{cal[k]['temperature']:.3f}"]
-                + [f"{cal[k][m]:.4f}" for m in ("ece", "mce", "brier", "nll")]
+                [k, number(cal[k]["temperature"])]
+                + [number(cal[k][m], 4) for m in ("ece", "mce", "brier", "nll")]
                 for k in ("before", "after")
             ],
         ),
@@ -208,52 +202,61 @@ def write_model_card(run, path: Path, metrics, values, gates) -> Path:
         _table(
             ["class", "threshold", "sensitivity", "specificity", "PPV", "NPV"],
             [
-                [c, f"{op['thresholds'].get(c, float('nan')):.4f}"]
-                + [
-                    fmt(op["per_class"].get(c, {}).get(m), 2)
-                    for m in ("sensitivity", "specificity", "ppv", "npv")
-                ]
-                for c in classes
-                if c in op["thresholds"]
-            ],
-        ),
-        *_conformal_section(metrics),
-        *_tta_section(metrics),
-        f"## Quality gates: {'PASSED' if gates['passed'] else 'FAILED'}",
-        _table(
-            ["gate", "value", "judged on", "result"],
-            [
-                [
-                    g["gate"],
-                    "n/a" if g["value"] is None else f"{g['value']:.4g}",
-                    g["judged_on"],
-                    "pass" if g["passed"] else "**FAIL**",
-                ]
-                for g in gates["gates"]
+                [c, number(t, 4), *(fmt(op["per_class"].get(c, {}).get(m), 2) for m in rates)]
+                for c in metrics["task"]["classes"]
+                if (t := op["thresholds"].get(c)) is not None
             ],
         ),
     ]
-    if metrics.get("subgroups"):
-        parts.append("## Subgroups")
-        for col, groups in metrics["subgroups"].items():
-            parts.append(f"### {col}")
-            parts.append(
-                _table(
-                    ["group", "n", "accuracy (95% CI)", "balanced acc.", "macro AUC"],
-                    [
-                        [
-                            g,
-                            v["n"],
-                            fmt(v["accuracy"]),
-                            f"{v['balanced_accuracy']:.3f}",
-                            "n/a" if v["macro_auc"] != v["macro_auc"] else f"{v['macro_auc']:.3f}",
-                        ]
-                        for g, v in groups.items()
-                    ],
-                )
-            )
-    parts.append("## Limitations")
-    parts += [f"- {line}" for line in limitations(metrics, values)]
+
+
+def _gates_section(gates: dict[str, Any]) -> list[str]:
+    rows = [
+        [
+            g["gate"],
+            "n/a" if g["value"] is None else f"{g['value']:.4g}",
+            g["judged_on"],
+            "pass" if g["passed"] else "**FAIL**",
+        ]
+        for g in gates["gates"]
+    ]
+    verdict = "PASSED" if gates["passed"] else "FAILED"
+    return [f"## Quality gates: {verdict}", _table(["gate", "value", "judged on", "result"], rows)]
+
+
+def _subgroup_section(metrics: dict[str, Any]) -> list[str]:
+    if not metrics.get("subgroups"):
+        return []
+    parts = ["## Subgroups"]
+    header = ["group", "n", "accuracy (95% CI)", "balanced acc.", "macro AUC"]
+    for col, groups in metrics["subgroups"].items():
+        rows = [
+            [g, v["n"], fmt(v["accuracy"]), number(v["balanced_accuracy"]), number(v["macro_auc"])]
+            for g, v in groups.items()
+        ]
+        parts += [f"### {col}", _table(header, rows)]
+    return parts
+
+
+def write_model_card(run, path: Path, metrics, values, gates) -> Path:
+    """The card, section by section in the order a reader meets them."""
+    from medclf.preprocessing import Preprocessing
+
+    cfg = OmegaConf.load(run.config)
+    prep = Preprocessing.load_file(run.preprocessing)
+    parts = [
+        f"# Model card: {run.name}",
+        *_model_section(cfg, prep, metrics),
+        *_data_section(cfg, run),
+        *_evaluation_section(metrics, values),
+        *_decision_section(metrics),
+        *_conformal_section(metrics),
+        *_tta_section(metrics),
+        *_gates_section(gates),
+        *_subgroup_section(metrics),
+        "## Limitations",
+        *(f"- {line}" for line in limitations(metrics, values)),
+    ]
     with atomic_path(path) as tmp:
         Path(tmp).write_text("\n\n".join(parts) + "\n")
     return path

@@ -4,8 +4,8 @@ external assets) that opens anywhere, sections in the order a reviewer reads the
 from __future__ import annotations
 
 import base64
+from functools import partial
 from pathlib import Path
-from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 from markupsafe import Markup
@@ -13,6 +13,7 @@ from markupsafe import Markup
 from medclf import __version__
 from medclf.atomic import atomic_path
 from medclf.evaluation.model_card import limitations
+from medclf.formatting import interval, number
 
 SECTIONS = [
     ("summary", "Summary"),
@@ -28,18 +29,6 @@ SECTIONS = [
     ("limitations", "Limitations"),
 ]
 PER_CLASS = ["sensitivity", "specificity", "ppv", "npv", "f1", "roc_auc", "pr_auc"]
-
-
-def _num(v: Any, digits: int = 3) -> str:
-    if v is None or v != v:
-        return "n/a"
-    return f"{float(v):.{digits}f}"
-
-
-def _interval(v: dict[str, Any] | None) -> str:
-    if not v or v.get("ci_low") is None:
-        return ""
-    return f"{_num(v['ci_low'])} - {_num(v['ci_high'])}"
 
 
 def write_report(path: Path, run, metrics, values, gates, figures: dict[str, Path]) -> Path:
@@ -79,8 +68,8 @@ def write_report(path: Path, run, metrics, values, gates, figures: dict[str, Pat
         images=images,
         limitations=limitations(metrics, values),
         figure=figure,
-        num=_num,
-        interval=_interval,
+        num=number,
+        interval=partial(interval, sep=" - "),
     )
     with atomic_path(path) as tmp:
         Path(tmp).write_text(html, encoding="utf-8")

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import typer
 
-from medclf.evaluation.model_card import fmt
+from medclf.formatting import estimate as fmt
+from medclf.formatting import number
 
 HEADLINE = ("accuracy", "balanced_accuracy", "macro_f1", "macro_auc", "mcc")
 
@@ -32,15 +33,15 @@ def print_summary(result) -> None:
         )
     cal = m["calibration"]
     echo(
-        f"calibration: T={cal['after']['temperature']:.2f} ECE "
-        f"{cal['before']['ece']:.3f} -> {cal['after']['ece']:.3f}, Brier "
-        f"{cal['before']['brier']:.3f} -> {cal['after']['brier']:.3f}"
+        f"calibration: T={number(cal['after']['temperature'], 2)} ECE "
+        f"{number(cal['before']['ece'])} -> {number(cal['after']['ece'])}, Brier "
+        f"{number(cal['before']['brier'])} -> {number(cal['after']['brier'])}"
     )
     op = m["operating_point"]
     if op["thresholds"]:
         parts = [
-            f"{c} >= {t:.3f} (sens {op['per_class'][c]['sensitivity']['value']:.2f}, "
-            f"spec {op['per_class'][c]['specificity']['value']:.2f})"
+            f"{c} >= {number(t)} (sens {number(op['per_class'][c]['sensitivity']['value'], 2)}, "
+            f"spec {number(op['per_class'][c]['specificity']['value'], 2)})"
             for c, t in op["thresholds"].items()
         ]
         echo(f"operating point ({op['rule']}): " + "; ".join(parts))
@@ -67,7 +68,8 @@ def print_summary(result) -> None:
         lo, hi = conf["expected_coverage_95"]
         if not lo <= conf["coverage"]["value"] <= hi:
             echo(
-                f"COVERAGE {conf['coverage']['value']:.3f} is outside [{lo:.3f}, {hi:.3f}], the "
+                f"COVERAGE {number(conf['coverage']['value'])} is outside "
+                f"[{number(lo)}, {number(hi)}], the "
                 f"95% range for images like the {conf['n']} validation images: these images "
                 "differ from them (see the data check's SPLIT SHIFT) and the sets' promise does "
                 "not carry over"

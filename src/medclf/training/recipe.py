@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from medclf.schema import parse_duration
+from medclf.schema_kinds import parse_duration
 
 log = logging.getLogger("medclf")
 
