@@ -18,6 +18,9 @@ WINDOW_PRESETS: dict[str, tuple[float, float]] = {
     "abdomen": (40.0, 400.0),
 }
 WINDOW_MODES = ("dicom", "minmax")
+# What a decoder applies when no window is named: the file's own VOI window (the record's and
+# the decoders' default; the config's is data.window in conf/data/default.yaml).
+FILE_WINDOW = "dicom"
 
 
 def normalize_window(spec: Any) -> str | tuple[float, float]:

@@ -20,7 +20,7 @@ import numpy as np
 from medclf.atomic import write_json
 from medclf.errors import MedclfError
 from medclf.geometry import LEGACY_RESIZE, RESIZE_MODES, TRIM_MODES
-from medclf.image_settings import DEFAULT_MAX_PIXELS, normalize_window, window_key
+from medclf.image_settings import DEFAULT_MAX_PIXELS, FILE_WINDOW, normalize_window, window_key
 
 # 2: trim and the letterbox/crop resize modes (an older medclf would silently ignore them)
 RECORD_VERSION = 2
@@ -36,7 +36,7 @@ class Preprocessing:
     resize: str = "squash"
     trim: str = "none"
     normalize: str = "dataset"
-    window: str | tuple[float, float] = "dicom"
+    window: str | tuple[float, float] = FILE_WINDOW
     max_pixels: int = DEFAULT_MAX_PIXELS  # decoding budget (``data.max_pixels``)
     version: int = RECORD_VERSION
     extra: dict[str, Any] = field(default_factory=dict)

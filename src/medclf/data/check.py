@@ -88,7 +88,7 @@ def near_duplicate_pairs(
 def check_dataset(
     table: pd.DataFrame,
     scanned: pd.DataFrame,
-    near_duplicate_distance: int = 10,
+    near_duplicate_distance: int,
     dataset: str = "",
     near_pairs: list[tuple[int, int, int]] | None = None,
     names_kept_together: bool = False,

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from medclf.errors import MedclfError
-from medclf.image_settings import WINDOW_PRESETS, normalize_window
+from medclf.image_settings import FILE_WINDOW, WINDOW_PRESETS, normalize_window
 
 DICOM_SUFFIXES = frozenset({".dcm", ".dicom"})
 
@@ -144,7 +144,7 @@ def _header_int(ds: Any, keyword: str, default: int) -> int:
 # Long on purpose: one DICOM decode in the order the standard applies it (header budget,
 # frame choice, modality LUT, window, photometric inversion); each step is a few lines.
 def read_dicom(
-    source: Path | bytes, label: str, window: Any = "dicom", max_pixels: int | None = None
+    source: Path | bytes, label: str, window: Any = FILE_WINDOW, max_pixels: int | None = None
 ) -> DicomImage:
     from pydicom.pixels import apply_modality_lut, get_decoder
 
@@ -205,8 +205,8 @@ def read_dicom(
     if spec == "minmax":
         arr = minmax(values)
     else:
-        chosen = file_window(ds) if spec == "dicom" else None
-        if spec == "dicom" and chosen is None:
+        chosen = file_window(ds) if spec == FILE_WINDOW else None
+        if spec == FILE_WINDOW and chosen is None:
             arr = minmax(values)
         else:
             center, width = chosen or (WINDOW_PRESETS[spec] if isinstance(spec, str) else spec)

@@ -25,7 +25,7 @@ from PIL import Image, UnidentifiedImageError
 
 from medclf.data.dicom import has_dicm_preamble, looks_like_dicom, minmax
 from medclf.errors import MedclfError
-from medclf.image_settings import DEFAULT_MAX_PIXELS, normalize_window
+from medclf.image_settings import DEFAULT_MAX_PIXELS, FILE_WINDOW, normalize_window
 
 # medclf checks every raster header against ``max_pixels`` itself, before decoding, so Pillow's
 # own process-wide bomb limit (89 Mpx warning, 179 Mpx error) is switched off: it would
@@ -202,7 +202,7 @@ def _decode_raster(
         raise MedclfError(f"{label}: corrupt or truncated image ({exc})") from exc
     if window == "minmax":
         arr = minmax(arr)
-    elif window != "dicom":
+    elif window != FILE_WINDOW:
         raise MedclfError(
             f"{label}: data.window={window!r} is a window in DICOM modality units (e.g. HU) and "
             "this file is not DICOM; send the DICOM file or use window 'dicom' or 'minmax'"
@@ -214,7 +214,7 @@ def _decode_raster(
 def decode(
     source: str | Path | bytes,
     name: str | None = None,
-    window: Any = "dicom",
+    window: Any = FILE_WINDOW,
     max_pixels: int | None = None,
 ) -> Decoded:
     """Decode ``source`` (a path or the bytes of a file) with its facts; see module docstring.
@@ -251,7 +251,7 @@ def decode(
 def read_image(
     source: str | Path | bytes,
     name: str | None = None,
-    window: Any = "dicom",
+    window: Any = FILE_WINDOW,
     max_pixels: int | None = None,
 ) -> np.ndarray:
     """Decode ``source`` to float32 in [0, 1]: (H, W) or (H, W, 3)."""

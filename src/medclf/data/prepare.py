@@ -31,7 +31,6 @@ from medclf.data.split import (
     make_splits,
 )
 from medclf.errors import MedclfError
-from medclf.image_settings import DEFAULT_MAX_PIXELS
 from medclf.preprocessing import Preprocessing
 
 log = logging.getLogger("medclf")
@@ -90,13 +89,13 @@ def prepare_data(data: Any, progress: bool = True, save_memo: bool = True) -> Pr
 
     ``save_memo=False`` defers writing the scan memo to ``PreparedData.save_memo()``, for
     callers (train) that must write nothing before they are sure to start."""
-    split_file = data.get("split_file")
+    split_file = data.split_file
     if split_file:
         table, dataset = load_split(split_file), str(split_file)
     else:
-        path = resolve_source(data.get("source"), data.get("path"))
+        path = resolve_source(data.source, data.path)
         table, dataset = discover(path, DiscoverOptions.from_cfg(data)), str(path)
-    cache_dir = data.get("cache_dir")
+    cache_dir = data.cache_dir
     memo = Path(str(cache_dir)).expanduser() / "scan.csv" if cache_dir else None
     if memo is not None:
         sweep_stale(memo.parent, recursive=False)  # memo/cache writes killed mid-way
@@ -105,7 +104,7 @@ def prepare_data(data: Any, progress: bool = True, save_memo: bool = True) -> Pr
         data.window,
         memo=memo,
         progress=progress,
-        max_pixels=data.get("max_pixels"),
+        max_pixels=data.max_pixels,
     )
     table = _with_hashes(table, scanned, split_file)
     bad = scanned["error"].ne("").to_numpy()
@@ -179,12 +178,12 @@ def _split(
         check_splits(readable, sorted(readable["label"].unique()))
         return readable, False
     grouped, names_kept = _with_name_groups(
-        _with_near_groups(readable, near_pairs), data.get("patient_pattern")
+        _with_near_groups(readable, near_pairs), data.patient_pattern
     )
     table = make_splits(
         grouped,
-        list(data.get("split_ratios")),
-        int(data.get("split_seed")),
+        list(data.split_ratios),
+        int(data.split_seed),
         min_per_class=int(data.min_images_per_class),
     ).drop(columns=[NEAR_GROUP, NAME_GROUP], errors="ignore")
     return table, names_kept
@@ -193,16 +192,16 @@ def _split(
 def provisional_preprocessing(data: Any, table: pd.DataFrame) -> Preprocessing:
     """The record for these settings and classes, before statistics exist (identity
     normalization); it validates image_size, channels and window before anything heavy."""
-    channels = int(data.get("channels"))
+    channels = int(data.channels)
     return Preprocessing(
-        image_size=int(data.get("image_size")),
+        image_size=int(data.image_size),
         channels=channels,
         class_names=tuple(sorted(table["label"].unique())),
         mean=(0.0,) * channels,
         std=(1.0,) * channels,
-        normalize=str(data.get("normalize")),
+        normalize=str(data.normalize),
         window=data.window,
-        resize=str(data.get("resize", "squash")),
-        trim=str(data.get("trim", "none")),
-        max_pixels=int(data.get("max_pixels") or DEFAULT_MAX_PIXELS),
+        resize=str(data.resize),
+        trim=str(data.trim),
+        max_pixels=int(data.max_pixels),
     )

@@ -21,7 +21,7 @@ from medclf.atomic import atomic_path
 from medclf.data.io import decode, sample_sha256
 from medclf.data.parallel import map_images
 from medclf.errors import MedclfError
-from medclf.image_settings import window_key
+from medclf.image_settings import FILE_WINDOW, window_key
 
 SCAN_COLUMNS = [
     "path",
@@ -104,7 +104,7 @@ def _load_memo(memo: Path | None) -> pd.DataFrame:
 
 def scan(
     paths: Sequence[str],
-    window: Any = "dicom",
+    window: Any = FILE_WINDOW,
     memo: Path | None = None,
     progress: bool = True,
     max_pixels: int | None = None,

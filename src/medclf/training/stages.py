@@ -164,17 +164,18 @@ def build_scheduler(
     monitor: str,
     monitor_mode: str = "min",
 ) -> dict[str, Any] | None:
-    """A Lightning ``lr_scheduler`` config for the stage, or None for a constant rate."""
+    """A Lightning ``lr_scheduler`` config for the stage, or None for a constant rate.
+    ``stage.scheduler`` holds every ``train.scheduler`` key (a stage's own merged on top)."""
     s = stage.scheduler
-    name = str(s.get("name"))
+    name = str(s["name"])
     total_steps = max(1, steps_per_epoch * stage.epochs)
     if name == "none":
         return None
     if name == "cosine":
         # Per optimizer step: linear warmup, then cosine down to min_lr.
-        warmup = round(float(s.get("warmup_epochs") or 0) * steps_per_epoch)
+        warmup = round(float(s["warmup_epochs"]) * steps_per_epoch)
         warmup = min(warmup, total_steps - 1)
-        min_lr = float(s.get("min_lr") or 0.0)
+        min_lr = float(s["min_lr"])
         cosine = torch.optim.lr_scheduler.CosineAnnealingLR(
             optimizer, T_max=max(1, total_steps - warmup), eta_min=min_lr
         )
@@ -195,24 +196,24 @@ def build_scheduler(
         return {"scheduler": sched, "interval": "step"}
     if name == "step":
         sched = torch.optim.lr_scheduler.StepLR(
-            optimizer, step_size=int(s.get("step_size") or 10), gamma=float(s.get("gamma", 0.1))
+            optimizer, step_size=int(s["step_size"]), gamma=float(s["gamma"])
         )
         return {"scheduler": sched, "interval": "epoch"}
     if name == "multistep":
-        milestones = [int(m) for m in (s.get("milestones") or [])]
+        milestones = [int(m) for m in s["milestones"]]
         if not milestones:
             raise MedclfError("train.scheduler.milestones must list epochs for multistep")
         sched = torch.optim.lr_scheduler.MultiStepLR(
-            optimizer, milestones=milestones, gamma=float(s.get("gamma", 0.1))
+            optimizer, milestones=milestones, gamma=float(s["gamma"])
         )
         return {"scheduler": sched, "interval": "epoch"}
     # plateau
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer,
         mode=monitor_mode,
-        factor=float(s.get("factor", 0.1)),
-        patience=int(s.get("patience", 2)),
-        min_lr=float(s.get("min_lr") or 0.0),
+        factor=float(s["factor"]),
+        patience=int(s["patience"]),
+        min_lr=float(s["min_lr"]),
     )
     return {"scheduler": sched, "interval": "epoch", "monitor": monitor, "strict": True}
 
