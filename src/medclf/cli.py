@@ -12,6 +12,7 @@ from medclf.cli_common import (
     OVERRIDES_HELP,
     artifact,
     handles_errors,
+    only_section,
     reject_extra,
     require,
     state,
@@ -181,24 +182,46 @@ def compare(
 
 @app.command()
 @handles_errors
-def export(args: list[str] = typer.Argument(None, help="model=RUN [format=onnx]")) -> None:
-    """Export the best checkpoint to ONNX and verify it against PyTorch on test images."""
+def export(
+    args: list[str] = typer.Argument(
+        None, help="model=RUN [format=onnx] [quantize=int8] [export.KEY=VALUE ...]"
+    ),
+) -> None:
+    """Export the best checkpoint to ONNX and verify it against PyTorch on test images; with
+    quantize=int8 also an INT8 file, kept only if its test accuracy and AUC hold."""
+    from medclf.config import compose
     from medclf.export.onnx import export_onnx
     from medclf.formatting import number
     from medclf.words import split_words
 
-    found, rest, _ = split_words(args, {"model", "run", "format"})
-    reject_extra(rest, "export")
+    found, rest, _ = split_words(args, {"model", "run", "format", "quantize"})
+    only_section(rest, "export", "export")
     fmt = found.get("format", "onnx")
     if fmt != "onnx":
         raise MedclfError(f"format={fmt} is not supported; use format=onnx")
-    result = export_onnx(artifact(found, "medclf export model=RUN format=onnx"))
+    quantize = found.get("quantize")
+    if quantize not in (None, "int8", "none"):
+        raise MedclfError(f"quantize={quantize} is not supported; use quantize=int8")
+    settings = compose(rest).export  # checked before any file is read
+    target = artifact(found, "medclf export model=RUN format=onnx")
+    result = export_onnx(target, quantize=quantize, settings=settings)
     p = result.parity
     typer.echo(f"exported: {result.onnx_path}")
     typer.echo(
         f"parity on {p['images']} images: max |dp| = {p['max_abs_diff']:.2e} "
         f"(limit {p['tolerance']:.0e}), top-1 agreement {number(p['top1_agreement'])}"
     )
+    if result.int8:
+        q = result.int8
+        auc = q["macro_auc_delta"]
+        typer.echo(
+            f"exported: {result.onnx_path.with_name('model.int8.onnx')} (INT8 on {q['images']} "
+            f"test images: accuracy {number(q['int8']['accuracy'])} vs "
+            f"{number(q['fp32']['accuracy'])}, macro AUC delta "
+            f"{'n/a' if auc is None else f'{auc:+.3f}'}, top-1 agreement "
+            f"{number(q['top1_agreement'])}, size x{q['size_ratio']:.2f}, "
+            f"batch-1 latency x{q['batch1_latency_ratio']:.2f})"
+        )
 
 
 def _expand_images(items: list[str]) -> list[Path]:

@@ -60,6 +60,18 @@ def reject_extra(rest: list[str], command: str) -> None:
         raise MedclfError(f"unknown argument '{rest[0]}' for 'medclf {command}' (see --help)")
 
 
+def only_section(rest: list[str], section: str, command: str) -> None:
+    """The words left after a command's own must be ``SECTION.key=value`` settings."""
+    from medclf.words import keys
+
+    for item, key in zip(rest, keys(rest), strict=True):
+        if not key.startswith(f"{section}."):
+            raise MedclfError(
+                f"unknown argument '{item}' for 'medclf {command}': it takes its own words and "
+                f"{section}.* settings (see --help)"
+            )
+
+
 def artifact(found: dict[str, str], usage: str) -> str:
     """``model=`` names the artifact for evaluate, export, predict and serve (a run folder or
     an ONNX file); ``run=``, its older spelling, is still read."""

@@ -114,7 +114,7 @@ def compose_for_training(overrides: list[str] | None = None) -> DictConfig:
 def _explain_override_error(exc: Exception, overrides: list[str], base: DictConfig) -> str:
     known = _all_keys(base)
     for key in keys(overrides):
-        if key in known or key in ("data", "model", "train", "eval", "experiment"):
+        if key in known or key in ("data", "model", "train", "eval", "export", "experiment"):
             continue
         hint = difflib.get_close_matches(key, known, n=1)
         suggestion = f" Did you mean '{hint[0]}'?" if hint else ""

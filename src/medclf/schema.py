@@ -307,6 +307,11 @@ class Eval(Section):
     gates: dict[str, Gate | None]  # null removes a packaged gate
 
 
+class Export(Section):
+    int8_max_drop: number(ge=0, lt=1)
+    int8_calibration_images: integer(lo=1)
+
+
 class Mlflow(Section):
     tracking_uri: str
     experiment: OptText
@@ -339,9 +344,10 @@ class Config(Section):
     model: dict[str, Any]
     train: Train
     eval: Eval
+    export: Export
 
 
-SECTIONS: dict[str, type[Section]] = {"data": Data, "train": Train, "eval": Eval}
+SECTIONS: dict[str, type[Section]] = {"data": Data, "train": Train, "eval": Eval, "export": Export}
 
 
 def model_schema(name: str) -> type[Section]:

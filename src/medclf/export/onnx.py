@@ -25,6 +25,7 @@ from medclf.atomic import atomic_path, dumps_json, write_json
 from medclf.data.transform import model_input
 from medclf.errors import MedclfError
 from medclf.export import records
+from medclf.export.release import release_record
 from medclf.rundir import RunDir
 from medclf.serving.predictor import OnnxPredictor, TorchPredictor
 
@@ -38,6 +39,7 @@ OPSET = 18
 class ExportResult:
     onnx_path: Path
     parity: dict[str, Any]
+    int8: dict[str, Any] | None = None  # the INT8 file's comparison with this one, when made
 
 
 def _parity_images(run: RunDir, limit: int) -> list[str]:
@@ -78,21 +80,27 @@ def parity_report(reference: TorchPredictor, candidate: OnnxPredictor, paths: li
     }
 
 
-def export_onnx(run_dir: str | Path) -> ExportResult:
+def export_onnx(
+    run_dir: str | Path, quantize: str | None = None, settings: Any = None
+) -> ExportResult:
     """trace the best checkpoint -> embed the records and the graph digest -> check parity on
-    test images -> keep model.onnx only if it passed -> write metadata.json."""
+    test images -> keep model.onnx only if it passed -> write metadata.json; with
+    ``quantize="int8"``, then the INT8 file beside it (``medclf.export.int8``; ``settings`` is
+    the config's ``export`` section)."""
     import onnx
 
     run = RunDir.open(run_dir)
     reference = TorchPredictor(run.root)
     out_dir = run.export_dir
     out_dir.mkdir(parents=True, exist_ok=True)
-    final = out_dir / "model.onnx"
+    final = out_dir / records.FP32_FILE
+    release = release_record(run, reference.version)
     # The graph is saved into atomic_path's temp file and checked there: only a file that
     # passed parity is renamed to model.onnx; any exception discards it.
     with atomic_path(final) as tmp_onnx:
         proto = _traced(reference)
-        graph_digest = _embed_records(proto, reference)
+        proto.producer_name, proto.producer_version = "medclf", __version__
+        graph_digest = records.embed(proto, _entries(reference, release))
         onnx.checker.check_model(proto)
         onnx.save_model(proto, tmp_onnx)
         candidate = OnnxPredictor(tmp_onnx)
@@ -105,8 +113,17 @@ def export_onnx(run_dir: str | Path) -> ExportResult:
                 f"(details in {out_dir / 'parity.json'})"
             )
     metadata = _metadata(reference, final, candidate, graph_digest)
+    metadata["release"] = release
+    (out_dir / records.INT8_FILE).unlink(missing_ok=True)  # it belonged to the previous file
     write_json(out_dir / records.EXPORT_METADATA, metadata)
-    return ExportResult(onnx_path=final, parity=parity)
+    if quantize != "int8":
+        return ExportResult(onnx_path=final, parity=parity)
+    from medclf.export.int8 import export_int8
+
+    int8 = export_int8(run, final, settings)
+    metadata["int8"] = int8["record"]
+    write_json(out_dir / records.EXPORT_METADATA, metadata)
+    return ExportResult(onnx_path=final, parity=parity, int8=int8["comparison"])
 
 
 def _traced(reference: TorchPredictor) -> Any:
@@ -148,24 +165,17 @@ def _traced(reference: TorchPredictor) -> Any:
     return program.model_proto
 
 
-def _embed_records(proto: Any, reference: TorchPredictor) -> str:
-    """Write the preprocessing and decision records, the model's name and version and the
-    graph's sha256 into the file's metadata; returns the digest (every load verifies it)."""
-    metadata = {
+def _entries(reference: TorchPredictor, release: dict[str, Any]) -> dict[str, str]:
+    """The metadata an exported file carries: the preprocessing and decision records, the
+    model's name and version and the release record."""
+    return {
         records.ONNX_META_PREPROCESSING: dumps_json(reference.prep.to_dict(), indent=None),
         records.ONNX_META_DECISION: dumps_json(reference.decision.to_dict(), indent=None),
         records.ONNX_META_MODEL_NAME: reference.name,
         records.ONNX_META_MODEL_VERSION: reference.version,
-        "medclf.version": __version__,
+        records.ONNX_META_MEDCLF_VERSION: __version__,
+        records.ONNX_META_RELEASE: dumps_json(release, indent=None),
     }
-    del proto.metadata_props[:]
-    # verified by every load (OnnxPredictor): a damaged or altered graph is refused
-    metadata[records.ONNX_META_GRAPH_SHA256] = records.graph_sha256(proto)
-    for key, value in metadata.items():
-        proto.metadata_props.add(key=key, value=value)
-    proto.producer_name = "medclf"
-    proto.producer_version = __version__
-    return metadata[records.ONNX_META_GRAPH_SHA256]
 
 
 def _metadata(

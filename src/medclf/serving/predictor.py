@@ -245,17 +245,20 @@ def load_run_decision(run: Any, version: str, class_names: tuple[str, ...]) -> D
 
 
 def recorded_file_sha256(onnx_path: Path) -> str | None:
-    """The sha256 that ``metadata.json`` beside ``onnx_path`` records for that file, if any."""
+    """The sha256 that ``metadata.json`` beside ``onnx_path`` records for that file (the fp32
+    or the INT8 export), if any."""
     sidecar = onnx_path.with_name(EXPORT_METADATA)
     if not sidecar.is_file():
         return None
     try:
-        record = json.loads(sidecar.read_text(encoding="utf-8")).get("file") or {}
+        meta = json.loads(sidecar.read_text(encoding="utf-8"))
+        files = [meta.get("file") or {}, (meta.get("int8") or {}).get("file") or {}]
     except (ValueError, AttributeError, UnicodeDecodeError) as exc:
         raise MedclfError(f"{sidecar}: not readable JSON ({exc})") from exc
-    if not isinstance(record, dict) or record.get("name") != onnx_path.name:
-        return None
-    return record.get("sha256") or None
+    for record in files:  # model.onnx, and model.int8.onnx when one was exported
+        if isinstance(record, dict) and record.get("name") == onnx_path.name:
+            return record.get("sha256") or None
+    return None
 
 
 def load_predictor(spec: str | Path) -> Predictor:
