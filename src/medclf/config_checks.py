@@ -20,7 +20,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 
 from medclf.errors import MedclfError
-from medclf.schema import SECTIONS, Config, Section, model_schema
+from medclf.schema import SECTIONS, Config, Section, Timm, model_schema
 from medclf.schema_kinds import Expect
 
 __all__ = ["allowed_values", "check_values", "schema_leaves"]
@@ -53,6 +53,11 @@ def check_values(cfg: DictConfig, sections: Sequence[str] | None = None) -> None
 def _validate_model(model: dict[str, Any]) -> None:
     name = str(model.get("name"))
     schema = model_schema(name)
+    if schema is not Timm and model.get("weights") is not None:
+        raise MedclfError(
+            f"{name} has no pretrained weights: model.weights is for timm architectures "
+            "(e.g. model=resnet18 model.weights=FILE)"
+        )
     try:
         schema.model_validate(model)
     except ValidationError as exc:

@@ -7,15 +7,19 @@ from pathlib import Path
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 
+from medclf.config import compose
 from medclf.errors import MedclfError
 from medclf.models import build_model
 from tests.conftest import medclf, printed_run
 
 
 def _cfg(**kw):
-    return OmegaConf.create({"name": "resnet18", "pretrained": False, "drop_rate": 0.0, **kw})
+    """The packaged resnet18 model settings (every key the schema requires), changed by kw."""
+    cfg = compose(["model=resnet18", "model.pretrained=false"]).model
+    for key, value in kw.items():
+        cfg[key] = value
+    return cfg
 
 
 @pytest.fixture(scope="module")
@@ -88,10 +92,11 @@ def test_offline_pretrained_fails_fast_with_a_way_out(monkeypatch, tmp_path, env
     assert needle in str(err.value) and "model.weights=FILE" in str(err.value)
 
 
-def test_custom_cnn_refuses_pretrained_weights():
-    cfg = OmegaConf.create({"name": "custom_cnn", "pretrained": True})
-    with pytest.raises(MedclfError, match="custom_cnn has no pretrained weights"):
-        build_model(cfg, num_classes=2, in_chans=1)
+@pytest.mark.parametrize("word", ["model.pretrained=true", "+model.weights=w.safetensors"])
+def test_custom_cnn_refuses_pretrained_weights_at_compose(word):
+    with pytest.raises(MedclfError) as err:
+        compose([word])  # the packaged model is custom_cnn
+    assert "custom_cnn has no pretrained weights" in str(err.value)
 
 
 @pytest.mark.heavy  # about a minute on 2 cores; CI runs it with make test-heavy
