@@ -28,3 +28,25 @@ def test_values_hydra_cannot_parse_are_taken_literally():
     cfg = compose([r"data.label_pattern=CONTRAST_(\d)", "data.image_root=/x/it's (copy)"])
     assert cfg.data.label_pattern == r"CONTRAST_(\d)"
     assert cfg.data.image_root == "/x/it's (copy)"
+
+
+def test_a_config_from_an_earlier_medclf_gets_the_keys_added_since():
+    from omegaconf import OmegaConf
+
+    from medclf.config import upgraded
+
+    saved = OmegaConf.create(
+        {
+            "seed": 7,
+            "data": {"path": "/old", "channels": 3, "retired": 1},  # no trim/resize/patient_pattern
+            "model": {"name": "resnet18", "pretrained": False},  # no head, head_hidden, weights
+        }
+    )
+    cfg = upgraded(saved)
+    assert cfg.seed == 7 and cfg.data.path == "/old" and cfg.data.channels == 3
+    assert cfg.data.retired == 1  # kept, unused
+    packaged = compose(["model=resnet18"])
+    assert (cfg.data.trim, cfg.data.resize) == (packaged.data.trim, packaged.data.resize)
+    assert cfg.data.patient_pattern == packaged.data.patient_pattern
+    assert cfg.model.head == "linear" and cfg.model.pretrained is False
+    assert "hidden_dims" not in cfg.model  # the saved architecture's family, not custom_cnn's

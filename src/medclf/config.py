@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 from importlib import resources
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -61,8 +62,9 @@ def _all_keys(cfg: DictConfig, prefix: str = "") -> list[str]:
     return keys
 
 
-def compose(overrides: list[str] | None = None) -> DictConfig:
-    """The resolved packaged config with ``overrides`` applied; raises MedclfError on bad keys."""
+def compose(overrides: list[str] | None = None, validate: bool = True) -> DictConfig:
+    """The resolved packaged config with ``overrides`` applied; raises MedclfError on bad keys
+    and (``validate``) on values the schema refuses."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
@@ -84,8 +86,20 @@ def compose(overrides: list[str] | None = None) -> DictConfig:
     finally:
         GlobalHydra.instance().clear()
     OmegaConf.set_struct(cfg, True)
-    check_values(cfg)
+    if validate:
+        check_values(cfg)
     return cfg
+
+
+def upgraded(saved: Any) -> DictConfig:
+    """A config an earlier medclf wrote (a run's config.yaml, a checkpoint's model settings),
+    with every key added since at its packaged default: the code reads keys without fallbacks
+    of its own, so an older run still resumes, evaluates and serves. The saved values win;
+    keys retired since are kept and unused."""
+    name = OmegaConf.select(OmegaConf.create(saved), "model.name") or "custom_cnn"
+    base = compose([f"model={name}"], validate=False)  # defaults only: nothing to check
+    OmegaConf.set_struct(base, False)
+    return OmegaConf.merge(base, saved)
 
 
 # The architecture recipe=auto trains when the command line names none (medclf.training.recipe).

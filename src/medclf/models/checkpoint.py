@@ -27,6 +27,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 
 def model_from_checkpoint(path: Path) -> tuple[nn.Module, dict[str, Any]]:
     """The model in eval mode with the checkpoint's weights, and the checkpoint's medclf meta."""
+    from medclf.config import upgraded
     from medclf.models import build_model
 
     ckpt = load_checkpoint(path)
@@ -34,7 +35,8 @@ def model_from_checkpoint(path: Path) -> tuple[nn.Module, dict[str, Any]]:
     if not meta:
         raise MedclfError(f"{path}: not a medclf checkpoint (no 'medclf' metadata)")
     # The checkpoint holds every weight: never re-read model.weights or contact the hub here.
-    model_cfg = OmegaConf.create({**meta["model"], "pretrained": False, "weights": None})
+    model_cfg = upgraded({"model": meta["model"]}).model
+    model_cfg.pretrained, model_cfg.weights = False, None
     model = build_model(
         model_cfg,
         num_classes=int(meta["num_classes"]),

@@ -14,6 +14,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from medclf.atomic import write_json, write_text
+from medclf.config import upgraded
 from medclf.data.check import summary_lines
 from medclf.data.prepare import PreparedData, prepare_data, provisional_preprocessing
 from medclf.data.split import save_split
@@ -138,7 +139,7 @@ def resume(run_path: str | Path, overrides: list[str] | None = None) -> TrainRes
         )
     # Refuse a damaged or code-carrying checkpoint with one line, before any other work.
     load_checkpoint(run.last_ckpt)
-    cfg = OmegaConf.load(run.config)
+    cfg = upgraded(OmegaConf.load(run.config))
     apply_overrides(cfg, list(overrides or []))
     with open_dict(cfg):
         # The saved split, not a re-split: refuses if any image changed since.
