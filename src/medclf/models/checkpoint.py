@@ -11,7 +11,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
 from torch import nn
 
 from medclf.errors import MedclfError
