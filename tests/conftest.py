@@ -70,14 +70,16 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def served(model: Path, timeout: float = 90) -> Iterator[str]:
+def served(
+    model: Path | str, timeout: float = 90, extra: tuple[str, ...] = (), cwd: Path | None = None
+) -> Iterator[str]:
     """A real ``medclf serve`` process on a free 127.0.0.1 port; yields its base URL."""
     import httpx
 
     port = _free_port()
-    cmd = [sys.executable, "-m", "medclf", "serve", f"model={model}", "host=127.0.0.1"]
+    cmd = [sys.executable, "-m", "medclf", "serve", f"model={model}", "host=127.0.0.1", *extra]
     proc = subprocess.Popen(
-        [*cmd, f"port={port}"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        [*cmd, f"port={port}"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=cwd
     )
     url = f"http://127.0.0.1:{port}"
     try:

@@ -13,11 +13,11 @@ from medclf.cli_common import (
     artifact,
     handles_errors,
     only_section,
-    reject_extra,
     require,
     state,
 )
 from medclf.cli_data import data_app
+from medclf.cli_registry import local_model, register, registry_app
 from medclf.errors import MedclfError
 
 app = typer.Typer(
@@ -31,6 +31,8 @@ app = typer.Typer(
 config_app = typer.Typer(help="Inspect the packaged configuration.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(data_app, name="data")
+app.add_typer(registry_app, name="registry")
+app.command("register")(register)
 
 
 @app.callback()
@@ -245,7 +247,9 @@ def _expand_images(items: list[str]) -> list[Path]:
 @app.command()
 @handles_errors
 def predict(
-    args: list[str] = typer.Argument(None, help="model=RUN|FILE.onnx PATH..."),
+    args: list[str] = typer.Argument(
+        None, help="model=RUN|FILE.onnx|models:/NAME@ALIAS PATH... [mlflow.tracking_uri=URI]"
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """Classify image files or folders with a run or an exported ONNX model."""
@@ -253,12 +257,11 @@ def predict(
     from medclf.words import split_words
 
     found, rest, items = split_words(args, {"model"}, plain=True)
-    reject_extra(rest, "predict")
-    usage = "medclf predict model=RUN|FILE.onnx PATH..."
+    usage = "medclf predict model=RUN|FILE.onnx|models:/NAME@ALIAS PATH..."
     spec = require(found, "model", usage)
     if not items:
         raise MedclfError(f"no images given; usage: {usage}")
-    predictor = load_predictor(spec)
+    predictor = load_predictor(local_model(spec, rest, "predict"))
     paths = _expand_images(items)
     results: list[dict[str, Any]] = []
     for path in paths:
@@ -327,7 +330,11 @@ def _set_text(members: list[str] | None, coverage: float | None) -> str:
 @app.command()
 @handles_errors
 def serve(
-    args: list[str] = typer.Argument(None, help="model=RUN|FILE.onnx [host=127.0.0.1] [port=8000]"),
+    args: list[str] = typer.Argument(
+        None,
+        help="model=RUN|FILE.onnx|models:/NAME@ALIAS [host=127.0.0.1] [port=8000] "
+        "[mlflow.tracking_uri=URI]",
+    ),
 ) -> None:
     """Serve a model over HTTP: POST /predict (multipart 'file'), GET /health."""
     import uvicorn
@@ -337,13 +344,12 @@ def serve(
     from medclf.words import split_words
 
     found, rest, _ = split_words(args, {"model", "host", "port"})
-    reject_extra(rest, "serve")
     spec = require(found, "model", "medclf serve model=RUN|FILE.onnx [host=..] [port=..]")
     try:
         port = int(found.get("port", "8000"))
     except ValueError:
         raise MedclfError(f"port={found['port']} is not a number") from None
-    predictor = load_predictor(spec)
+    predictor = load_predictor(local_model(spec, rest, "serve"))
     host = found.get("host", "127.0.0.1")
     typer.echo(
         f"serving {predictor.name} ({predictor.backend}) on http://{host}:{port} - "

@@ -81,6 +81,7 @@ def test_an_int8_file_that_costs_too_much_is_not_written(trained_run: Path, tmp_
     assert "int8" not in json.loads((export / "metadata.json").read_text())
 
 
+@pytest.mark.heavy  # an fp32 export first; CI runs it with make test-heavy
 def test_a_quantizer_failure_is_one_line_and_leaves_the_fp32_export(
     trained_run: Path, tmp_path: Path, monkeypatch
 ):
@@ -136,6 +137,7 @@ def test_every_export_carries_its_release_record(trained_run: Path):
     assert json.loads(embedded["medclf.release"]) == release
 
 
+@pytest.mark.heavy  # a whole fp32 + INT8 export; CI runs it with make test-heavy
 def test_calibration_images_come_from_the_training_split_only(
     trained_run: Path, tmp_path: Path, monkeypatch
 ):

@@ -12,7 +12,6 @@ import json
 import logging
 import os
 from collections.abc import Callable, Iterable
-from pathlib import Path
 from typing import Any
 
 from lightning.pytorch.loggers import Logger
@@ -93,31 +92,13 @@ class FailSoftLogger(Logger):
         return self._guard(what, lambda: fn(self.inner))
 
 
-_DATABASE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
-
-
-def _artifact_location(uri: str, cfg: Any) -> str | None:
-    """With a database tracking store MLflow would put a new experiment's artifacts in
-    ``./mlruns`` of whatever folder the command ran in; keep them under ``runs_root``.
-    A tracking server or file store decides for itself (None). Applies to experiments
-    created from now on; an existing experiment keeps its location."""
-    scheme = uri.split(":", 1)[0].split("+", 1)[0].lower()
-    if scheme not in _DATABASE_SCHEMES:
-        return None
-    return (Path(str(cfg.runs_root)).expanduser().resolve() / "mlartifacts").as_uri()
-
-
 def _mlflow(cfg: Any, run: RunDir) -> Logger:
-    import mlflow  # noqa: F401 - configures its loggers on import; quiet them afterwards
     from lightning.pytorch.loggers import MLFlowLogger
 
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
-    # A tracking server that is down must cost seconds, not MLflow's default minutes of retries.
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
-    uri = str(cfg.mlflow.tracking_uri)
-    if uri.startswith("sqlite:///"):
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    from medclf import tracking
+
+    tracking.quiet_and_bounded()
+    uri = tracking.prepare_uri(str(cfg.mlflow.tracking_uri))
     record = run.logs / "mlflow.json"
     run_id = None
     if record.is_file():  # resuming: continue the same MLflow run
@@ -126,7 +107,7 @@ def _mlflow(cfg: Any, run: RunDir) -> Logger:
         experiment_name=str(cfg.mlflow.experiment or cfg.run_group),
         run_name=run.name,
         tracking_uri=uri,
-        artifact_location=_artifact_location(uri, cfg),
+        artifact_location=tracking.artifact_location(uri, cfg.runs_root),
         run_id=run_id,
         tags={"medclf.run_dir": str(run.root.resolve())},
     )

@@ -1,0 +1,197 @@
+"""``medclf register`` and ``medclf registry list|show|promote|rollback``.
+
+The registry is the MLflow URI of the config (``mlflow.tracking_uri``, by default the sqlite
+file under ``runs/``): any URI works, given as ``mlflow.tracking_uri=...`` on any of these
+commands.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+
+from medclf.cli_common import handles_errors, reject_extra, require
+from medclf.errors import MedclfError
+
+REGISTRY_WORDS = "[mlflow.tracking_uri=URI] [runs_root=DIR]"
+registry_app = typer.Typer(
+    help="Registered model versions: list, show, promote and roll back (MLflow aliases).",
+    no_args_is_help=True,
+)
+
+
+def registry_settings(rest: list[str]) -> tuple[str, str]:
+    """(tracking URI, runs_root) from the packaged config and the command's mlflow.* and
+    runs_root words; anything else is refused."""
+    from medclf.config import compose
+    from medclf.words import keys
+
+    for item, key in zip(rest, keys(rest), strict=True):
+        if not (key.startswith("mlflow.") or key == "runs_root"):
+            raise MedclfError(f"unknown argument '{item}' (see --help)")
+    cfg = compose(rest)
+    return str(cfg.mlflow.tracking_uri), str(cfg.runs_root)
+
+
+def local_model(spec: str, rest: list[str], command: str) -> str:
+    """A command's ``model=``: a run folder or ONNX file as given, or a registered version
+    (``models:/NAME@ALIAS``, ``models:/NAME/VERSION``) fetched into the local cache; the
+    registry's own words (``mlflow.tracking_uri=``, ``runs_root=``) are read only then."""
+    from medclf.registry.names import is_registry_ref
+
+    if not is_registry_ref(spec):
+        reject_extra(rest, command)
+        return spec
+    from medclf.registry.fetch import fetch
+
+    uri, runs_root = registry_settings(rest)
+    fetched = fetch(spec, uri, runs_root)
+    typer.echo(f"{spec}: version {fetched.version} ({fetched.onnx})", err=True)
+    return str(fetched.onnx)
+
+
+def _split(args: list[str] | None, own: set[str]) -> tuple[dict[str, str], dict, list, list]:
+    """The command's own words, its tag.KEY=VALUE words, the settings and plain words."""
+    from medclf.words import split_words
+
+    found, rest, plain = split_words(args, own, plain=True)
+    tags = {}
+    settings = []
+    for item in rest:
+        key, _, value = item.partition("=")
+        if key.startswith("tag.") and len(key) > 4:
+            tags[key[4:]] = value
+        else:
+            settings.append(item)
+    return found, tags, settings, plain
+
+
+@handles_errors
+def register(
+    args: list[str] = typer.Argument(
+        None,
+        help="RUN name=NAME [alias=production] [description=TEXT] [tag.KEY=VALUE ...] "
+        "[reason=TEXT] " + REGISTRY_WORDS,
+    ),
+    force: bool = typer.Option(
+        False, "--force", help="Set the alias although the gates failed (needs reason=...)."
+    ),
+) -> None:
+    """Register a run's exported ONNX model as a new version (alias only if its gates pass)."""
+    from medclf.registry.register import register as do_register
+
+    found, tags, settings, plain = _split(
+        args, {"model", "run", "name", "alias", "description", "reason"}
+    )
+    run = found.get("model") or found.get("run") or (plain[0] if plain else "")
+    reject_extra(plain[1:], "register")
+    usage = "medclf register RUN name=NAME"
+    uri, runs_root = registry_settings(settings)
+    done = do_register(
+        require({"run": run}, "run", usage),
+        require(found, "name", usage),
+        uri,
+        runs_root,
+        alias=found.get("alias"),
+        description=found.get("description"),
+        tags=tags,
+        force=force,
+        reason=found.get("reason"),
+    )
+    where = f", alias {done.alias}" if done.alias else ""
+    typer.echo(f"registered: models:/{done.name}/{done.version}{where} ({uri})")
+    typer.echo(
+        f"gates: {done.tags.get('medclf.gates.passed')}; test accuracy "
+        f"{done.tags.get('test.accuracy', 'n/a')} ({done.tags.get('test.accuracy.ci', '')})"
+    )
+
+
+def _client(settings: list[str]) -> tuple[Any, str]:
+    from medclf import tracking
+
+    uri, _ = registry_settings(settings)
+    return tracking.client(uri), uri
+
+
+@registry_app.command("list")
+@handles_errors
+def registry_list(args: list[str] = typer.Argument(None, help=REGISTRY_WORDS)) -> None:
+    """Every registered model: versions and aliases."""
+    _, _, settings, plain = _split(args, set())
+    reject_extra(plain, "registry list")
+    client, uri = _client(settings)
+    models = client.search_registered_models()
+    if not models:
+        typer.echo(f"no registered models in {uri}")
+    for model in models:
+        versions = client.search_model_versions(f"name = '{model.name}'")
+        aliases = ", ".join(f"{a}=v{v}" for a, v in sorted(model.aliases.items())) or "no alias"
+        typer.echo(f"{model.name}: {len(versions)} version(s); {aliases}")
+
+
+@registry_app.command("show")
+@handles_errors
+def registry_show(
+    args: list[str] = typer.Argument(None, help="NAME[@ALIAS|/VERSION] " + REGISTRY_WORDS),
+) -> None:
+    """Versions, aliases, test metrics with intervals and gates of one registered model."""
+    from medclf.registry.fetch import resolve
+    from medclf.registry.names import parse_ref
+    from medclf.registry.show import version_lines
+
+    _, _, settings, plain = _split(args, set())
+    ref = parse_ref(require({"name": plain[0] if plain else ""}, "name", "registry show NAME"))
+    reject_extra(plain[1:], "registry show")
+    client, _ = _client(settings)
+    if ref.alias or ref.version:
+        chosen = [resolve(client, ref)]
+    else:
+        chosen = sorted(
+            client.search_model_versions(f"name = '{ref.name}'"), key=lambda v: int(v.version)
+        )
+        if not chosen:
+            raise MedclfError(f"{ref.name}: no such registered model (see 'medclf registry list')")
+    aliases = client.get_registered_model(ref.name).aliases
+    for line in version_lines(chosen, aliases):
+        typer.echo(line)
+
+
+@registry_app.command("promote")
+@handles_errors
+def registry_promote(
+    args: list[str] = typer.Argument(
+        None, help="NAME VERSION [alias=production] [reason=TEXT] " + REGISTRY_WORDS
+    ),
+    force: bool = typer.Option(
+        False, "--force", help="Set the alias although the gates failed (needs reason=...)."
+    ),
+) -> None:
+    """Point an alias (production by default) at a version whose gates passed."""
+    from medclf.registry import aliases
+
+    found, _, settings, plain = _split(args, {"alias", "reason"})
+    if len(plain) != 2 or not plain[1].isdigit():
+        raise MedclfError("usage: medclf registry promote NAME VERSION [alias=production]")
+    reject_extra(plain[2:], "registry promote")
+    client, _ = _client(settings)
+    alias = found.get("alias", "production")
+    aliases.promote(client, plain[0], plain[1], alias, force=force, reason=found.get("reason"))
+    typer.echo(f"{plain[0]}@{alias} -> version {plain[1]}")
+
+
+@registry_app.command("rollback")
+@handles_errors
+def registry_rollback(
+    args: list[str] = typer.Argument(None, help="NAME [alias=production] " + REGISTRY_WORDS),
+) -> None:
+    """Move an alias back to the version it pointed to before."""
+    from medclf.registry import aliases
+
+    found, _, settings, plain = _split(args, {"alias"})
+    name = require({"name": plain[0] if plain else ""}, "name", "registry rollback NAME")
+    reject_extra(plain[1:], "registry rollback")
+    client, _ = _client(settings)
+    alias = found.get("alias", "production")
+    before, after = aliases.rollback(client, name, alias)
+    typer.echo(f"{name}@{alias}: version {before} -> version {after}")

@@ -1,0 +1,70 @@
+"""MLflow connections, set up one way for the training logger and the model registry.
+
+Any MLflow URI works (a sqlite file, a database URL, http(s)://host:5000). Three things are
+decided here once: a tracking server that is down costs seconds, not MLflow's default minutes
+of retries; a sqlite file's folder is created; and with a database store, new experiments keep
+their artifacts under ``runs_root`` instead of ``./mlruns`` of whatever folder a command ran in.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from medclf.errors import MedclfError
+
+DATABASE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
+SERVER_TIMEOUT_S = 10
+
+
+def quiet_and_bounded() -> None:
+    """MLflow's INFO logging off; HTTP calls fail within seconds (unless the user chose)."""
+    import mlflow  # noqa: F401 - configures its loggers on import; quiet them afterwards
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+
+
+def scheme(uri: str) -> str:
+    return uri.split(":", 1)[0].split("+", 1)[0].lower()
+
+
+def artifact_location(uri: str, runs_root: str | Path) -> str | None:
+    """Where a new experiment's artifacts go: under ``runs_root`` for a database store; a
+    tracking server or file store decides for itself (None). An existing experiment keeps its
+    location."""
+    if scheme(uri) not in DATABASE_SCHEMES:
+        return None
+    return (Path(str(runs_root)).expanduser().resolve() / "mlartifacts").as_uri()
+
+
+def prepare_uri(uri: str) -> str:
+    """Create a sqlite file's folder; check that a tracking server answers (within
+    ``SERVER_TIMEOUT_S``), so an unreachable server is one line, not a hang."""
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    elif scheme(uri) in ("http", "https"):
+        import requests
+
+        try:
+            requests.get(uri.rstrip("/") + "/health", timeout=SERVER_TIMEOUT_S).raise_for_status()
+        except requests.RequestException as exc:
+            raise MedclfError(
+                f"mlflow.tracking_uri={uri}: the tracking server does not answer "
+                f"({type(exc).__name__}); start it, or set mlflow.tracking_uri to a reachable "
+                "server or a sqlite file"
+            ) from None
+    return uri
+
+
+def client(uri: str) -> Any:
+    """An MlflowClient for tracking and registry at ``uri``, checked to be reachable."""
+    quiet_and_bounded()
+    from mlflow.tracking import MlflowClient
+
+    prepare_uri(uri)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)

@@ -1,0 +1,169 @@
+"""The release path through a real MLflow registry (a sqlite store; a real `mlflow server`
+process in test_registry_server.py): register -> gated promote -> serve models:/NAME@ALIAS ->
+rollback, and each refusal as one line with nothing half-registered."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import medclf, served
+
+pytestmark = pytest.mark.slow
+NAME = "chest-demo"
+
+
+def _release(trained_run: Path, folder: Path, gates_pass: bool) -> Path:
+    """A copy of the run, evaluated (with gates it passes, or the packaged ones it fails) and
+    exported, as `register` wants it."""
+    run = folder / "run"
+    shutil.copytree(trained_run, run, ignore=shutil.ignore_patterns("export", "eval"))
+    lenient = ["eval.gates.accuracy=null", "eval.gates.sensitivity=null"] if gates_pass else []
+    medclf("evaluate", f"model={run}", "eval.n_bootstrap=50", *lenient, check=True)
+    medclf("export", f"model={run}", "quantize=int8", "export.int8_max_drop=0.5", check=True)
+    return run
+
+
+def _one_error_line(proc) -> str:
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    return lines[0]
+
+
+def _probabilities(model: str, image: str, *settings: str, cwd: Path) -> dict[str, float]:
+    out = medclf("predict", f"model={model}", image, *settings, "--json", cwd=cwd, check=True)
+    return json.loads(out.stdout)["results"][0]["probabilities"]
+
+
+@pytest.fixture(scope="module")
+def releases(trained_run: Path, tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("releases")
+    return {
+        "good": _release(trained_run, root / "good", gates_pass=True),
+        "failing": _release(trained_run, root / "failing", gates_pass=False),
+    }
+
+
+def test_register_promote_serve_and_roll_back(releases, tmp_path: Path):
+    store = [f"mlflow.tracking_uri=sqlite:///{tmp_path / 'registry.db'}", "runs_root=runs"]
+    good, failing = releases["good"], releases["failing"]
+    image = _test_image(good)
+
+    # v1: gates passed, so the alias is set at registration
+    proc = medclf("register", str(good), f"name={NAME}", "alias=production", *store, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert f"registered: models:/{NAME}/1, alias production" in proc.stdout
+    # v2: gates failed; registered, but promotion is refused, then forced with a reason
+    medclf("register", str(failing), f"name={NAME}", "tag.site=A", *store, cwd=tmp_path, check=True)
+    refused = _one_error_line(medclf("registry", "promote", NAME, "2", *store, cwd=tmp_path))
+    assert "failed its gates" in refused and "alias=production not set" in refused
+    assert "reason=" in _one_error_line(
+        medclf("registry", "promote", NAME, "2", "--force", *store, cwd=tmp_path)
+    )
+    medclf(
+        "registry",
+        "promote",
+        NAME,
+        "2",
+        "--force",
+        "reason=pilot at site A",
+        *store,
+        cwd=tmp_path,
+        check=True,
+    )
+    shown = medclf("registry", "show", NAME, *store, cwd=tmp_path, check=True).stdout
+    assert f"{NAME}/1: accuracy" in shown and "gates passed" in shown
+    assert f"{NAME}/2 [production]" in shown and "gates FAILED (accuracy >= 0.85" in shown
+    assert "forced: production.by=" in shown and "production.reason=pilot at site A" in shown
+    listed = medclf("registry", "list", *store, cwd=tmp_path, check=True).stdout
+    assert f"{NAME}: 2 version(s); production=v2" in listed
+
+    # models:/ gives exactly the probabilities of the run it came from
+    via_alias = _probabilities(f"models:/{NAME}@production", image, *store, cwd=tmp_path)
+    assert via_alias == _probabilities(str(failing / "export" / "model.onnx"), image, cwd=tmp_path)
+    assert (tmp_path / "runs" / "registry-cache" / NAME).is_dir()  # downloaded once, cached
+
+    # rollback: production returns to v1, and what is served follows
+    back = medclf("registry", "rollback", NAME, *store, cwd=tmp_path, check=True).stdout
+    assert f"{NAME}@production: version 2 -> version 1" in back
+    v1 = _probabilities(str(good / "export" / "model.onnx"), image, cwd=tmp_path)
+    with (
+        served(f"models:/{NAME}@production", extra=tuple(store), cwd=tmp_path) as url,
+        open(image, "rb") as fh,
+    ):
+        answer = httpx.post(f"{url}/predict", files={"file": fh}, timeout=30).json()
+    assert answer["probabilities"] == pytest.approx(v1, abs=1e-6)
+    line = _one_error_line(medclf("registry", "rollback", NAME, *store, cwd=tmp_path))
+    assert "no earlier version recorded" in line  # v1 was the first: nothing to go back to
+
+
+def _test_image(run: Path) -> str:
+    import pandas as pd
+
+    table = pd.read_csv(run / "split.csv")
+    return str(table.loc[table["split"] == "test", "path"].iloc[0])
+
+
+def test_each_refusal_is_one_line_and_registers_nothing(releases, tmp_path: Path):
+    store = [f"mlflow.tracking_uri=sqlite:///{tmp_path / 'registry.db'}", "runs_root=runs"]
+    good = releases["good"]
+    unevaluated = tmp_path / "unevaluated"
+    shutil.copytree(good, unevaluated, ignore=shutil.ignore_patterns("eval"))
+    medclf("export", f"model={unevaluated}", check=True)  # its release record: no evaluation
+    unexported = tmp_path / "unexported"
+    shutil.copytree(good, unexported, ignore=shutil.ignore_patterns("export"))
+    cases = {
+        "bad name": (["register", str(good), "name=a/b"], "a registered model name is"),
+        "bad alias": (
+            ["register", str(good), f"name={NAME}", "alias=latest"],
+            "neither 'latest'",
+        ),
+        "no evaluation": (
+            ["register", str(unevaluated), f"name={NAME}", "alias=production"],
+            "has no test evaluation",
+        ),
+        "no export": (
+            ["register", str(unexported), f"name={NAME}"],
+            "no export to register; run 'medclf export",
+        ),
+        "not a run": (["register", str(tmp_path), f"name={NAME}"], "missing config.yaml"),
+        "unknown alias": (
+            ["predict", f"model=models:/{NAME}@staging", _test_image(good)],
+            "no such",
+        ),
+    }
+    for label, (words, needle) in cases.items():
+        line = _one_error_line(medclf(*words, *store, cwd=tmp_path))
+        assert needle in line, (label, line)
+    listed = medclf("registry", "list", *store, cwd=tmp_path, check=True).stdout
+    assert "no registered models" in listed  # nothing half-registered
+
+    start = time.monotonic()
+    line = _one_error_line(
+        medclf("registry", "list", "mlflow.tracking_uri=http://127.0.0.1:9", cwd=tmp_path)
+    )
+    assert "does not answer" in line and time.monotonic() - start < 20
+
+
+@pytest.mark.heavy  # about 40 s; CI runs it with make test-heavy
+def test_a_version_whose_artifacts_were_deleted_is_named(releases, tmp_path: Path):
+    store = [f"mlflow.tracking_uri=sqlite:///{tmp_path / 'registry.db'}", "runs_root=runs"]
+    medclf("register", str(releases["good"]), f"name={NAME}", *store, cwd=tmp_path, check=True)
+    shutil.rmtree(tmp_path / "runs" / "mlartifacts")  # the artifact store lost the files
+    line = _one_error_line(
+        medclf(
+            "predict",
+            f"model=models:/{NAME}/1",
+            _test_image(releases["good"]),
+            *store,
+            cwd=tmp_path,
+        )
+    )
+    assert f"models:/{NAME}/1" in line and "could not be downloaded" in line
+    assert not list((tmp_path / "runs" / "registry-cache").rglob("1-*"))  # no half download
