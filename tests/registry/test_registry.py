@@ -118,6 +118,8 @@ def test_each_refusal_is_one_line_and_registers_nothing(releases, tmp_path: Path
     medclf("export", f"model={unevaluated}", check=True)  # its release record: no evaluation
     unexported = tmp_path / "unexported"
     shutil.copytree(good, unexported, ignore=shutil.ignore_patterns("export"))
+    no_weights = tmp_path / "no_weights"
+    shutil.copytree(good, no_weights, ignore=shutil.ignore_patterns("best.ckpt"))
     cases = {
         "bad name": (["register", str(good), "name=a/b"], "a registered model name is"),
         "bad alias": (
@@ -133,6 +135,7 @@ def test_each_refusal_is_one_line_and_registers_nothing(releases, tmp_path: Path
             "no export to register; run 'medclf export",
         ),
         "not a run": (["register", str(tmp_path), f"name={NAME}"], "missing config.yaml"),
+        "no weights": (["register", str(no_weights), f"name={NAME}"], "no weights/best.ckpt"),
         "unknown alias": (
             ["predict", f"model=models:/{NAME}@staging", _test_image(good)],
             "no such",
