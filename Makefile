@@ -36,7 +36,7 @@ test: $(DEV_STAMP)
 	$(TEST_ENV) $(BIN)/pytest
 
 # The exports of the largest architectures, minute-long end-to-end tests, whole INT8 exports
-# and the registry against a real mlflow server (about 17 minutes on 2 cores); CI runs them too.
+# and the registry against a real mlflow server (about 12 minutes on 2 cores); CI runs them too.
 test-heavy: $(DEV_STAMP)
 	$(TEST_ENV) $(BIN)/pytest -m heavy
 

@@ -70,23 +70,19 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def served(
-    model: Path | str, timeout: float = 90, extra: tuple[str, ...] = (), cwd: Path | None = None
-) -> Iterator[str]:
-    """A real ``medclf serve`` process on a free 127.0.0.1 port; yields its base URL."""
+def running_server(cmd: list[str], url: str, timeout: float, cwd: Path | None = None):
+    """Start ``cmd`` (a server on ``url``), wait until ``url/health`` answers 200, yield,
+    then stop it. A server that exits or stays unhealthy fails the test with its output."""
     import httpx
 
-    port = _free_port()
-    cmd = [sys.executable, "-m", "medclf", "serve", f"model={model}", "host=127.0.0.1", *extra]
     proc = subprocess.Popen(
-        [*cmd, f"port={port}"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=cwd
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=cwd
     )
-    url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + timeout
         while True:
             if proc.poll() is not None:
-                raise AssertionError(f"server exited: {proc.stdout.read()}")
+                raise AssertionError(f"server exited: {proc.stdout.read()[-3000:]}")
             try:
                 if httpx.get(f"{url}/health", timeout=1).status_code == 200:
                     break
@@ -95,10 +91,22 @@ def served(
             if time.monotonic() > deadline:
                 raise AssertionError(f"server did not become healthy in {timeout:.0f} s")
             time.sleep(0.3)
-        yield url
+        yield
     finally:
         proc.terminate()
-        proc.wait(timeout=20)
+        proc.wait(timeout=30)
+
+
+@contextlib.contextmanager
+def served(
+    model: Path | str, timeout: float = 90, extra: tuple[str, ...] = (), cwd: Path | None = None
+) -> Iterator[str]:
+    """A real ``medclf serve`` process on a free 127.0.0.1 port; yields its base URL."""
+    port = _free_port()
+    cmd = [sys.executable, "-m", "medclf", "serve", f"model={model}", "host=127.0.0.1", *extra]
+    url = f"http://127.0.0.1:{port}"
+    with running_server([*cmd, f"port={port}"], url, timeout, cwd):
+        yield url
 
 
 @pytest.fixture(scope="session")

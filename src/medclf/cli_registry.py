@@ -195,3 +195,31 @@ def registry_rollback(
     alias = found.get("alias", "production")
     before, after = aliases.rollback(client, name, alias)
     typer.echo(f"{name}@{alias}: version {before} -> version {after}")
+
+
+@registry_app.command("compare")
+@handles_errors
+def registry_compare(
+    args: list[str] = typer.Argument(None, help="NAME " + REGISTRY_WORDS),
+    metric: str = typer.Option("macro_auc", "--metric", help="Rank by this test metric."),
+) -> None:
+    """A registered model's versions side by side, ranked by a test metric."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from medclf.registry.show import compare_rows
+
+    _, _, settings, plain = _split(args, set())
+    name = require({"name": plain[0] if plain else ""}, "name", "registry compare NAME")
+    reject_extra(plain[1:], "registry compare")
+    client, _ = _client(settings)
+    versions = client.search_model_versions(f"name = '{name}'")
+    if not versions:
+        raise MedclfError(f"{name}: no such registered model (see 'medclf registry list')")
+    rows = compare_rows(versions, client.get_registered_model(name).aliases, metric)
+    table = Table(show_header=True, header_style="bold")
+    for column in rows[0]:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*(str(v) for v in row.values()))
+    Console(width=200).print(table)

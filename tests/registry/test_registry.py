@@ -5,6 +5,7 @@ rollback, and each refusal as one line with nothing half-registered."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import time
 from pathlib import Path
@@ -83,6 +84,11 @@ def test_register_promote_serve_and_roll_back(releases, tmp_path: Path):
     assert "forced: production.by=" in shown and "production.reason=pilot at site A" in shown
     listed = medclf("registry", "list", *store, cwd=tmp_path, check=True).stdout
     assert f"{NAME}: 2 version(s); production=v2" in listed
+    compared = medclf("registry", "compare", NAME, "--metric", "accuracy", *store, cwd=tmp_path)
+    assert compared.returncode == 0, compared.stderr
+    ranks = [ln for ln in compared.stdout.splitlines() if re.match(r"^│ \d", ln)]
+    assert [ln[2] for ln in ranks] == ["1", "2"]  # both copies of one run: equal accuracy
+    assert sum("production" in ln for ln in ranks) == 1
 
     # models:/ gives exactly the probabilities of the run it came from
     via_alias = _probabilities(f"models:/{NAME}@production", image, *store, cwd=tmp_path)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from medclf.errors import MedclfError
 from medclf.export.release import HEADLINE
 from medclf.registry.names import TAG_GATES_FAILED, TAG_GATES_PASSED
 
@@ -44,3 +45,35 @@ def version_lines(versions: Iterable[Any], aliases: dict[str, Any]) -> list[str]
         weights, run = tags.get("medclf.model_version", "?"), tags.get("medclf.run_dir", "?")
         lines.append(f"    weights {weights}, run {run}")
     return lines
+
+
+def compare_rows(versions: Iterable[Any], aliases: dict[str, Any], metric: str) -> list[dict]:
+    """Versions side by side, best ``metric`` (a headline test metric) first; versions never
+    evaluated last."""
+    if metric not in HEADLINE:
+        raise MedclfError(f"--metric {metric}: a version's tags hold {', '.join(HEADLINE)}")
+    by_version: dict[str, list[str]] = {}
+    for alias, version in aliases.items():
+        by_version.setdefault(str(version), []).append(alias)
+    rows = []
+    for v in versions:
+        tags = dict(v.tags)
+        row = {
+            "version": str(v.version),
+            "aliases": ", ".join(sorted(by_version.get(str(v.version), []))),
+        }
+        for m in HEADLINE:
+            row[m] = (
+                f"{tags[f'test.{m}']} ({tags.get(f'test.{m}.ci', '')})"
+                if f"test.{m}" in tags
+                else "n/a"
+            )
+        row["gates"] = _gates(tags)
+        row["weights"] = tags.get("medclf.model_version", "?")
+        score = tags.get(f"test.{metric}", "n/a")
+        row["_sort"] = float(score) if score not in ("n/a", "") else float("-inf")
+        rows.append(row)
+    rows.sort(key=lambda r: r["_sort"], reverse=True)
+    return [
+        {"rank": i, **{k: v for k, v in r.items() if k != "_sort"}} for i, r in enumerate(rows, 1)
+    ]
