@@ -20,10 +20,15 @@ def _gates(tags: dict[str, str]) -> str:
     return "not evaluated"
 
 
-def version_lines(versions: Iterable[Any], aliases: dict[str, Any]) -> list[str]:
+def _aliases_by_version(aliases: dict[str, Any]) -> dict[str, list[str]]:
     by_version: dict[str, list[str]] = {}
     for alias, version in aliases.items():
         by_version.setdefault(str(version), []).append(alias)
+    return by_version
+
+
+def version_lines(versions: Iterable[Any], aliases: dict[str, Any]) -> list[str]:
+    by_version = _aliases_by_version(aliases)
     lines = []
     for v in versions:
         tags = dict(v.tags)
@@ -52,9 +57,7 @@ def compare_rows(versions: Iterable[Any], aliases: dict[str, Any], metric: str) 
     evaluated last."""
     if metric not in HEADLINE:
         raise MedclfError(f"--metric {metric}: a version's tags hold {', '.join(HEADLINE)}")
-    by_version: dict[str, list[str]] = {}
-    for alias, version in aliases.items():
-        by_version.setdefault(str(version), []).append(alias)
+    by_version = _aliases_by_version(aliases)
     rows = []
     for v in versions:
         tags = dict(v.tags)
