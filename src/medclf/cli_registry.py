@@ -53,17 +53,12 @@ def local_model(spec: str, rest: list[str], command: str) -> str:
 
 def _split(args: list[str] | None, own: set[str]) -> tuple[dict[str, str], dict, list, list]:
     """The command's own words, its tag.KEY=VALUE words, the settings and plain words."""
-    from medclf.words import split_words
+    from medclf.words import read_all, split_words
 
     found, rest, plain = split_words(args, own, plain=True)
-    tags = {}
-    settings = []
-    for item in rest:
-        key, _, value = item.partition("=")
-        if key.startswith("tag.") and len(key) > 4:
-            tags[key[4:]] = value
-        else:
-            settings.append(item)
+    words = read_all(rest)
+    tags = {w.key[4:]: w.text for w in words if w.key.startswith("tag.") and len(w.key) > 4}
+    settings = [w.item for w in words if not (w.key.startswith("tag.") and len(w.key) > 4)]
     return found, tags, settings, plain
 
 

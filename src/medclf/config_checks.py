@@ -9,6 +9,7 @@ a config is composed, so a bad value is refused before any file is read or writt
 from __future__ import annotations
 
 import difflib
+import functools
 import types
 import typing
 from collections.abc import Sequence
@@ -174,6 +175,7 @@ def _message(error: Any, schema: type[BaseModel], prefix: str) -> str:
     )
 
 
+@functools.cache
 def schema_leaves(model_name: str) -> dict[str, tuple[Expect | None, bool]]:
     """Every leaf key the schema declares, with what it accepts and whether null is allowed;
     ``model.*`` keys are those of ``model_name``'s family. Lists and mappings of sections

@@ -61,7 +61,13 @@ def test_register_promote_serve_and_roll_back(releases, tmp_path: Path):
     assert proc.returncode == 0, proc.stderr
     assert f"registered: models:/{NAME}/1, alias production" in proc.stdout
     # v2: gates failed; registered, but promotion is refused, then forced with a reason
-    medclf("register", str(failing), f"name={NAME}", "tag.site=A", *store, cwd=tmp_path, check=True)
+    medclf(
+        "register", str(failing), f"name={NAME}", "tag.site=A b", *store, cwd=tmp_path, check=True
+    )
+    from mlflow.tracking import MlflowClient
+
+    tags = MlflowClient(tracking_uri=store[0].split("=", 1)[1]).get_model_version(NAME, "2").tags
+    assert tags["site"] == "A b" and tags["medclf.gates.passed"] == "false"
     refused = _one_error_line(medclf("registry", "promote", NAME, "2", *store, cwd=tmp_path))
     assert "failed its gates" in refused and "alias=production not set" in refused
     assert "reason=" in _one_error_line(

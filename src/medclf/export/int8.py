@@ -132,9 +132,12 @@ def _batch1_ms(predictors: Sequence[OnnxPredictor], x: np.ndarray) -> list[float
     return [statistics.median(t) for t in times]
 
 
-def compare(fp32: Path, int8: Path, paths: Sequence[str], labels: Sequence[str]) -> dict:
-    """The INT8 file against the fp32 file on the same labelled images."""
-    ref, cand = OnnxPredictor(fp32), OnnxPredictor(int8)
+def compare(
+    ref: OnnxPredictor, fp32: Path, int8: Path, paths: Sequence[str], labels: Sequence[str]
+) -> dict:
+    """The INT8 file against the fp32 file (``ref``, loaded from ``fp32``) on the same
+    labelled images."""
+    cand = OnnxPredictor(int8)
     index = {c: i for i, c in enumerate(ref.class_names)}
     y = np.array([index[label] for label in labels])
     inputs = [model_input(ref.prep, p) for p in paths]
@@ -154,29 +157,26 @@ def compare(fp32: Path, int8: Path, paths: Sequence[str], labels: Sequence[str])
     }
 
 
-def _split_rows(run: RunDir, split: str) -> pd.DataFrame:
-    table = pd.read_csv(run.split, dtype=str, keep_default_na=False)
-    return table[table["split"] == split]
-
-
-def _embed_int8_records(fp32: Path, tmp: Path) -> str:
-    """The fp32 file's records, plus how this file was quantized, embedded in the INT8 file."""
+def _embed_int8_records(entries: dict[str, str], tmp: Path) -> str:
+    """The fp32 file's records (``entries``), plus how this file was quantized, embedded in
+    the INT8 file."""
     import onnx
 
-    entries = {p.key: p.value for p in onnx.load(fp32).metadata_props}
-    entries.pop(records.ONNX_META_GRAPH_SHA256, None)
-    entries[records.ONNX_META_QUANTIZATION] = dumps_json(QUANTIZATION, indent=None)
     model = onnx.load(tmp)
-    digest = records.embed(model, entries)
+    quantization = {records.ONNX_META_QUANTIZATION: dumps_json(QUANTIZATION, indent=None)}
+    digest = records.embed(model, {**entries, **quantization})
     onnx.save_model(model, tmp)
     return digest
 
 
-def export_int8(run: RunDir, fp32: Path, settings: Any) -> dict[str, Any]:
+def export_int8(
+    run: RunDir, fp32: Path, reference: OnnxPredictor, entries: dict[str, str], settings: Any
+) -> dict[str, Any]:
     """quantize on training images -> embed the records -> compare with fp32 on the test split
-    -> keep ``model.int8.onnx`` only when no drop exceeds ``export.int8_max_drop``."""
-    train = _split_rows(run, "train")
-    test = _split_rows(run, "test")
+    -> keep ``model.int8.onnx`` only when no drop exceeds ``export.int8_max_drop``.
+    ``reference`` is the fp32 file, loaded; ``entries`` the records embedded in it."""
+    table = pd.read_csv(run.split, dtype=str, keep_default_na=False)
+    train, test = table[table["split"] == "train"], table[table["split"] == "test"]
     if train.empty or test.empty:
         raise MedclfError(
             f"{run.split}: INT8 export needs training images to calibrate on and test images "
@@ -185,13 +185,13 @@ def export_int8(run: RunDir, fp32: Path, settings: Any) -> dict[str, Any]:
     calibration = train.sample(
         n=min(int(settings.int8_calibration_images), len(train)), random_state=0
     )["path"].tolist()
-    prep = OnnxPredictor(fp32).prep
     final = run.export_dir / records.INT8_FILE
     max_drop = float(settings.int8_max_drop)
     with atomic_path(final) as tmp:
-        quantize(fp32, Path(tmp), prep, calibration, run.name)
-        digest = _embed_int8_records(fp32, Path(tmp))
-        comparison = compare(fp32, Path(tmp), test["path"].tolist(), test["label"].tolist())
+        quantize(fp32, Path(tmp), reference.prep, calibration, run.name)
+        digest = _embed_int8_records(entries, Path(tmp))
+        paths, labels = test["path"].tolist(), test["label"].tolist()
+        comparison = compare(reference, fp32, Path(tmp), paths, labels)
         drops = {
             "accuracy": -comparison["accuracy_delta"],
             "macro AUC": -(comparison["macro_auc_delta"] or 0.0),

@@ -100,7 +100,8 @@ def export_onnx(
     with atomic_path(final) as tmp_onnx:
         proto = _traced(reference)
         proto.producer_name, proto.producer_version = "medclf", __version__
-        graph_digest = records.embed(proto, _entries(reference, release))
+        entries = _entries(reference, release)
+        graph_digest = records.embed(proto, entries)
         onnx.checker.check_model(proto)
         onnx.save_model(proto, tmp_onnx)
         candidate = OnnxPredictor(tmp_onnx)
@@ -120,7 +121,7 @@ def export_onnx(
         return ExportResult(onnx_path=final, parity=parity)
     from medclf.export.int8 import export_int8
 
-    int8 = export_int8(run, final, settings)
+    int8 = export_int8(run, final, candidate, entries, settings)
     metadata["int8"] = int8["record"]
     write_json(out_dir / records.EXPORT_METADATA, metadata)
     return ExportResult(onnx_path=final, parity=parity, int8=int8["comparison"])

@@ -14,7 +14,13 @@ from typing import Any
 from torch import nn
 
 from medclf.errors import MedclfError
-from medclf.models.architectures import ALIASES, CUSTOM_MODELS, input_defaults, timm_name
+from medclf.models.architectures import (
+    ALIASES,
+    CUSTOM_MODELS,
+    input_defaults,
+    is_custom,
+    timm_name,
+)
 
 
 def _unknown_model(name: str) -> MedclfError:
@@ -100,7 +106,8 @@ def build_model(
 
     name = str(model_cfg.name)
     check_model_name(model_cfg)
-    if name == "custom_cnn":
+    custom = is_custom(name)
+    if custom:
         import medclf.models.custom_cnn  # noqa: F401 - registers custom_cnn with timm
 
         arch, kwargs = name, _custom_kwargs(model_cfg)
@@ -124,7 +131,7 @@ def build_model(
 
         check_coverage(model, overlay["state_dict"], str(model_cfg.weights))
         model.pretrained_cfg.pop("state_dict", None)  # do not keep a second copy alive
-    if name != "custom_cnn" and model_cfg.head == "mlp":
+    if not custom and model_cfg.head == "mlp":
         _use_mlp_head(
             model,
             num_classes,
