@@ -17,7 +17,13 @@ from medclf.cli_common import (
     state,
 )
 from medclf.cli_data import data_app
-from medclf.cli_registry import local_model, register, registry_app
+from medclf.cli_registry import (
+    local_model,
+    local_run,
+    register,
+    registry_app,
+    registry_settings,
+)
 from medclf.errors import MedclfError
 
 app = typer.Typer(
@@ -131,25 +137,33 @@ def train(
 def evaluate(
     args: list[str] = typer.Argument(
         None,
-        help="model=RUN [split=test] [data.path=OTHER] [backend=torch|onnx] [eval.KEY=VALUE ...]",
+        help="model=RUN|models:/NAME@ALIAS [split=test] [data.path=OTHER] [backend=torch|onnx] "
+        "[eval.KEY=VALUE ...] [mlflow.tracking_uri=URI]",
     ),
     fail_on_gate: bool = typer.Option(
         False, "--fail-on-gate", help="Exit with status 1 when a quality gate fails."
     ),
 ) -> None:
     """Clinical evaluation of a run's best checkpoint: metrics with 95% CIs, calibration,
-    operating thresholds, quality gates, figures, report.html and model_card.md."""
+    operating thresholds, quality gates, figures, report.html and model_card.md. A registered
+    version (models:/...) is evaluated as deployed: its ONNX file with its embedded decision."""
     from medclf.evaluation.evaluate import evaluate as run_eval
     from medclf.evaluation.summary import print_summary
+    from medclf.registry.names import is_registry_ref
     from medclf.words import split_words
 
     found, rest, _ = split_words(args, {"model", "run", "split", "backend"})
-    result = run_eval(
-        artifact(found, "medclf evaluate model=RUN [split=test | data.path=OTHER]"),
-        split=found.get("split"),
-        overrides=rest,
-        backend=found.get("backend", "torch"),
-    )
+    spec = artifact(found, "medclf evaluate model=RUN [split=test | data.path=OTHER]")
+    backend = found.get("backend", "torch")
+    if is_registry_ref(spec):  # a registered version holds its ONNX file: evaluated as deployed
+        if backend != "onnx" and "backend" in found:
+            raise MedclfError(
+                f"backend={backend}: {spec} holds its ONNX file, not its PyTorch weights; drop "
+                "backend= or evaluate the run folder it came from"
+            )
+        backend = "onnx"
+    target, rest = local_run(spec, rest)
+    result = run_eval(target, split=found.get("split"), overrides=rest, backend=backend)
     print_summary(result)
     if fail_on_gate and not result.gates["passed"]:
         raise typer.Exit(1)
@@ -158,7 +172,11 @@ def evaluate(
 @app.command()
 @handles_errors
 def compare(
-    runs: list[str] = typer.Argument(None, help="RUN folders evaluated with 'medclf evaluate'"),
+    runs: list[str] = typer.Argument(
+        None,
+        help="RUN folders evaluated with 'medclf evaluate', or registered versions "
+        "(models:/NAME@ALIAS, models:/NAME/VERSION) [mlflow.tracking_uri=URI]",
+    ),
     metric: str = typer.Option("macro_auc", "--metric", help="Rank by this metric (or alias)."),
     split: str = typer.Option("test", "--split", help="Which evaluation of each run."),
     out: Path = typer.Option(Path(), "--out", help="Folder for compare.csv and .html."),
@@ -170,7 +188,12 @@ def compare(
 
     from medclf.evaluation.compare import compare_runs
 
-    result = compare_runs(list(runs or []), metric=metric, split=split, out=out)
+    # registry words (mlflow.tracking_uri=, runs_root=) for the models:/ among the runs
+    words = [r for r in runs or [] if "=" in r and not r.startswith("models:/")]
+    if words:
+        registry_settings(words)  # anything else is refused here
+    folders = [local_run(r, words)[0] for r in runs or [] if r not in words]
+    result = compare_runs(folders, metric=metric, split=split, out=out)
     table = Table(show_header=True, header_style="bold")
     shown = [c for c in result.table.columns if c not in ("path", "gates_passed")]
     for c in shown:
@@ -261,7 +284,7 @@ def predict(
     spec = require(found, "model", usage)
     if not items:
         raise MedclfError(f"no images given; usage: {usage}")
-    predictor = load_predictor(local_model(spec, rest, "predict"))
+    predictor = load_predictor(*local_model(spec, rest, "predict"))
     paths = _expand_images(items)
     results: list[dict[str, Any]] = []
     for path in paths:
@@ -349,7 +372,7 @@ def serve(
         port = int(found.get("port", "8000"))
     except ValueError:
         raise MedclfError(f"port={found['port']} is not a number") from None
-    predictor = load_predictor(local_model(spec, rest, "serve"))
+    predictor = load_predictor(*local_model(spec, rest, "serve"))
     host = found.get("host", "127.0.0.1")
     typer.echo(
         f"serving {predictor.name} ({predictor.backend}) on http://{host}:{port} - "

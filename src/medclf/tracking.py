@@ -20,13 +20,16 @@ SERVER_TIMEOUT_S = 10
 
 
 def quiet_and_bounded() -> None:
-    """MLflow's INFO logging off; HTTP calls fail within seconds (unless the user chose)."""
+    """MLflow's INFO logging and its per-file download bars off (a registered version is a
+    dozen small files and one model; medclf prints one line); HTTP calls fail within seconds
+    (unless the user chose)."""
     import mlflow  # noqa: F401 - configures its loggers on import; quiet them afterwards
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 def scheme(uri: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -125,6 +126,11 @@ def _image(path: Path, value: int = 90) -> Path:
     return path
 
 
+def _touch(path: Path) -> Path:
+    path.touch()
+    return path
+
+
 def _two_class_tree(root: Path) -> Path:
     for k, cls in enumerate(("a", "b")):
         for i in range(8):  # enough for a 70/15/15 split with every class in every split
@@ -201,6 +207,12 @@ def _unreadable_class(root: Path, content: bytes) -> Path:
         (lambda t: None, ["evaluate", "model={t}", "backend=trt"], "backend=trt is not valid"),
         (lambda t: None, ["predict", "model={t}/x.onnx", "{t}"], "ONNX file not found"),
         (
+            lambda t: os.truncate(_touch(t / "big.onnx"), 2 * 2**30),  # sparse: no disk used
+            ["predict", "model={t}/big.onnx", "{t}"],
+            "2.0 GiB is larger than a single-file ONNX model can be",
+        ),
+        (lambda t: None, ["compare", "models:/m/1", "foo=bar"], "unknown argument 'foo=bar'"),
+        (
             lambda t: None,
             ["export", "model={t}", "format=tflite"],
             "format=tflite is not supported",
@@ -224,6 +236,8 @@ def _unreadable_class(root: Path, content: bytes) -> Path:
         "old-model-onnx",
         "bad-backend",
         "no-onnx",
+        "huge-onnx",
+        "compare-bad-word",
         "bad-format",
     ],
 )

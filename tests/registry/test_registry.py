@@ -26,7 +26,9 @@ def _release(trained_run: Path, folder: Path, gates_pass: bool) -> Path:
     shutil.copytree(trained_run, run, ignore=shutil.ignore_patterns("export", "eval"))
     lenient = ["eval.gates.accuracy=null", "eval.gates.sensitivity=null"] if gates_pass else []
     medclf("evaluate", f"model={run}", "eval.n_bootstrap=50", *lenient, check=True)
-    medclf("export", f"model={run}", "quantize=int8", "export.int8_max_drop=0.5", check=True)
+    # INT8 once: the good release shows it is logged beside the model
+    int8 = ["quantize=int8", "export.int8_max_drop=0.5"] if gates_pass else []
+    medclf("export", f"model={run}", *int8, check=True)
     return run
 
 
@@ -96,23 +98,59 @@ def test_register_promote_serve_and_roll_back(releases, tmp_path: Path):
     assert [ln[2] for ln in ranks] == ["1", "2"]  # both copies of one run: equal accuracy
     assert sum("production" in ln for ln in ranks) == 1
 
-    # models:/ gives exactly the probabilities of the run it came from
-    via_alias = _probabilities(f"models:/{NAME}@production", image, *store, cwd=tmp_path)
-    assert via_alias == _probabilities(str(failing / "export" / "model.onnx"), image, cwd=tmp_path)
+    # the service gives exactly the probabilities of the run production came from, and says
+    # which version it serves; after a rollback, a restarted service serves v1
+    v1 = _probabilities(str(good / "export" / "model.onnx"), image, cwd=tmp_path)
+    v2 = _probabilities(str(failing / "export" / "model.onnx"), image, cwd=tmp_path)
+    assert _served_answer(image, store, tmp_path) == (v2, {"name": NAME, "version": "2"})
     assert (tmp_path / "runs" / "registry-cache" / NAME).is_dir()  # downloaded once, cached
-
-    # rollback: production returns to v1, and what is served follows
     back = medclf("registry", "rollback", NAME, *store, cwd=tmp_path, check=True).stdout
     assert f"{NAME}@production: version 2 -> version 1" in back
-    v1 = _probabilities(str(good / "export" / "model.onnx"), image, cwd=tmp_path)
+    assert _served_answer(image, store, tmp_path) == (v1, {"name": NAME, "version": "1"})
+    line = _one_error_line(medclf("registry", "rollback", NAME, *store, cwd=tmp_path))
+    assert "no earlier version recorded" in line  # v1 was the first: nothing to go back to
+    _evaluate_and_compare_registered(image, v1, store, tmp_path)
+
+
+def _served_answer(image: str, store: list[str], cwd: Path) -> tuple[dict, dict]:
+    """(probabilities, registered version) from a real service of models:/NAME@production."""
     with (
-        served(f"models:/{NAME}@production", extra=tuple(store), cwd=tmp_path) as url,
+        served(f"models:/{NAME}@production", extra=tuple(store), cwd=cwd) as url,
         open(image, "rb") as fh,
     ):
         answer = httpx.post(f"{url}/predict", files={"file": fh}, timeout=30).json()
-    assert answer["probabilities"] == pytest.approx(v1, abs=1e-6)
-    line = _one_error_line(medclf("registry", "rollback", NAME, *store, cwd=tmp_path))
-    assert "no earlier version recorded" in line  # v1 was the first: nothing to go back to
+        health = httpx.get(f"{url}/health", timeout=10).json()
+    registered = health["model"]["registered"]
+    assert registered.pop("alias") == "production"
+    return answer["probabilities"], registered
+
+
+def _evaluate_and_compare_registered(image: str, v1: dict, store: list[str], cwd: Path):
+    """evaluate and compare take a registered version like a run folder."""
+    out = medclf("evaluate", f"model=models:/{NAME}/1", "eval.n_bootstrap=20", *store, cwd=cwd)
+    assert out.returncode == 0, out.stderr
+    (folder,) = (cwd / "runs" / "registry-cache" / NAME).glob("1-*")
+    evaluated = folder / "eval" / "test-onnx"
+    # the release folder: the run's files at their places, the INT8 file beside, no weights
+    for kept in ("config.yaml", "split.csv", "export/model.int8.onnx", "eval/test/gates.json"):
+        assert (folder / kept).is_file(), kept
+    assert not (folder / "weights").exists()
+    metrics = json.loads((evaluated / "metrics.json").read_text())
+    assert metrics["model"]["registered"] == {"name": NAME, "version": "1"}
+    import pandas as pd
+
+    row = pd.read_csv(evaluated / "predictions.csv").set_index("path").loc[image]
+    assert {c: row[f"prob_{c}"] for c in v1} == pytest.approx(v1, abs=1e-6)
+    refused = _one_error_line(
+        medclf("evaluate", f"model=models:/{NAME}/1", "backend=torch", *store, cwd=cwd)
+    )
+    assert "holds its ONNX file, not its PyTorch weights" in refused
+    # the registered test evaluations (v2 is fetched here), ranked like runs
+    compared = medclf("compare", f"models:/{NAME}/2", f"models:/{NAME}@production", *store, cwd=cwd)
+    assert compared.returncode == 0, compared.stderr
+    table = pd.read_csv(cwd / "compare.csv")
+    assert sorted(table["run"]) == [f"models:/{NAME}/1", f"models:/{NAME}/2"]
+    assert (table["size_mb"] > 0).all() and (table["params_m"] > 0).all()
 
 
 def _test_image(run: Path) -> str:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from jinja2 import Environment, PackageLoader, select_autoescape
 from omegaconf import OmegaConf
@@ -27,7 +28,17 @@ class Comparison:
 
 
 def _model_size(run: RunDir) -> tuple[float, float]:
-    """(parameters in millions, best.ckpt megabytes)."""
+    """(parameters in millions, megabytes of the weights file: best.ckpt, or export/model.onnx
+    for a registered version's release folder, which has no checkpoint)."""
+    if not run.best_ckpt.is_file():
+        import onnx
+
+        from medclf.export import records
+
+        onnx_file = run.export_dir / records.FP32_FILE
+        graph = onnx.load(onnx_file).graph
+        params = sum(int(np.prod(t.dims)) for t in graph.initializer)
+        return params / 1e6, onnx_file.stat().st_size / 2**20
     from medclf.models.checkpoint import load_checkpoint
 
     state = load_checkpoint(run.best_ckpt)["state_dict"]
@@ -36,7 +47,10 @@ def _model_size(run: RunDir) -> tuple[float, float]:
 
 
 def _row(path: str, split: str, metric) -> dict[str, Any]:
-    run = RunDir.open(path)
+    from medclf.registry.fetch import registered_of
+
+    registered = registered_of(path)  # a registered version's release folder
+    run = RunDir.open(path, need_weights=registered is None)
     metrics_file = run.eval_dir(split) / "metrics.json"
     if not metrics_file.is_file():
         raise MedclfError(
@@ -52,7 +66,7 @@ def _row(path: str, split: str, metric) -> dict[str, Any]:
     lat = m.get("latency", {})
     n_pass = sum(g["passed"] for g in gates["gates"])
     return {
-        "run": run.name,
+        "run": f"models:/{registered['name']}/{registered['version']}" if registered else run.name,
         "path": str(run.root),
         "model": OmegaConf.load(run.config).model.name,
         "_sort": m["overall"][key]["value"],

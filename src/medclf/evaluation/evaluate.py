@@ -151,11 +151,13 @@ def evaluate(
 def _load(run_dir: str | Path, split: str | None, overrides: list[str], backend: str) -> Job:
     """The run, its settings with the overrides, the images to evaluate and the predictor."""
     from medclf.evaluation.settings import evaluation_config
+    from medclf.registry.fetch import registered_of
     from medclf.serving.predictor import OnnxPredictor, TorchPredictor, recorded_file_sha256
 
     if backend not in BACKENDS:
         raise MedclfError(f"backend={backend} is not valid: expected one of {', '.join(BACKENDS)}")
-    run = RunDir.open(run_dir)
+    # an ONNX evaluation needs no weights: a registered version's release folder has none
+    run = RunDir.open(run_dir, need_weights=backend == "torch")
     if not run.split.is_file():
         raise MedclfError(f"{run_dir}: no split.csv; re-run 'medclf train'")
     cfg = evaluation_config(run.config, overrides)
@@ -171,6 +173,7 @@ def _load(run_dir: str | Path, split: str | None, overrides: list[str], backend:
                 f"{run_dir}: no export/model.onnx; run 'medclf export model={run_dir}' first"
             )
         predictor = OnnxPredictor(onnx_file, recorded_file_sha256(onnx_file))
+        predictor.registered = registered_of(run.root)  # None unless fetched from models:/
         name = f"{name}-onnx"
     else:
         predictor = TorchPredictor(run.root)

@@ -17,6 +17,9 @@ ONNX_META_MEDCLF_VERSION = "medclf.version"
 EXPORT_METADATA = "metadata.json"  # written beside model.onnx by export
 FP32_FILE = "model.onnx"
 INT8_FILE = "model.int8.onnx"
+# protobuf cannot serialize a single-file ONNX model of 2 GiB or more, and export writes one
+# file: anything larger is not a medclf export, and is refused before it is read
+MAX_ONNX_BYTES = 2 * 2**30
 
 
 def graph_sha256(model: Any) -> str:

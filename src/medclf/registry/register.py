@@ -21,6 +21,7 @@ from medclf.export.release import test_evaluation, training_data
 from medclf.formatting import interval, number
 from medclf.models.checkpoint import model_version, verified_best_digest
 from medclf.registry import aliases
+from medclf.registry.fetch import RUN_ARTIFACTS
 from medclf.registry.names import TAG_GATES_FAILED, TAG_GATES_PASSED, check_alias, check_name
 from medclf.rundir import RunDir
 
@@ -37,7 +38,7 @@ class Release:
     metadata: dict[str, Any]
     # the latest test evaluation of these weights (metrics with intervals, gates); None: never
     evaluation: dict[str, Any] | None
-    extra: list[Path] = field(default_factory=list)
+    extra: list[Path] = field(default_factory=list)  # run files logged beside the model
 
 
 @dataclass
@@ -72,12 +73,19 @@ def check_release(run_dir: str | Path, alias: str | None, force: bool, reason: s
     if alias:
         gates = evaluation["gates"] if evaluation else None
         aliases.check_promotion(gates, alias, force, reason, f"model={run.root}")
+    return Release(run, onnx, metadata, evaluation, _run_files(run))
+
+
+def _run_files(run: RunDir) -> list[Path]:
+    """The run's files logged beside the model, at their places in the run folder, so a
+    fetched version is a run folder without weights (``evaluate`` and ``compare`` take it):
+    the settings and split, the export's records (and the INT8 file, logged but not
+    registered) and the test evaluation's evidence."""
     test_dir = run.eval_dir("test")
-    extra = [test_dir / f for f in ARTIFACTS if (test_dir / f).is_file()]
-    extra += [run.split, run.export_dir / records.EXPORT_METADATA, run.export_dir / "parity.json"]
-    if (int8 := run.export_dir / records.INT8_FILE).is_file():  # logged beside, not registered
-        extra.append(int8)
-    return Release(run, onnx, metadata, evaluation, extra)
+    files = [run.config, run.preprocessing, run.split, run.model_card]
+    files += [run.export_dir / records.EXPORT_METADATA, run.export_dir / "parity.json"]
+    files += [run.export_dir / records.INT8_FILE] + [test_dir / f for f in ARTIFACTS]
+    return [f for f in files if f.is_file()]
 
 
 def _git_commit() -> str | None:
@@ -201,7 +209,8 @@ def _log_and_register(
     run_id = run.info.run_id
     try:
         for path in release.extra:
-            client.log_artifact(run_id, str(path), artifact_path="evidence")
+            where = path.parent.relative_to(release.run.root)
+            client.log_artifact(run_id, str(path), (Path(RUN_ARTIFACTS) / where).as_posix())
         mlflow.set_tracking_uri(uri)
         mlflow.set_registry_uri(uri)
         with mlflow.start_run(run_id=run_id):

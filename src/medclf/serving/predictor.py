@@ -23,6 +23,7 @@ from medclf.decision import DecisionRecord
 from medclf.errors import MedclfError
 from medclf.export.records import (
     EXPORT_METADATA,
+    MAX_ONNX_BYTES,
     ONNX_META_DECISION,
     ONNX_META_GRAPH_SHA256,
     ONNX_META_MODEL_NAME,
@@ -42,6 +43,8 @@ class Predictor(ABC):
     name: str
     version: str
     backend: str
+    # the registered model version this is (name, version, alias), when it came from models:/
+    registered: dict[str, Any] | None = None
 
     @abstractmethod
     def _raw_logits(self, x: np.ndarray) -> np.ndarray:
@@ -109,6 +112,7 @@ class Predictor(ABC):
             "operating_rule": self.decision.rule,
             "tta": self.decision.tta,
             "conformal": self.decision.conformal or None,
+            **({"registered": self.registered} if self.registered else {}),
         }
 
 
@@ -152,6 +156,11 @@ class OnnxPredictor(Predictor):
         path = Path(path)
         if not path.is_file():
             raise MedclfError(f"model={path}: ONNX file not found")
+        if path.stat().st_size >= MAX_ONNX_BYTES:
+            raise MedclfError(
+                f"model={path}: {path.stat().st_size / 2**30:.1f} GiB is larger than a "
+                "single-file ONNX model can be (2 GiB); pass the file 'medclf export' wrote"
+            )
         data = path.read_bytes()
         self.file_sha256 = hashlib.sha256(data).hexdigest()
         if expected_file_sha256 and expected_file_sha256 != self.file_sha256:
@@ -261,11 +270,16 @@ def recorded_file_sha256(onnx_path: Path) -> str | None:
     return None
 
 
-def load_predictor(spec: str | Path) -> Predictor:
-    """``spec`` is a run directory or an ``.onnx`` file."""
+def load_predictor(spec: str | Path, registered: dict[str, Any] | None = None) -> Predictor:
+    """``spec`` is a run directory or an ``.onnx`` file; ``registered`` names the registered
+    model version it was fetched for."""
     path = Path(spec).expanduser()
+    predictor: Predictor
     if path.suffix.lower() == ".onnx":
-        return OnnxPredictor(path, expected_file_sha256=recorded_file_sha256(path))
-    if path.is_dir():
-        return TorchPredictor(path)
-    raise MedclfError(f"model={spec}: not a run folder or an .onnx file")
+        predictor = OnnxPredictor(path, expected_file_sha256=recorded_file_sha256(path))
+    elif path.is_dir():
+        predictor = TorchPredictor(path)
+    else:
+        raise MedclfError(f"model={spec}: not a run folder or an .onnx file")
+    predictor.registered = registered
+    return predictor
