@@ -35,8 +35,9 @@ test: $(DEV_STAMP)
 	$(BIN)/ruff format --check src tests benchmarks
 	$(TEST_ENV) $(BIN)/pytest
 
-# The exports of the largest architectures, minute-long end-to-end tests, whole INT8 exports
-# and the registry against a real mlflow server (about 12 minutes on 2 cores); CI runs them too.
+# The exports of the largest architectures, minute-long end-to-end tests, whole INT8 exports,
+# the whole release path and the registry against a real mlflow server (about 14 minutes on
+# 2 cores); CI runs them too.
 test-heavy: $(DEV_STAMP)
 	$(TEST_ENV) $(BIN)/pytest -m heavy
 

@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -101,11 +102,15 @@ def running_server(cmd: list[str], url: str, timeout: float, cwd: Path | None = 
 def served(
     model: Path | str, timeout: float = 90, extra: tuple[str, ...] = (), cwd: Path | None = None
 ) -> Iterator[str]:
-    """A real ``medclf serve`` process on a free 127.0.0.1 port; yields its base URL."""
+    """A real ``medclf serve`` process on a free 127.0.0.1 port; yields its base URL. Without
+    ``cwd`` it runs in a new temporary folder (its audit log and keys go there)."""
     port = _free_port()
     cmd = [sys.executable, "-m", "medclf", "serve", f"model={model}", "host=127.0.0.1", *extra]
     url = f"http://127.0.0.1:{port}"
-    with running_server([*cmd, f"port={port}"], url, timeout, cwd):
+    with contextlib.ExitStack() as stack:
+        if cwd is None:
+            cwd = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="served-")))
+        stack.enter_context(running_server([*cmd, f"port={port}"], url, timeout, cwd))
         yield url
 
 

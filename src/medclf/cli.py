@@ -8,6 +8,7 @@ from typing import Any
 
 import typer
 
+from medclf.cli_audit import audit_app
 from medclf.cli_common import (
     OVERRIDES_HELP,
     artifact,
@@ -38,6 +39,7 @@ config_app = typer.Typer(help="Inspect the packaged configuration.", no_args_is_
 app.add_typer(config_app, name="config")
 app.add_typer(data_app, name="data")
 app.add_typer(registry_app, name="registry")
+app.add_typer(audit_app, name="audit")
 app.command("register")(register)
 
 
@@ -356,29 +358,55 @@ def serve(
     args: list[str] = typer.Argument(
         None,
         help="model=RUN|FILE.onnx|models:/NAME@ALIAS [host=127.0.0.1] [port=8000] "
-        "[mlflow.tracking_uri=URI]",
+        "[serve.KEY=VALUE ...] [mlflow.tracking_uri=URI]",
     ),
 ) -> None:
-    """Serve a model over HTTP: POST /predict (multipart 'file'), GET /health."""
-    import uvicorn
-
-    from medclf.serving.app import create_app
-    from medclf.serving.predictor import load_predictor
+    """Serve a model over HTTP: POST /predict, /predict/batch; GET /health, /ready,
+    /metadata, /metrics (see 'medclf config show' for the serve.* settings)."""
+    from medclf.config import compose
+    from medclf.serving.settings import ServeSettings
     from medclf.words import split_words
 
     found, rest, _ = split_words(args, {"model", "host", "port"})
     spec = require(found, "model", "medclf serve model=RUN|FILE.onnx [host=..] [port=..]")
-    try:
-        port = int(found.get("port", "8000"))
-    except ValueError:
-        raise MedclfError(f"port={found['port']} is not a number") from None
-    predictor = load_predictor(*local_model(spec, rest, "serve"))
-    host = found.get("host", "127.0.0.1")
+    own = [f"serve.{k}={found[k]}" for k in ("host", "port") if k in found]
+    serve_words = [w for w in rest if w.startswith("serve.")]
+    # checked by the schema before the model is loaded or a port is opened
+    settings = ServeSettings.from_cfg(compose([*own, *serve_words]))
+    rest = [w for w in rest if w not in serve_words]
+    _serve(spec, rest, settings)
+
+
+def _shown(url: str | None) -> str:
+    """A database URL without its password."""
+    if not url:
+        return "off"
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def _serve(spec: str, rest: list[str], settings: Any) -> None:
+    import uvicorn
+
+    from medclf.serving.app import create_app
+    from medclf.serving.predictor import load_predictor
+
+    path, registered = local_model(spec, rest, "serve")
+    predictor = load_predictor(path, registered, threads=settings.threads)
+    url = f"http://{settings.host}:{settings.port}"
+    where = f", registered {spec} = version {registered['version']}" if registered else ""
     typer.echo(
-        f"serving {predictor.name} ({predictor.backend}) on http://{host}:{port} - "
-        f"try: curl -F file=@scan.png http://{host}:{port}/predict"
+        f"serving {predictor.name} (version {predictor.version}, {predictor.backend}{where}) "
+        f"on {url}; uploads up to {settings.max_upload_mb:g} MiB, {settings.max_files} files "
+        f"per batch request, {settings.max_concurrent_uploads} at once; batches of up to "
+        f"{settings.max_batch} within {settings.max_wait_ms:g} ms; API key "
+        f"{'required' if settings.api_key else 'off'}; audit log {_shown(settings.audit_url)} - "
+        f"try: curl -F file=@scan.png {url}/predict"
     )
-    uvicorn.run(create_app(predictor), host=host, port=port, log_level="info")
+    uvicorn.run(
+        create_app(predictor, settings), host=settings.host, port=settings.port, log_level="info"
+    )
 
 
 @app.command()

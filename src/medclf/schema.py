@@ -312,6 +312,23 @@ class Export(Section):
     int8_calibration_images: integer(lo=1)
 
 
+class Serve(Section):
+    host: str
+    port: integer(lo=0, hi=65535)
+    threads: integer(lo=1) | None
+    decode_threads: integer(lo=1)
+    max_batch: integer(lo=1, hi=1024)
+    max_wait_ms: number(ge=0, le=10_000)
+    max_upload_mb: number(gt=0, le=4096)
+    max_files: integer(lo=1, hi=1000)
+    max_concurrent_uploads: integer(lo=1)
+    upload_wait_s: number(gt=0)
+    api_key: OptText
+    cors_origins: list[str]
+    docs: bool
+    audit_url: OptText
+
+
 class Mlflow(Section):
     tracking_uri: str
     experiment: OptText
@@ -345,9 +362,16 @@ class Config(Section):
     train: Train
     eval: Eval
     export: Export
+    serve: Serve
 
 
-SECTIONS: dict[str, type[Section]] = {"data": Data, "train": Train, "eval": Eval, "export": Export}
+SECTIONS: dict[str, type[Section]] = {
+    "data": Data,
+    "train": Train,
+    "eval": Eval,
+    "export": Export,
+    "serve": Serve,
+}
 
 
 def model_schema(name: str) -> type[Section]:

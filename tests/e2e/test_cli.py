@@ -213,6 +213,11 @@ def _unreadable_class(root: Path, content: bytes) -> Path:
         ),
         (lambda t: None, ["compare", "models:/m/1", "foo=bar"], "unknown argument 'foo=bar'"),
         (
+            lambda t: None,  # checked before the (missing) model is looked at
+            ["serve", "model={t}/x.onnx", "serve.max_batch=0"],
+            "serve.max_batch=0 is not valid: expected an integer >= 1",
+        ),
+        (
             lambda t: None,
             ["export", "model={t}", "format=tflite"],
             "format=tflite is not supported",
@@ -238,6 +243,7 @@ def _unreadable_class(root: Path, content: bytes) -> Path:
         "no-onnx",
         "huge-onnx",
         "compare-bad-word",
+        "serve-bad-setting",
         "bad-format",
     ],
 )

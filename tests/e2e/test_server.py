@@ -45,7 +45,14 @@ def test_predict_response_schema(onnx_server: str, trained_run: Path):
         r = httpx.post(f"{onnx_server}/predict", files={"file": ("scan.png", fh, "image/png")})
     assert r.status_code == 200
     body = r.json()
-    assert set(body) == {"prediction", "probabilities", "decision", "model", "request_id"}
+    assert set(body) == {
+        "prediction",
+        "probabilities",
+        "decision",
+        "model",
+        "request_id",
+        "latency_ms",
+    }
     assert set(body["prediction"]) == {"class", "class_index", "confidence"}
     assert body["prediction"]["confidence"] == max(body["probabilities"].values())
     assert r.headers["x-request-id"] == body["request_id"]

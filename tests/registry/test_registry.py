@@ -53,6 +53,7 @@ def releases(trained_run: Path, tmp_path_factory) -> dict[str, Path]:
     }
 
 
+@pytest.mark.heavy  # about 80 s (two services, an evaluation); CI runs it with make test-heavy
 def test_register_promote_serve_and_roll_back(releases, tmp_path: Path):
     store = [f"mlflow.tracking_uri=sqlite:///{tmp_path / 'registry.db'}", "runs_root=runs"]
     good, failing = releases["good"], releases["failing"]

@@ -1,63 +1,192 @@
-"""FastAPI service: ``POST /predict`` (multipart field ``file``) and ``GET /health``.
+"""FastAPI service: ``POST /predict`` (multipart ``file``), ``POST /predict/batch`` (multipart
+``files``), ``GET /health``, ``/ready``, ``/metadata`` and ``/metrics``, and the Open Inference
+Protocol v2 routes (``serving.oip``).
 
-Preprocessing comes from the model's own record; inference runs in a worker thread so the
-event loop keeps answering. Bad uploads are 400/413/422 with a JSON ``detail``, never 500:
-413 for a body over 64 MiB or an image whose header claims more pixels than the model's
-record allows (checked before decoding).
+A request's way: ``RequestGuard`` (request id, body limit while it streams in) -> API key ->
+an upload slot (``serve.max_concurrent_uploads``: the bodies in memory are bounded) -> the
+multipart form -> decode and preprocess in a thread (``serve.decode_threads``, overlapping the
+model) -> the slot is released -> ``MicroBatcher`` (one model call for up to
+``serve.max_batch`` concurrent images) -> the prediction record. Every error is a JSON 4xx
+with ``detail`` and ``request_id``, never a 500: an undecodable file 400, a body or image over
+its limit 413, a missing or wrong key 401, no free upload slot in time 503.
 """
 
 from __future__ import annotations
 
-import uuid
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
 
-import anyio
-from fastapi import FastAPI, File, HTTPException, UploadFile
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException
 
 from medclf import __version__
 from medclf.data.io import ImageTooLargeError
 from medclf.errors import MedclfError
+from medclf.serving import oip
+from medclf.serving.limits import KeyAndTiming, RequestGuard, json_error, request_id_of
+from medclf.serving.metadata import metadata, upload_body
 from medclf.serving.predictor import Predictor
+from medclf.serving.service import Prepared, Service
+from medclf.serving.settings import ServeSettings
+from medclf.serving.telemetry import CONTENT_TYPE
 
-MAX_UPLOAD_BYTES = 64 * 1024 * 1024
+log = logging.getLogger("medclf")
 
 
-def create_app(predictor: Predictor) -> FastAPI:
+def _error(request: Request, status: int, detail: str) -> JSONResponse:
+    return json_error(request.scope, status, detail)
+
+
+def _refusal(exc: MedclfError) -> HTTPException:
+    status = 413 if isinstance(exc, ImageTooLargeError) else 400
+    return HTTPException(status, str(exc))
+
+
+def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> FastAPI:
+    settings = settings or ServeSettings()
+    service = Service(predictor, settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await service.start()
+        warming = asyncio.create_task(service.warm_up())
+        yield
+        warming.cancel()
+        await service.stop()
+
+    docs = {} if settings.docs else {"docs_url": None, "redoc_url": None, "openapi_url": None}
     app = FastAPI(
         title="medclf prediction service",
         version=__version__,
         description=f"Classes: {', '.join(predictor.class_names)}",
+        lifespan=lifespan,
+        **docs,
     )
-    # One inference at a time per process: the model's own intra-op threads use the cores,
-    # and concurrent calls into one PyTorch module would only contend for them.
-    limiter = anyio.CapacityLimiter(1)
+    app.state.service = service
+    _handlers(app, service)
+    _routes(app, service)
+    oip.add_routes(app, service)
+    if settings.cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["*"],
+            expose_headers=["X-Request-ID"],
+        )
+    # outermost: every response, refusals included, carries the request id
+    app.add_middleware(
+        RequestGuard, max_body_bytes=settings.max_upload_bytes, too_large=settings.too_large
+    )
+    return app
+
+
+def _handlers(app: FastAPI, service: Service) -> None:
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        service.telemetry.errors.labels(f"http_{exc.status_code}").inc()
+        return _error(request, exc.status_code, str(exc.detail))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        service.telemetry.errors.labels("invalid_request").inc()
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        return _error(request, 422, f"{where}: {first.get('msg', 'invalid request')}")
+
+    app.add_middleware(KeyAndTiming, service=service)
+
+
+def _routes(app: FastAPI, service: Service) -> None:
+    predictor, settings = service.predictor, service.settings
 
     @app.get("/health")
     def health() -> dict:
+        """Liveness: the process answers (no model work)."""
         return {"status": "ok", "model": predictor.info(), "classes": list(predictor.class_names)}
 
-    @app.post("/predict")
-    async def predict(file: UploadFile = File(...)) -> JSONResponse:
-        request_id = uuid.uuid4().hex
-        data = await file.read(MAX_UPLOAD_BYTES + 1)
-        if len(data) > MAX_UPLOAD_BYTES:
-            raise HTTPException(413, f"upload larger than {MAX_UPLOAD_BYTES // 2**20} MiB")
-        name = file.filename or "upload"
-        try:
-            result = await anyio.to_thread.run_sync(
-                predictor.predict_one, data, name, limiter=limiter
-            )
-        except MedclfError as exc:
-            return JSONResponse(
-                status_code=413 if isinstance(exc, ImageTooLargeError) else 400,
-                content={"detail": str(exc), "request_id": request_id},
-                headers={"X-Request-ID": request_id},
-            )
-        body = {
-            **result,
-            "model": {"name": predictor.name, "version": predictor.version},
-            "request_id": request_id,
-        }
-        return JSONResponse(body, headers={"X-Request-ID": request_id})
+    @app.get("/ready")
+    def ready() -> JSONResponse:
+        """Readiness: the model is loaded and has answered its warm-up batch."""
+        if not service.ready:
+            return JSONResponse({"ready": False, "detail": "warming up"}, status_code=503)
+        return JSONResponse({"ready": True})
 
-    return app
+    @app.get("/metadata")
+    def model_metadata() -> dict:
+        """Classes, input, preprocessing, decision record, model and release, limits."""
+        return metadata(predictor, settings)
+
+    @app.get("/metrics")
+    def prometheus() -> Response:
+        return Response(service.telemetry.render(), media_type=CONTENT_TYPE)
+
+    @app.post("/predict", openapi_extra=upload_body("file", many=False))
+    async def predict(request: Request) -> dict:
+        """One image (PNG, JPEG, TIFF, BMP, DICOM) -> its prediction record. A study id sent
+        as ``X-Study-ID`` is kept in the audit log as a keyed pseudonym."""
+        started = time.perf_counter()
+        async with service.slots:
+            one = "POST /predict takes one file; send several to /predict/batch"
+            ((name, data),) = (await service.files(request, "file", 1, one))[:1]
+            try:
+                prepared = await service.prepare(data, name)
+            except MedclfError as exc:
+                raise _refusal(exc) from None
+        record = await service.predict(prepared)
+        await service.record(request, [(0, prepared, record)], started)
+        return _answer(request, predictor, record, started)
+
+    @app.post("/predict/batch", openapi_extra=upload_body("files", many=True))
+    async def predict_batch(request: Request) -> dict:
+        """Several images -> one result per file, in order: a prediction or its own error."""
+        started = time.perf_counter()
+        async with service.slots:
+            most = f"the limit is serve.max_files={settings.max_files}"
+            files = await service.files(request, "files", settings.max_files, most)
+            prepared = await asyncio.gather(
+                *(service.prepare(data, name) for name, data in files), return_exceptions=True
+            )
+        results = await asyncio.gather(*(_one(service, p) for p in prepared))
+        answered = [
+            (i, p, r)
+            for i, (p, r) in enumerate(zip(prepared, results, strict=True))
+            if "error" not in r
+        ]
+        await service.record(request, answered, started)
+        for result, (name, _) in zip(results, files, strict=True):
+            result["filename"] = name
+        return _answer(request, predictor, {"results": results}, started)
+
+
+async def _one(service: Service, prepared: Prepared | BaseException) -> dict[str, Any]:
+    """One file of a batch: its prediction, or its own error (never the batch's)."""
+    if isinstance(prepared, MedclfError):
+        refusal = _refusal(prepared)
+        kind = "too_large" if refusal.status_code == 413 else "unreadable"
+        service.telemetry.errors.labels(kind).inc()
+        return {"error": {"status": refusal.status_code, "detail": refusal.detail}}
+    if isinstance(prepared, BaseException):
+        raise prepared
+    return await service.predict(prepared)
+
+
+def _answer(request: Request, predictor: Predictor, body: dict, started: float) -> dict:
+    return {
+        **body,
+        "model": {
+            "name": predictor.name,
+            "version": predictor.version,
+            **({"registered": predictor.registered} if predictor.registered else {}),
+        },
+        "request_id": request_id_of(request.scope),
+        "latency_ms": round((time.perf_counter() - started) * 1000, 3),
+    }

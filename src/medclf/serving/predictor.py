@@ -29,6 +29,7 @@ from medclf.export.records import (
     ONNX_META_MODEL_NAME,
     ONNX_META_MODEL_VERSION,
     ONNX_META_PREPROCESSING,
+    ONNX_META_RELEASE,
     graph_sha256,
 )
 from medclf.preprocessing import Preprocessing
@@ -45,6 +46,8 @@ class Predictor(ABC):
     backend: str
     # the registered model version this is (name, version, alias), when it came from models:/
     registered: dict[str, Any] | None = None
+    # training data, test metrics with intervals and gates of these weights (export.release)
+    release: dict[str, Any] | None = None
 
     @abstractmethod
     def _raw_logits(self, x: np.ndarray) -> np.ndarray:
@@ -79,16 +82,24 @@ class Predictor(ABC):
     def predict_arrays(self, inputs: Sequence[np.ndarray], batch_size: int = 32) -> np.ndarray:
         return self._batched(self.predict_batch, inputs, batch_size)
 
-    def predict_one(self, source: str | Path | bytes, name: str | None = None) -> dict[str, Any]:
-        """The documented prediction record for one image (path or file bytes), with
-        ``warnings`` (e.g. an image too small to classify) when there are any."""
+    def prepare(
+        self, source: str | Path | bytes, name: str | None = None
+    ) -> tuple[np.ndarray, list[str]]:
+        """One image (path or file bytes) -> (the model's normalized C x H x W input, warnings
+        such as an image too small to classify)."""
         decoded = decode_file(self.prep, source, name=name)
         x = self.prep.normalize_array(fit(self.prep, decoded.array))
-        record = self.describe(self.predict_batch(x[None])[0])
         label = name or ("uploaded file" if isinstance(source, bytes) else str(source))
         tiny = tiny_image_warning(label, decoded.width, decoded.height)
-        if tiny:
-            record["warnings"] = [tiny]
+        return x, [tiny] if tiny else []
+
+    def predict_one(self, source: str | Path | bytes, name: str | None = None) -> dict[str, Any]:
+        """The documented prediction record for one image (path or file bytes), with
+        ``warnings`` when there are any."""
+        x, warnings = self.prepare(source, name)
+        record = self.describe(self.predict_batch(x[None])[0])
+        if warnings:
+            record["warnings"] = warnings
         return record
 
     def describe(self, probs: np.ndarray) -> dict[str, Any]:
@@ -119,9 +130,10 @@ class Predictor(ABC):
 class TorchPredictor(Predictor):
     backend = "pytorch"
 
-    def __init__(self, run_dir: str | Path) -> None:
+    def __init__(self, run_dir: str | Path, threads: int | None = None) -> None:
         import torch
 
+        from medclf.export.release import test_evaluation, training_data
         from medclf.models.checkpoint import (
             model_from_checkpoint,
             model_version,
@@ -136,6 +148,13 @@ class TorchPredictor(Predictor):
         self.name = run.name
         self.version = model_version(self.weights_sha256)
         self.decision = load_run_decision(run, self.version, self.prep.class_names)
+        if run.split.is_file():
+            self.release = {
+                "training_data": training_data(run),
+                "evaluation": test_evaluation(run, self.version),
+            }
+        if threads:
+            torch.set_num_threads(threads)
         self._torch = torch
 
     def _logits(self, x: np.ndarray):
@@ -149,7 +168,12 @@ class TorchPredictor(Predictor):
 class OnnxPredictor(Predictor):
     backend = "onnxruntime"
 
-    def __init__(self, path: str | Path, expected_file_sha256: str | None = None) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        expected_file_sha256: str | None = None,
+        threads: int | None = None,
+    ) -> None:
         """Load ``path``, refusing it unless its graph matches the digest embedded at export
         (and the file matches ``expected_file_sha256``, from ``metadata.json``, when given).
         The verified bytes are the ones handed to onnxruntime."""
@@ -172,8 +196,11 @@ class OnnxPredictor(Predictor):
         meta = self._verified_metadata(path, data)
         import onnxruntime as ort
 
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
         try:
-            self.session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own untyped errors
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise MedclfError(f"model={path}: not a loadable ONNX model ({first})") from exc
@@ -184,6 +211,8 @@ class OnnxPredictor(Predictor):
             if ONNX_META_DECISION in meta
             else DecisionRecord()
         )
+        if ONNX_META_RELEASE in meta:
+            self.release = json.loads(meta[ONNX_META_RELEASE])
         self.name = meta.get(ONNX_META_MODEL_NAME, path.stem)
         self.version = meta.get(ONNX_META_MODEL_VERSION, "unknown")
         self.input_name = self.session.get_inputs()[0].name
@@ -270,15 +299,17 @@ def recorded_file_sha256(onnx_path: Path) -> str | None:
     return None
 
 
-def load_predictor(spec: str | Path, registered: dict[str, Any] | None = None) -> Predictor:
+def load_predictor(
+    spec: str | Path, registered: dict[str, Any] | None = None, threads: int | None = None
+) -> Predictor:
     """``spec`` is a run directory or an ``.onnx`` file; ``registered`` names the registered
-    model version it was fetched for."""
+    model version it was fetched for; ``threads``: the runtime's intra-op threads."""
     path = Path(spec).expanduser()
     predictor: Predictor
     if path.suffix.lower() == ".onnx":
-        predictor = OnnxPredictor(path, expected_file_sha256=recorded_file_sha256(path))
+        predictor = OnnxPredictor(path, recorded_file_sha256(path), threads=threads)
     elif path.is_dir():
-        predictor = TorchPredictor(path)
+        predictor = TorchPredictor(path, threads=threads)
     else:
         raise MedclfError(f"model={spec}: not a run folder or an .onnx file")
     predictor.registered = registered

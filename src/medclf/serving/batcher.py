@@ -1,0 +1,115 @@
+"""Micro-batching: concurrent requests share one model call.
+
+Each request hands its preprocessed image (C x H x W, normalized) to ``submit`` and awaits its
+row of probabilities. One collector task takes the first waiting image, then more until
+``max_batch`` are gathered or ``max_wait_ms`` has passed since the first, and runs the model
+on the stacked batch in a single inference thread (the runtime's own intra-op threads use
+the cores; two model calls at once would only contend for them). The event loop never runs
+the model, so ``/health`` answers at full load. Written here because neither uvicorn nor
+FastAPI batches; Triton/TorchServe do, but would replace the whole service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class _Item:
+    x: np.ndarray
+    future: asyncio.Future
+    queued_at: float
+
+
+@dataclass(frozen=True)
+class Answer:
+    probabilities: np.ndarray
+    queue_s: float  # waiting for the batch to form and the previous batch to finish
+    inference_s: float  # the model call of the batch this image was in
+    batch_size: int
+
+
+class MicroBatcher:
+    def __init__(
+        self,
+        run_batch: Callable[[np.ndarray], np.ndarray],
+        max_batch: int,
+        max_wait_ms: float,
+        on_batch: Callable[[int, float], None] | None = None,
+    ) -> None:
+        self.run_batch = run_batch
+        self.max_batch = max_batch
+        self.max_wait_s = max_wait_ms / 1000
+        self.on_batch = on_batch  # (batch size, seconds) after each model call, for metrics
+        self._queue: asyncio.Queue[_Item] | None = None
+        self._task: asyncio.Task | None = None
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="medclf-inference")
+
+    async def start(self) -> None:
+        self._queue = asyncio.Queue()
+        self._task = asyncio.create_task(self._collect())
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self._pool.shutdown(wait=True)
+
+    async def submit(self, x: np.ndarray) -> Answer:
+        if self._queue is None:
+            raise RuntimeError("MicroBatcher.start() was not awaited")
+        future = asyncio.get_running_loop().create_future()
+        await self._queue.put(_Item(x, future, time.perf_counter()))
+        return await future
+
+    async def _gather(self) -> list[_Item]:
+        """The first waiting image, then more until the batch is full or the wait is over."""
+        assert self._queue is not None
+        batch = [await self._queue.get()]
+        deadline = time.perf_counter() + self.max_wait_s
+        while len(batch) < self.max_batch:
+            try:
+                batch.append(self._queue.get_nowait())
+                continue
+            except asyncio.QueueEmpty:
+                pass
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0:
+                break
+            try:
+                batch.append(await asyncio.wait_for(self._queue.get(), remaining))
+            except TimeoutError:
+                break
+        return batch
+
+    async def _collect(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [item for item in await self._gather() if not item.future.cancelled()]
+            if not batch:
+                continue
+            started = time.perf_counter()
+            try:
+                probs = await loop.run_in_executor(
+                    self._pool, self.run_batch, np.stack([item.x for item in batch])
+                )
+            except Exception as exc:  # the model's own error reaches each waiting request
+                for item in batch:
+                    if not item.future.done():
+                        item.future.set_exception(exc)
+                continue
+            took = time.perf_counter() - started
+            if self.on_batch:
+                self.on_batch(len(batch), took)
+            for row, item in zip(probs, batch, strict=True):
+                if not item.future.done():
+                    answer = Answer(row, started - item.queued_at, took, len(batch))
+                    item.future.set_result(answer)

@@ -1,0 +1,161 @@
+"""What the routes share, and a prediction's way through it: an upload's files (read inside an
+upload slot) -> decode and preprocess in a decoder thread -> the micro-batcher -> the
+prediction record -> the audit log (committed before the route answers) -> metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import numpy as np
+from fastapi import Request
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+
+from medclf.serving.audit import AuditLog, AuditRow, row_for
+from medclf.serving.batcher import MicroBatcher
+from medclf.serving.limits import UploadSlots, request_id_of
+from medclf.serving.predictor import Predictor
+from medclf.serving.settings import ServeSettings
+from medclf.serving.telemetry import Telemetry
+
+STUDY_HEADER = "x-study-id"
+
+
+@dataclass
+class Prepared:
+    """One image ready for the model."""
+
+    x: np.ndarray  # C x H x W, normalized
+    sha256: str  # of the uploaded bytes (of the tensor, for the raw tensor route)
+    warnings: list[str] = field(default_factory=list)
+    preprocess_s: float | None = None
+
+
+class Service:
+    def __init__(self, predictor: Predictor, settings: ServeSettings) -> None:
+        self.predictor = predictor
+        self.settings = settings
+        self.telemetry = Telemetry(predictor.info())
+        self.batcher = MicroBatcher(
+            predictor.predict_batch,
+            settings.max_batch,
+            settings.max_wait_ms,
+            on_batch=self.telemetry.batch,
+        )
+        self.slots = UploadSlots(settings.max_concurrent_uploads, settings.upload_wait_s)
+        self.decoders = anyio.CapacityLimiter(settings.decode_threads)
+        # opened here, so a bad URL is one line from 'medclf serve' before the port opens
+        self.audit = AuditLog(settings.audit_url) if settings.audit_url else None
+        self._pseudonymizer: Any = None
+        self.ready = False
+
+    async def start(self) -> None:
+        await self.batcher.start()
+        if self.audit:
+            await self.audit.start()
+
+    async def stop(self) -> None:
+        await self.batcher.stop()
+        if self.audit:
+            await self.audit.stop()
+
+    async def warm_up(self) -> None:
+        """One batch of the model's input shape through the batcher: the first real request
+        does not pay for the runtime's lazy initialization. /ready answers 503 until then."""
+        prep = self.predictor.prep
+        x = np.zeros((prep.channels, prep.image_size, prep.image_size), np.float32)
+        await self.batcher.submit(x)
+        self.ready = True
+
+    async def files(
+        self, request: Request, field: str, most: int, limit: str
+    ) -> list[tuple[str, bytes]]:
+        """The uploaded files of a multipart ``field`` (at most ``most``, ``limit`` says why),
+        read into memory."""
+        try:
+            form = await request.form(max_files=most, max_fields=most + 8)
+        except HTTPException as exc:
+            if str(exc.detail).startswith("Too many files"):
+                raise HTTPException(
+                    413, f"more than {most} file(s) in one request: {limit}"
+                ) from None
+            raise
+        uploads = [v for v in form.getlist(field) if isinstance(v, UploadFile)]
+        if not uploads:
+            raise HTTPException(422, f"no file in the multipart field '{field}'")
+        return [(u.filename or "upload", await u.read()) for u in uploads]
+
+    async def prepare(self, data: bytes, name: str) -> Prepared:
+        def work() -> Prepared:
+            started = time.perf_counter()
+            x, warnings = self.predictor.prepare(data, name)
+            sha = hashlib.sha256(data).hexdigest()
+            return Prepared(x, sha, warnings, time.perf_counter() - started)
+
+        return await anyio.to_thread.run_sync(work, limiter=self.decoders)
+
+    async def predict(self, prepared: Prepared) -> dict[str, Any]:
+        """The prediction record of one prepared image (its warnings included)."""
+        answer = await self.batcher.submit(prepared.x)
+        record = self.predictor.describe(answer.probabilities)
+        decision = record["decision"]
+        stages = {"queue": answer.queue_s, "inference": answer.inference_s}
+        if prepared.preprocess_s is not None:
+            stages["preprocess"] = prepared.preprocess_s
+        self.telemetry.predicted(
+            record["prediction"]["class"],
+            "refer" if decision.get("refer") else (decision.get("label") or "none"),
+            stages,
+        )
+        if prepared.warnings:
+            record["warnings"] = prepared.warnings
+        return record
+
+    async def record(
+        self, request: Request, answered: list[tuple[int, Prepared, dict]], started: float
+    ) -> None:
+        """Commit one audit row per answered image before the route answers; 503 when the
+        log cannot take them (the answer is withheld, never given unrecorded)."""
+        if not self.audit or not answered:
+            return
+        study = request.headers.get(STUDY_HEADER, "").strip()
+        common = {
+            "request_id": request_id_of(request.scope),
+            "route": request.scope["path"][:64],
+            "latency_ms": (time.perf_counter() - started) * 1000,
+            "study": self._pseudonym(study) if study else None,
+        }
+        model = self.predictor.info()
+        rows: list[AuditRow] = [
+            row_for(record, model, item=i, input_sha256=p.sha256, **common)
+            for i, p, record in answered
+        ]
+        try:
+            await self.audit.record(rows)
+        except Exception as exc:  # the database's own errors
+            self.telemetry.errors.labels("audit").inc()
+            first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
+            raise HTTPException(
+                503, f"the audit log could not record this prediction ({first}); retry later"
+            ) from None
+
+    def _pseudonym(self, study: str) -> str:
+        """The study id as a keyed pseudonym (the project's key, as for patient ids)."""
+        if self._pseudonymizer is None:
+            from medclf.data.pseudonym import Pseudonymizer
+
+            self._pseudonymizer = Pseudonymizer(self.settings.pseudonym_key_file)
+        return self._pseudonymizer(study[:256])
+
+    async def infer_rows(self, x: np.ndarray) -> tuple[np.ndarray, list[tuple]]:
+        """Already preprocessed images (N x C x H x W) -> N x classes probabilities, and the
+        answered images for the audit log."""
+        prepared = [Prepared(row, hashlib.sha256(row.tobytes()).hexdigest()) for row in x]
+        records = await asyncio.gather(*(self.predict(p) for p in prepared))
+        probs = np.stack([list(r["probabilities"].values()) for r in records]).astype(np.float32)
+        return probs, list(zip(range(len(x)), prepared, records, strict=True))

@@ -1,0 +1,60 @@
+"""The service's settings (``conf/serve/default.yaml``), read once when ``medclf serve``
+composes its config: checked there by the schema, before the model is loaded."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+API_KEY_ENV = "MEDCLF_API_KEY"
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    threads: int | None = None
+    decode_threads: int = 2
+    max_batch: int = 8
+    max_wait_ms: float = 5.0
+    max_upload_mb: float = 64.0
+    max_files: int = 16
+    max_concurrent_uploads: int = 4
+    upload_wait_s: float = 30.0
+    api_key: str | None = field(default=None, repr=False)  # never printed
+    cors_origins: tuple[str, ...] = ()
+    docs: bool = True
+    audit_url: str | None = None  # None: no audit log
+    pseudonym_key_file: str | None = None  # data.pseudonym_key_file: hashes study ids
+
+    @classmethod
+    def from_cfg(cls, cfg: Any) -> ServeSettings:
+        """From the composed config's ``serve`` section (and the pseudonym key file of
+        ``data``); the API key from it or from the environment."""
+        serve = cfg.serve
+        values = {k: serve[k] for k in cls.__dataclass_fields__ if k in serve}
+        values["pseudonym_key_file"] = cfg.data.get("pseudonym_key_file")
+        values["cors_origins"] = tuple(values.get("cors_origins") or ())
+        values["api_key"] = values.get("api_key") or os.environ.get(API_KEY_ENV) or None
+        return cls(**values)
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 2**20)
+
+    def too_large(self) -> str:
+        return (
+            f"request body larger than serve.max_upload_mb ({self.max_upload_mb:g} MiB): send "
+            "smaller files, or fewer per request"
+        )
+
+    def limits(self) -> dict[str, Any]:
+        """The limits clients meet, for /metadata and the startup line."""
+        return {
+            "max_upload_mb": self.max_upload_mb,
+            "max_files": self.max_files,
+            "max_batch": self.max_batch,
+            "max_wait_ms": self.max_wait_ms,
+            "max_concurrent_uploads": self.max_concurrent_uploads,
+        }

@@ -1,0 +1,91 @@
+"""The service's Prometheus metrics (prometheus-client), one registry per app so that two
+apps in one process (tests) never share counters.
+
+Names: ``medclf_requests_total{route,status}``, ``medclf_request_seconds{route}``,
+``medclf_stage_seconds{stage=queue|preprocess|inference}``, ``medclf_batch_size``,
+``medclf_predictions_total{class,decision}``, ``medclf_errors_total{kind}``,
+``medclf_model_info{name,version,backend,registered_name,registered_version}``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+
+__all__ = ["CONTENT_TYPE", "Telemetry"]
+
+# seconds: 1 ms to 10 s, dense where a CPU model answers (10-200 ms)
+_LATENCY = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5)
+_LATENCY += (0.75, 1.0, 2.5, 5.0, 10.0)
+
+
+class Telemetry:
+    def __init__(self, model: dict[str, Any]) -> None:
+        disable_created_metrics()  # the *_created series only double the output
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "medclf_requests", "Requests answered", ["route", "status"], registry=r
+        )
+        self.request_seconds = Histogram(
+            "medclf_request_seconds", "Time to answer", ["route"], buckets=_LATENCY, registry=r
+        )
+        self.stage_seconds = Histogram(
+            "medclf_stage_seconds",
+            "Time per image in each stage: queue (waiting for a batch), preprocess (decode, "
+            "resize, normalize), inference (the batch's model call)",
+            ["stage"],
+            buckets=_LATENCY,
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "medclf_batch_size",
+            "Images per model call",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+            registry=r,
+        )
+        self.predictions = Counter(
+            "medclf_predictions",
+            "Predictions by class and decision",
+            ["class", "decision"],
+            registry=r,
+        )
+        self.errors = Counter("medclf_errors", "Refused inputs by kind", ["kind"], registry=r)
+        info = Gauge(
+            "medclf_model_info",
+            "The served model (value 1)",
+            ["name", "version", "backend", "registered_name", "registered_version"],
+            registry=r,
+        )
+        registered = model.get("registered") or {}
+        info.labels(
+            model["name"],
+            model["version"],
+            model["backend"],
+            registered.get("name", ""),
+            registered.get("version", ""),
+        ).set(1)
+
+    def batch(self, size: int, seconds: float) -> None:
+        self.batch_size.observe(size)
+
+    def answered(self, route: str, status: int, seconds: float) -> None:
+        self.requests.labels(route, str(status)).inc()
+        self.request_seconds.labels(route).observe(seconds)
+
+    def predicted(self, label: str, decision: str, stages: dict[str, float]) -> None:
+        self.predictions.labels(label, decision or "none").inc()
+        for stage, seconds in stages.items():
+            self.stage_seconds.labels(stage).observe(seconds)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,356 @@
+"""The service's routes, limits, micro-batching, key and metrics, on a real uvicorn server on
+127.0.0.1 (``medclf serve`` in a subprocess) serving the tiny run's ONNX file."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import re
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests.conftest import _free_port, medclf, served
+
+pytestmark = pytest.mark.slow
+KEY = "test-key-0123"
+AUTH = {"X-API-Key": KEY}
+SETTINGS = (
+    "serve.max_upload_mb=1",
+    "serve.max_files=3",
+    "serve.max_batch=8",
+    "serve.max_wait_ms=50",  # wide, so that concurrent requests surely share a batch
+    "serve.max_concurrent_uploads=2",
+    "serve.upload_wait_s=1",
+    f"serve.api_key={KEY}",
+    "serve.cors_origins=[http://viewer.example]",
+    "serve.docs=false",
+)
+
+
+@pytest.fixture(scope="module")
+def audit_db(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("audit") / "audit.db"
+
+
+@pytest.fixture(scope="module")
+def server(trained_run: Path, audit_db: Path) -> Iterator[str]:
+    extra = (*SETTINGS, f"serve.audit_url=sqlite:///{audit_db}")
+    with served(trained_run / "export" / "model.onnx", extra=extra) as url:
+        deadline = time.monotonic() + 30
+        while httpx.get(f"{url}/ready").status_code != 200:  # warm-up batch
+            assert time.monotonic() < deadline, "never ready"
+            time.sleep(0.2)
+        yield url
+
+
+def _images(run: Path, n: int) -> list[Path]:
+    table = pd.read_csv(run / "split.csv")
+    return [Path(p) for p in table.loc[table["split"] == "test", "path"].iloc[:n]]
+
+
+def _predict(url: str, image: Path) -> dict:
+    r = httpx.post(f"{url}/predict", files={"file": image.open("rb")}, headers=AUTH)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def _metrics(url: str) -> str:
+    return httpx.get(f"{url}/metrics", headers=AUTH).text
+
+
+def _value(text: str, series: str) -> float:
+    return sum(float(ln.rsplit(" ", 1)[1]) for ln in text.splitlines() if ln.startswith(series))
+
+
+def test_probes_and_metadata(server: str, trained_run: Path):
+    assert httpx.get(f"{server}/health").json()["status"] == "ok"  # probes need no key
+    assert httpx.get(f"{server}/ready").json() == {"ready": True}
+    assert httpx.get(f"{server}/metadata").status_code == 401
+    meta = httpx.get(f"{server}/metadata", headers=AUTH).json()
+    assert meta["classes"] == ["cavity", "ground_glass", "nodule", "normal"]
+    assert meta["input"]["tensor"]["shape"] == [-1, 1, 32, 32]
+    assert meta["model"]["name"] == trained_run.name and meta["decision"]["rule"] == "youden"
+    # the release record embedded at export: test metrics with intervals, and the gates
+    accuracy = meta["evaluation"]["metrics"]["accuracy"]
+    assert accuracy["ci_low"] <= accuracy["value"] <= accuracy["ci_high"]
+    assert set(meta["evaluation"]["gates"]) == {"passed", "failed"}
+    assert meta["limits"]["max_files"] == 3
+    assert httpx.get(f"{server}/docs", headers=AUTH).status_code == 404  # serve.docs=false
+    assert httpx.get(f"{server}/openapi.json", headers=AUTH).status_code == 404
+
+
+def test_batch_answers_each_file_in_order_one_bad_file_fails_alone(server: str, trained_run: Path):
+    a, b = _images(trained_run, 2)
+    files = [("files", a.open("rb")), ("files", ("notes.txt", b"hello")), ("files", b.open("rb"))]
+    r = httpx.post(f"{server}/predict/batch", files=files, headers=AUTH)
+    assert r.status_code == 200, r.text
+    results = r.json()["results"]
+    assert [x["filename"] for x in results] == [a.name, "notes.txt", b.name]
+    assert results[1]["error"]["status"] == 400
+    assert "not a readable image" in results[1]["error"]["detail"]
+    for result, image in ((results[0], a), (results[2], b)):
+        single = _predict(server, image)
+        assert result["probabilities"] == pytest.approx(single["probabilities"], abs=1e-6)
+        assert result["decision"] == single["decision"]
+    too_many = [("files", a.open("rb")) for _ in range(4)]
+    r = httpx.post(f"{server}/predict/batch", files=too_many, headers=AUTH)
+    assert r.status_code == 413 and "serve.max_files=3" in r.json()["detail"]
+
+
+def test_concurrent_requests_share_model_calls_and_get_their_own_answers(
+    server: str, trained_run: Path
+):
+    images = _images(trained_run, 4) * 3
+    alone = {p: _predict(server, p)["probabilities"] for p in set(images)}
+    before = _metrics(server)
+
+    async def burst() -> list[dict]:
+        async with httpx.AsyncClient(headers=AUTH, timeout=30) as client:
+            calls = [
+                client.post(f"{server}/predict", files={"file": p.read_bytes()}) for p in images
+            ]
+            return [r.json() for r in await asyncio.gather(*calls)]
+
+    answers = asyncio.run(burst())
+    for image, answer in zip(images, answers, strict=True):
+        assert answer["probabilities"] == pytest.approx(alone[image], abs=1e-6)
+        assert answer["latency_ms"] > 0
+    after = _metrics(server)
+    calls = _value(after, "medclf_batch_size_count") - _value(before, "medclf_batch_size_count")
+    batched = _value(after, "medclf_batch_size_sum") - _value(before, "medclf_batch_size_sum")
+    assert batched == len(images) and calls < len(images)  # some calls held several images
+    for name in ('medclf_stage_seconds_count{stage="queue"}', "medclf_model_info{"):
+        assert name in after
+    assert _value(after, 'medclf_requests_total{route="/predict",status="200"}') >= len(images)
+
+
+def test_body_limit_is_enforced_while_the_upload_streams_in(server: str):
+    declared = httpx.post(f"{server}/predict", files={"file": b"0" * (2 * 2**20)}, headers=AUTH)
+    assert declared.status_code == 413 and "serve.max_upload_mb (1 MiB)" in declared.text
+    assert declared.headers["x-request-id"] == declared.json()["request_id"]
+    sent = 0
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: only counting can stop it
+        nonlocal sent
+        yield b'--B\r\nContent-Disposition: form-data; name="file"; filename="x.png"\r\n\r\n'
+        for _ in range(64):
+            sent += 2**20
+            yield b"\0" * 2**20
+        yield b"\r\n--B--\r\n"
+
+    headers = {**AUTH, "content-type": "multipart/form-data; boundary=B"}
+    try:
+        r = httpx.post(f"{server}/predict", content=chunks(), headers=headers, timeout=30)
+        assert r.status_code == 413 and "serve.max_upload_mb" in r.json()["detail"]
+    except httpx.TransportError:
+        pass  # the server may close the connection at the limit, before the client finished
+    assert httpx.get(f"{server}/health").status_code == 200
+
+
+def test_uploads_beyond_the_concurrent_budget_wait_then_get_503(server: str, trained_run: Path):
+    """Two slow uploads hold both slots (serve.max_concurrent_uploads=2); a third waits
+    serve.upload_wait_s and is told to retry; once they end, uploads are served again."""
+    host, port = server.removeprefix("http://").split(":")
+    holders = []
+    for _ in range(2):
+        s = socket.create_connection((host, int(port)))
+        s.sendall(
+            (
+                f"POST /predict HTTP/1.1\r\nHost: {host}\r\nX-API-Key: {KEY}\r\n"
+                "Content-Type: multipart/form-data; boundary=B\r\nContent-Length: 500000\r\n\r\n"
+                '--B\r\nContent-Disposition: form-data; name="file"; filename="x.png"\r\n\r\n'
+            ).encode()
+        )
+        holders.append(s)
+    time.sleep(0.5)
+    (image,) = _images(trained_run, 1)
+    r = httpx.post(f"{server}/predict", files={"file": image.open("rb")}, headers=AUTH)
+    assert r.status_code == 503 and "serve.max_concurrent_uploads" in r.json()["detail"]
+    for s in holders:
+        s.close()
+    time.sleep(0.5)
+    assert _predict(server, image)["prediction"]["class"]
+
+
+def test_key_request_id_and_cors(server: str, trained_run: Path):
+    (image,) = _images(trained_run, 1)
+    r = httpx.post(f"{server}/predict", files={"file": image.open("rb")})
+    assert r.status_code == 401 and r.json()["request_id"] == r.headers["x-request-id"]
+    r = httpx.post(
+        f"{server}/predict",
+        files={"file": image.open("rb")},
+        headers={"Authorization": f"Bearer {KEY}", "X-Request-ID": "study-42.a"},
+    )
+    assert r.status_code == 200 and r.json()["request_id"] == "study-42.a"
+    assert r.headers["x-request-id"] == "study-42.a"
+    odd = httpx.get(f"{server}/health", headers={"X-Request-ID": "no spaces; please"})
+    assert odd.headers["x-request-id"] != "no spaces; please"  # replaced, never echoed
+    preflight = httpx.options(
+        f"{server}/predict",
+        headers={
+            "Origin": "http://viewer.example",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "x-api-key",
+        },
+    )
+    assert preflight.headers["access-control-allow-origin"] == "http://viewer.example"
+    other = httpx.get(f"{server}/health", headers={"Origin": "http://evil.example"})
+    assert "access-control-allow-origin" not in other.headers
+    assert _value(_metrics(server), 'medclf_errors_total{kind="unauthorized"}') >= 1
+
+
+def test_open_inference_protocol_v2_with_its_documented_json(server: str, trained_run: Path):
+    from medclf.serving.predictor import load_predictor
+
+    onnx = load_predictor(trained_run / "export" / "model.onnx")
+    name = trained_run.name
+    assert httpx.get(f"{server}/v2/health/live").json() == {"live": True}  # a probe: no key
+    assert httpx.get(f"{server}/v2/health/ready").status_code == 200
+    meta = httpx.get(f"{server}/v2/models/{name}", headers=AUTH).json()
+    assert meta["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1, 1, 32, 32]}]
+    assert meta["outputs"][0]["shape"] == [-1, 4]
+    assert httpx.get(f"{server}/v2/models/{name}/ready", headers=AUTH).json()["ready"] is True
+    images = _images(trained_run, 2)
+    x = np.stack([onnx.prepare(p)[0] for p in images])  # the client preprocesses
+    body = {
+        "id": "req-1",
+        "inputs": [
+            {
+                "name": "input",
+                "shape": list(x.shape),
+                "datatype": "FP32",
+                "data": x.ravel().tolist(),
+            }
+        ],
+    }
+    r = httpx.post(f"{server}/v2/models/{name}/infer", json=body, headers=AUTH)
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["id"] == "req-1" and out["model_name"] == name
+    (probs,) = out["outputs"]
+    assert probs["name"] == "probabilities" and probs["shape"] == [2, 4]
+    rows = np.asarray(probs["data"]).reshape(2, 4)
+    for row, image in zip(rows, images, strict=True):
+        expected = list(_predict(server, image)["probabilities"].values())
+        assert row.tolist() == pytest.approx(expected, abs=1e-6)
+    wrong = {**body, "inputs": [{**body["inputs"][0], "shape": [2, 3, 32, 32]}]}
+    r = httpx.post(f"{server}/v2/models/{name}/infer", json=wrong, headers=AUTH)
+    assert r.status_code == 400 and "is not [N, 1, 32, 32]" in r.json()["error"]
+    r = httpx.post(f"{server}/v2/models/other/infer", json=body, headers=AUTH)
+    assert r.status_code == 404 and r.json()["error"] == "no model 'other'"
+    r = httpx.post(f"{server}/v2/models/{name}/infer", content=b"{not json", headers=AUTH)
+    assert r.status_code == 400 and r.json()["error"] == "the body is not JSON"
+
+
+def test_every_answered_prediction_is_in_the_audit_log_and_no_identifier_is(
+    server: str, trained_run: Path, audit_db: Path, tmp_path: Path
+):
+    a, b = _images(trained_run, 2)
+    study = {**AUTH, "X-Study-ID": "MRN12345"}
+    one = httpx.post(f"{server}/predict", files={"file": a.open("rb")}, headers=study).json()
+    files = [("files", a.open("rb")), ("files", ("notes.txt", b"hello")), ("files", b.open("rb"))]
+    batch = httpx.post(f"{server}/predict/batch", files=files, headers=AUTH).json()
+    out = tmp_path / "audit.csv"
+    medclf(
+        "audit", "export", f"serve.audit_url=sqlite:///{audit_db}", "--out", str(out), check=True
+    )
+    log = pd.read_csv(out, dtype=str, keep_default_na=False)
+    mine = log[log["request_id"] == one["request_id"]]
+    assert len(mine) == 1 and mine["route"].item() == "/predict"
+    assert json.loads(mine["probabilities"].item()) == pytest.approx(one["probabilities"])
+    assert mine["input_sha256"].item() == hashlib.sha256(a.read_bytes()).hexdigest()
+    assert mine["model_version"].item() == one["model"]["version"]
+    # the study id only as a keyed pseudonym; no file name anywhere
+    assert re.fullmatch(r"p[0-9a-f]{15}", mine["study"].item())
+    text = out.read_text()
+    assert "MRN12345" not in text and a.name not in text and "notes.txt" not in text
+    rows = log[log["request_id"] == batch["request_id"]]
+    assert rows["item"].tolist() == ["0", "2"]  # the unreadable file answered nothing
+    since = medclf(
+        "audit",
+        "export",
+        f"serve.audit_url=sqlite:///{audit_db}",
+        "--since",
+        "2099-01-01",
+        "--format",
+        "parquet",
+        "--out",
+        str(tmp_path / "none.parquet"),
+        check=True,
+    )
+    assert "exported 0 prediction(s)" in since.stdout
+    assert pd.read_parquet(tmp_path / "none.parquet").empty
+
+
+def test_kill_9_under_load_loses_no_answered_prediction(trained_run: Path, tmp_path: Path):
+    """Every request answered 200 before the server was killed (SIGKILL, no shutdown) is in
+    the audit log afterwards, and the log opens cleanly."""
+    db = tmp_path / "audit.db"
+    port = _free_port()
+    cmd = [
+        sys.executable,
+        "-m",
+        "medclf",
+        "serve",
+        f"model={trained_run / 'export' / 'model.onnx'}",
+        f"port={port}",
+        f"serve.audit_url=sqlite:///{db}",
+    ]
+    url = f"http://127.0.0.1:{port}"
+    answered: list[str] = []
+    (image,) = _images(trained_run, 1)
+    data = image.read_bytes()
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_ready(url)
+
+        async def client(stop_at: float) -> None:
+            async with httpx.AsyncClient(timeout=10) as http:
+                while time.monotonic() < stop_at:
+                    try:
+                        r = await http.post(f"{url}/predict", files={"file": data})
+                    except httpx.TransportError:
+                        return  # the server is gone
+                    if r.status_code == 200:
+                        answered.append(r.json()["request_id"])
+
+        async def load() -> None:
+            stop_at = time.monotonic() + 6
+            tasks = [asyncio.create_task(client(stop_at)) for _ in range(6)]  # 6 users
+            await asyncio.sleep(1.5)
+            proc.send_signal(signal.SIGKILL)  # mid-load
+            await asyncio.gather(*tasks)
+
+        asyncio.run(load())
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    assert len(answered) > 5
+    with sqlite3.connect(db) as connection:
+        assert connection.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        logged = {r for (r,) in connection.execute("SELECT request_id FROM predictions")}
+    assert set(answered) <= logged
+
+
+def _wait_ready(url: str, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, "server never ready"
+        time.sleep(0.2)
