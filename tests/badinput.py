@@ -100,3 +100,68 @@ def invert_middle_bytes(path: Path, count: int = 2000) -> None:
     chunk = np.frombuffer(bytes(data[start : start + count]), np.uint8)
     data[start : start + count] = (~chunk).tobytes()
     path.write_bytes(bytes(data))
+
+
+def upload_corpus(root: Path, good_png: bytes) -> dict[str, tuple[bytes, int]]:
+    """Uploads a service meets, each with the status it must get: (file bytes, status)."""
+    import io
+
+    import numpy as np
+    import pydicom
+    from PIL import Image
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, generate_uid
+
+    def png(image: Image.Image, **kw) -> bytes:
+        buffer = io.BytesIO()
+        image.save(buffer, format=kw.pop("format", "PNG"), **kw)
+        return buffer.getvalue()
+
+    def dicom(transfer_syntax, pixels: bytes | None) -> bytes:
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+        meta.MediaStorageSOPInstanceUID = generate_uid()
+        meta.TransferSyntaxUID = transfer_syntax
+        ds = pydicom.Dataset()
+        ds.file_meta = meta
+        ds.PatientID, ds.Modality = "MRN-CORPUS", "CT"
+        ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+        if pixels is not None:
+            ds.Rows = ds.Columns = 64
+            ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 12, 11
+            ds.SamplesPerPixel, ds.PixelRepresentation = 1, 0
+            ds.PhotometricInterpretation = "MONOCHROME2"
+            ds.PixelData = pixels
+            if transfer_syntax != ExplicitVRLittleEndian:
+                ds["PixelData"].is_undefined_length = True
+                ds["PixelData"].VR = "OB"
+        buffer = io.BytesIO()
+        ds.save_as(buffer, enforce_file_format=True)
+        return buffer.getvalue()
+
+    rng = np.random.default_rng(0)
+    frames = [Image.fromarray(rng.integers(0, 255, (40, 40), np.uint8)) for _ in range(3)]
+    gif = io.BytesIO()
+    frames[0].save(gif, format="GIF", save_all=True, append_images=frames[1:])
+    jpeg = png(Image.fromarray(rng.integers(0, 255, (64, 64, 3), np.uint8)), format="JPEG")
+    palette = Image.fromarray(rng.integers(0, 255, (48, 48, 4), np.uint8), "RGBA").quantize(64)
+    bomb = bomb_png(root / "bomb.png", 30000, 30000).read_bytes()
+    # a JPEG 2000 encapsulated frame of garbage: pydicom has no decoder for it here
+    encapsulated = b"\xfe\xff\x00\xe0\x00\x00\x00\x00" + b"\xfe\xff\x00\xe0\x08\x00\x00\x00"
+    encapsulated += b"\xff\x4f\xff\x51junk" + b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
+    return {
+        "zero-byte.png": (b"", 400),
+        "truncated.png": (good_png[: len(good_png) // 3], 400),
+        "truncated.jpg": (jpeg[: len(jpeg) // 2], 400),
+        "notes.txt": (b"patient notes, not an image\n", 400),
+        "report.pdf": (b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\n%%EOF\n", 400),
+        "bomb.png": (bomb, 413),
+        "one-pixel.png": (png(Image.new("L", (1, 1), 128)), 200),
+        "cmyk.jpg": (png(Image.new("CMYK", (48, 48), (10, 20, 30, 40)), format="JPEG"), 200),
+        "sixteen-bit.png": (png(Image.fromarray(rng.integers(0, 4095, (48, 48), np.uint16))), 200),
+        "palette-alpha.png": (png(palette), 200),
+        "animated.gif": (gif.getvalue(), 400),
+        "no-pixels.dcm": (dicom(ExplicitVRLittleEndian, None), 400),
+        "jpeg2000-no-decoder.dcm": (dicom(JPEG2000Lossless, encapsulated), 400),
+        "oversized.png": (b"\x89PNG" + b"\0" * (2 * 2**20), 413),
+    }

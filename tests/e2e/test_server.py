@@ -91,3 +91,41 @@ def test_bad_uploads_are_4xx_never_500(run_server: str):
     assert r.status_code == 422
     r = httpx.post(f"{run_server}/predict")
     assert r.status_code == 422
+
+
+def test_explain_overlays_the_predicted_or_asked_class(run_server: str, trained_run: Path):
+    import base64
+    import io
+
+    from PIL import Image
+
+    path, _ = _test_image(trained_run)
+    with open(path, "rb") as fh:
+        r = httpx.post(f"{run_server}/explain", files={"file": ("x.png", fh)}, timeout=60)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    explained = body["explanation"]
+    assert explained["method"] == "grad-cam" and explained["class"] == body["prediction"]["class"]
+    png = Image.open(io.BytesIO(base64.b64decode(explained["overlay_png_base64"])))
+    assert png.format == "PNG" and png.size == (32, 32) and png.mode == "RGB"
+    with open(path, "rb") as fh:
+        plain = httpx.post(f"{run_server}/predict", files={"file": ("x.png", fh)}).json()
+    assert body["probabilities"] == plain["probabilities"]  # the same prediction as /predict
+    with open(path, "rb") as fh:
+        asked = httpx.post(
+            f"{run_server}/explain", files={"file": fh}, data={"class": "normal"}, timeout=60
+        ).json()
+    assert asked["explanation"]["class"] == "normal"
+    assert asked["explanation"]["overlay_png_base64"] != explained["overlay_png_base64"] or (
+        body["prediction"]["class"] == "normal"
+    )
+    with open(path, "rb") as fh:
+        bad = httpx.post(f"{run_server}/explain", files={"file": fh}, params={"class": "lung"})
+    assert bad.status_code == 400 and "not a class of the model" in bad.json()["detail"]
+
+
+def test_explain_on_an_onnx_service_says_what_to_serve(onnx_server: str, trained_run: Path):
+    path, _ = _test_image(trained_run)
+    with open(path, "rb") as fh:
+        r = httpx.post(f"{onnx_server}/explain", files={"file": fh})
+    assert r.status_code == 409 and "serve the run folder" in r.json()["detail"]

@@ -354,3 +354,28 @@ def _wait_ready(url: str, timeout: float = 90) -> None:
             pass
         assert time.monotonic() < deadline, "server never ready"
         time.sleep(0.2)
+
+
+def test_the_bad_upload_corpus_gets_json_4xx_or_an_answer_never_5xx(
+    server: str, trained_run: Path, tmp_path: Path
+):
+    from tests.badinput import upload_corpus
+
+    (good,) = _images(trained_run, 1)
+    got = {}
+    for name, (data, expected) in upload_corpus(tmp_path, good.read_bytes()).items():
+        r = httpx.post(f"{server}/predict", files={"file": (name, data)}, headers=AUTH)
+        body = r.json()
+        got[name] = r.status_code
+        assert r.status_code == expected, (name, r.status_code, body)
+        assert ("prediction" in body) if expected == 200 else body["detail"], name
+        assert body["request_id"] == r.headers["x-request-id"]
+    assert (
+        "warnings"
+        in httpx.post(  # a 1x1 image is answered, with a warning
+            f"{server}/predict",
+            files={"file": ("one.png", upload_corpus(tmp_path, b"")["one-pixel.png"][0])},
+            headers=AUTH,
+        ).json()
+    )
+    assert httpx.get(f"{server}/health").status_code == 200

@@ -36,6 +36,11 @@ Image.MAX_IMAGE_PIXELS = None
 TINY_SIDE = 16
 _GRAY_MODES = frozenset({"1", "L", "LA", "F", "I", "I;16", "I;16B", "I;16L", "I;16N"})
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp"})
+# The only Pillow decoders medclf lets near a file (by content, whatever its name says): the
+# formats above. Pillow has dozens more, some of which hand the file to other programs (EPS
+# to Ghostscript); an upload must not reach them.
+RASTER_FORMATS = ("PNG", "JPEG", "BMP", "TIFF", "GIF", "WEBP")
+READABLE = "PNG, JPEG, TIFF, BMP, GIF, WEBP, DICOM"
 
 # Max value by PIL integer mode, for scaling to [0, 1]. Mode "I" (32-bit int) is how Pillow
 # opens some 16-bit files, so it is scaled as 16-bit; values above 65535 are clipped.
@@ -188,7 +193,12 @@ def _decode_raster(
 ) -> Decoded:
     try:
         # Image.open reads the header only; the budget is checked before load() decodes.
-        with Image.open(stream) as img:
+        with Image.open(stream, formats=RASTER_FORMATS) as img:
+            frames = getattr(img, "n_frames", 1)
+            if frames > 1:  # an animation or a multi-page file: which frame would be meant?
+                raise MedclfError(
+                    f"{label}: {img.format} with {frames} frames; send one image per file"
+                )
             width, height = img.size
             samples = 1 if img.mode in _GRAY_MODES else 3
             check_pixel_budget(label, width, height, 1, samples, max_pixels)
@@ -197,7 +207,7 @@ def _decode_raster(
             kind = (img.format or "unknown").lower()
             mode = img.mode
     except UnidentifiedImageError as exc:
-        raise MedclfError(f"{label}: not a readable image (PNG, JPEG, TIFF, BMP, DICOM)") from exc
+        raise MedclfError(f"{label}: not a readable image ({READABLE})") from exc
     except (OSError, ValueError, SyntaxError, MemoryError, Image.DecompressionBombError) as exc:
         raise MedclfError(f"{label}: corrupt or truncated image ({exc})") from exc
     if window == "minmax":

@@ -1,6 +1,6 @@
 """FastAPI service: ``POST /predict`` (multipart ``file``), ``POST /predict/batch`` (multipart
-``files``), ``GET /health``, ``/ready``, ``/metadata`` and ``/metrics``, and the Open Inference
-Protocol v2 routes (``serving.oip``).
+``files``), ``GET /health``, ``/ready``, ``/metadata`` and ``/metrics``, ``POST /explain``
+(``serving.explain``) and the Open Inference Protocol v2 routes (``serving.oip``).
 
 A request's way: ``RequestGuard`` (request id, body limit while it streams in) -> API key ->
 an upload slot (``serve.max_concurrent_uploads``: the bodies in memory are bounded) -> the
@@ -28,7 +28,7 @@ from starlette.exceptions import HTTPException
 from medclf import __version__
 from medclf.data.io import ImageTooLargeError
 from medclf.errors import MedclfError
-from medclf.serving import oip
+from medclf.serving import explain, oip
 from medclf.serving.limits import KeyAndTiming, RequestGuard, json_error, request_id_of
 from medclf.serving.metadata import metadata, upload_body
 from medclf.serving.predictor import Predictor
@@ -72,6 +72,7 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
     _handlers(app, service)
     _routes(app, service)
     oip.add_routes(app, service)
+    explain.add_routes(app, service, _answer, _refusal)
     if settings.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 
@@ -131,7 +132,7 @@ def _routes(app: FastAPI, service: Service) -> None:
 
     @app.post("/predict", openapi_extra=upload_body("file", many=False))
     async def predict(request: Request) -> dict:
-        """One image (PNG, JPEG, TIFF, BMP, DICOM) -> its prediction record. A study id sent
+        """One image (PNG, JPEG, TIFF, BMP, GIF, WEBP, DICOM) -> its prediction record. A study id sent
         as ``X-Study-ID`` is kept in the audit log as a keyed pseudonym."""
         started = time.perf_counter()
         async with service.slots:

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -62,6 +63,10 @@ class MicroBatcher:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         self._pool.shutdown(wait=True)
+
+    async def exclusive(self, fn: Callable[[], Any]) -> Any:
+        """``fn()`` in the inference thread, between batches (Grad-CAM runs the model too)."""
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
 
     async def submit(self, x: np.ndarray) -> Answer:
         if self._queue is None:

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from medclf.data.io import RASTER_FORMATS
 from medclf.serving.predictor import Predictor
 from medclf.serving.settings import ServeSettings
 
-ACCEPTED = ("PNG", "JPEG", "TIFF", "BMP", "DICOM (with or without the 128-byte preamble)")
+ACCEPTED = (*RASTER_FORMATS, "DICOM (with or without the 128-byte preamble)")
 
 
 def metadata(predictor: Predictor, settings: ServeSettings) -> dict[str, Any]:

@@ -82,16 +82,22 @@ class Predictor(ABC):
     def predict_arrays(self, inputs: Sequence[np.ndarray], batch_size: int = 32) -> np.ndarray:
         return self._batched(self.predict_batch, inputs, batch_size)
 
+    def fitted(
+        self, source: str | Path | bytes, name: str | None = None
+    ) -> tuple[np.ndarray, list[str]]:
+        """One image (path or file bytes) -> (C x H x W in [0, 1] at the model's channels and
+        size, warnings such as an image too small to classify)."""
+        decoded = decode_file(self.prep, source, name=name)
+        label = name or ("uploaded file" if isinstance(source, bytes) else str(source))
+        tiny = tiny_image_warning(label, decoded.width, decoded.height)
+        return fit(self.prep, decoded.array), [tiny] if tiny else []
+
     def prepare(
         self, source: str | Path | bytes, name: str | None = None
     ) -> tuple[np.ndarray, list[str]]:
-        """One image (path or file bytes) -> (the model's normalized C x H x W input, warnings
-        such as an image too small to classify)."""
-        decoded = decode_file(self.prep, source, name=name)
-        x = self.prep.normalize_array(fit(self.prep, decoded.array))
-        label = name or ("uploaded file" if isinstance(source, bytes) else str(source))
-        tiny = tiny_image_warning(label, decoded.width, decoded.height)
-        return x, [tiny] if tiny else []
+        """One image -> (the model's normalized C x H x W input, warnings)."""
+        chw, warnings = self.fitted(source, name)
+        return self.prep.normalize_array(chw), warnings
 
     def predict_one(self, source: str | Path | bytes, name: str | None = None) -> dict[str, Any]:
         """The documented prediction record for one image (path or file bytes), with
@@ -163,6 +169,13 @@ class TorchPredictor(Predictor):
 
     def _raw_logits(self, x: np.ndarray) -> np.ndarray:
         return self._logits(x).numpy()
+
+    def explain(self, chw: np.ndarray, class_index: int) -> np.ndarray:
+        """The Grad-CAM heat map (H x W in [0, 1]) of one fitted image for one class."""
+        from medclf.evaluation.explain import gradcam_maps
+
+        x = self.prep.normalize_array(chw)[None]
+        return gradcam_maps(self.model, x, [class_index])[0]
 
 
 class OnnxPredictor(Predictor):

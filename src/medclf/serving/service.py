@@ -90,6 +90,14 @@ class Service:
             raise HTTPException(422, f"no file in the multipart field '{field}'")
         return [(u.filename or "upload", await u.read()) for u in uploads]
 
+    async def run_decoder(self, fn: Any, *args: Any) -> Any:
+        """``fn(*args)`` in one of the decoder threads (``serve.decode_threads``)."""
+        return await anyio.to_thread.run_sync(fn, *args, limiter=self.decoders)
+
+    @staticmethod
+    def sha256(data: bytes) -> str:
+        return hashlib.sha256(data).hexdigest()
+
     async def prepare(self, data: bytes, name: str) -> Prepared:
         def work() -> Prepared:
             started = time.perf_counter()
