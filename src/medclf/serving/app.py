@@ -132,8 +132,8 @@ def _routes(app: FastAPI, service: Service) -> None:
 
     @app.post("/predict", openapi_extra=upload_body("file", many=False))
     async def predict(request: Request) -> dict:
-        """One image (PNG, JPEG, TIFF, BMP, GIF, WEBP, DICOM) -> its prediction record. A study id sent
-        as ``X-Study-ID`` is kept in the audit log as a keyed pseudonym."""
+        """One image (PNG, JPEG, TIFF, BMP, GIF, WEBP, DICOM) -> its prediction record. A
+        study id sent as ``X-Study-ID`` is kept in the audit log as a keyed pseudonym."""
         started = time.perf_counter()
         async with service.slots:
             one = "POST /predict takes one file; send several to /predict/batch"
