@@ -10,7 +10,7 @@ DEV_STAMP := $(VENV)/.installed-dev
 # Tests never touch the network.
 TEST_ENV := HF_HUB_OFFLINE=1 NO_ALBUMENTATIONS_UPDATE=1 DVC_NO_ANALYTICS=1 DO_NOT_TRACK=1
 
-.PHONY: demo test test-heavy lint format install clean
+.PHONY: demo test test-heavy loadtest lint format install clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or run make PYTHON=/path/to/python3.11"; exit 2; }
@@ -40,6 +40,11 @@ test: $(DEV_STAMP)
 # 2 cores); CI runs them too.
 test-heavy: $(DEV_STAMP)
 	$(TEST_ENV) $(BIN)/pytest -m heavy
+
+# A bounded locust run (8 users, 20 s, 127.0.0.1 only) against medclf serve: p50/p95/p99,
+# requests/s and failures. LOADTEST_ARGS="--model RUN --images DIR --users 16 --time 60s".
+loadtest: $(DEV_STAMP)
+	$(TEST_ENV) $(BIN)/python benchmarks/loadtest.py $(LOADTEST_ARGS)
 
 format: $(DEV_STAMP)
 	$(BIN)/ruff format src tests benchmarks

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -129,3 +130,35 @@ def test_explain_on_an_onnx_service_says_what_to_serve(onnx_server: str, trained
     with open(path, "rb") as fh:
         r = httpx.post(f"{onnx_server}/explain", files={"file": fh})
     assert r.status_code == 409 and "serve the run folder" in r.json()["detail"]
+
+
+def test_schemathesis_finds_no_server_error(run_server: str):
+    """Property-based requests from the service's own OpenAPI document (bounded: a fixed seed
+    and 15 examples per operation) never get a 5xx."""
+    import shutil
+    import subprocess
+    import sys
+
+    exe = shutil.which("schemathesis", path=str(Path(sys.executable).parent))
+    assert exe, "schemathesis is a dev dependency (pip install -e '.[dev]')"
+    proc = subprocess.run(
+        [
+            exe,
+            "run",
+            f"{run_server}/openapi.json",
+            "--checks",
+            "not_a_server_error",
+            "--max-examples",
+            "15",
+            "--seed",
+            "1",
+            "--request-timeout",
+            "30",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    summary = proc.stdout[-3000:]
+    assert proc.returncode == 0, summary
+    assert re.search(r"\d+ generated, \d+ passed", summary), summary

@@ -77,3 +77,15 @@ def test_a_failing_model_call_reaches_every_waiting_request_and_the_next_batch_r
     first, second = _run(main())
     assert all(isinstance(e, RuntimeError) for e in first)
     assert second.probabilities.ravel().tolist() == pytest.approx([1.0])
+
+
+def test_with_nothing_else_coming_a_lone_image_does_not_wait():
+    async def main():
+        batcher = MicroBatcher(lambda x: x[:, 0, 0], 64, max_wait_ms=500, coming=lambda: 0)
+        await batcher.start()
+        try:
+            return await batcher.submit(np.zeros((1, 1, 1), np.float32))
+        finally:
+            await batcher.stop()
+
+    assert _run(main()).queue_s < 0.25  # not the 0.5 s max_wait_ms

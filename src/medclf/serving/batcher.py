@@ -44,11 +44,15 @@ class MicroBatcher:
         max_batch: int,
         max_wait_ms: float,
         on_batch: Callable[[int, float], None] | None = None,
+        coming: Callable[[], int] = lambda: 1,
     ) -> None:
         self.run_batch = run_batch
         self.max_batch = max_batch
         self.max_wait_s = max_wait_ms / 1000
         self.on_batch = on_batch  # (batch size, seconds) after each model call, for metrics
+        # how many images are on their way (being read or decoded): with none coming, waiting
+        # for the batch to fill would only add max_wait_ms to a lone request's latency
+        self.coming = coming
         self._queue: asyncio.Queue[_Item] | None = None
         self._task: asyncio.Task | None = None
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="medclf-inference")
@@ -87,7 +91,7 @@ class MicroBatcher:
             except asyncio.QueueEmpty:
                 pass
             remaining = deadline - time.perf_counter()
-            if remaining <= 0:
+            if remaining <= 0 or self.coming() <= 0:
                 break
             try:
                 batch.append(await asyncio.wait_for(self._queue.get(), remaining))

@@ -27,6 +27,36 @@ INPUT = "input"
 OUTPUTS = ("probabilities",)
 
 
+# the protocol's JSON request, for the OpenAPI document (the route reads the body itself)
+_TENSOR = {
+    "type": "object",
+    "required": ["name", "shape", "datatype", "data"],
+    "properties": {
+        "name": {"type": "string"},
+        "shape": {"type": "array", "items": {"type": "integer"}},
+        "datatype": {"type": "string"},
+        "data": {"type": "array", "items": {"type": "number"}},
+    },
+}
+INFER_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["inputs"],
+                    "properties": {
+                        "id": {"type": "string"},
+                        "inputs": {"type": "array", "items": _TENSOR},
+                    },
+                }
+            }
+        },
+    }
+}
+
+
 def model_name(predictor: Any) -> str:
     """The name clients address: the registered name when served from the registry."""
     return (predictor.registered or {}).get("name") or predictor.name
@@ -104,7 +134,7 @@ def add_routes(app: FastAPI, service: Any) -> None:
             return _error(request, 404, f"no model '{model}'")
         return JSONResponse({"name": name, "ready": service.ready}, 200 if service.ready else 503)
 
-    @app.post("/v2/models/{model}/infer")
+    @app.post("/v2/models/{model}/infer", openapi_extra=INFER_BODY)
     async def infer(model: str, request: Request):
         if model != name:
             return _error(request, 404, f"no model '{model}'")

@@ -46,7 +46,9 @@ class Service:
             settings.max_batch,
             settings.max_wait_ms,
             on_batch=self.telemetry.batch,
+            coming=lambda: self.preparing,
         )
+        self.preparing = 0  # uploads being read or decoded: images the batcher may wait for
         self.slots = UploadSlots(settings.max_concurrent_uploads, settings.upload_wait_s)
         self.decoders = anyio.CapacityLimiter(settings.decode_threads)
         # opened here, so a bad URL is one line from 'medclf serve' before the port opens
@@ -77,6 +79,15 @@ class Service:
     ) -> list[tuple[str, bytes]]:
         """The uploaded files of a multipart ``field`` (at most ``most``, ``limit`` says why),
         read into memory."""
+        self.preparing += 1
+        try:
+            return await self._files(request, field, most, limit)
+        finally:
+            self.preparing -= 1
+
+    async def _files(
+        self, request: Request, field: str, most: int, limit: str
+    ) -> list[tuple[str, bytes]]:
         try:
             form = await request.form(max_files=most, max_fields=most + 8)
         except HTTPException as exc:
@@ -99,6 +110,13 @@ class Service:
         return hashlib.sha256(data).hexdigest()
 
     async def prepare(self, data: bytes, name: str) -> Prepared:
+        self.preparing += 1
+        try:
+            return await self._prepare(data, name)
+        finally:
+            self.preparing -= 1
+
+    async def _prepare(self, data: bytes, name: str) -> Prepared:
         def work() -> Prepared:
             started = time.perf_counter()
             x, warnings = self.predictor.prepare(data, name)
