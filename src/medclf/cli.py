@@ -393,20 +393,56 @@ def _serve(spec: str, rest: list[str], settings: Any) -> None:
     from medclf.serving.predictor import load_predictor
 
     path, registered = local_model(spec, rest, "serve")
-    predictor = load_predictor(path, registered, threads=settings.threads)
+    predictor = load_predictor(path, registered, threads=settings.threads)  # checked here
+    typer.echo(_startup_line(predictor, settings, spec, registered))
+    bind = {"host": settings.host, "port": settings.port, "log_level": "info"}
+    if settings.workers == 1:
+        uvicorn.run(create_app(predictor, settings), **bind)
+        return
+    del predictor  # each worker loads its own
+    _serve_workers(path, registered, settings, bind)
+
+
+def _startup_line(predictor: Any, settings: Any, spec: str, registered: Any) -> str:
+    """One line: what is served, where, within which limits."""
     url = f"http://{settings.host}:{settings.port}"
-    where = f", registered {spec} = version {registered['version']}" if registered else ""
-    typer.echo(
-        f"serving {predictor.name} (version {predictor.version}, {predictor.backend}{where}) "
-        f"on {url}; uploads up to {settings.max_upload_mb:g} MiB, {settings.max_files} files "
-        f"per batch request, {settings.max_concurrent_uploads} at once; batches of up to "
-        f"{settings.max_batch} within {settings.max_wait_ms:g} ms; API key "
-        f"{'required' if settings.api_key else 'off'}; audit log {_shown(settings.audit_url)} - "
-        f"try: curl -F file=@scan.png {url}/predict"
+    origin = f", registered {spec} = version {registered['version']}" if registered else ""
+    return (
+        f"serving {predictor.name} (version {predictor.version}, {predictor.backend}{origin}) "
+        f"on {url} ({settings.workers} worker(s)); uploads up to {settings.max_upload_mb:g} "
+        f"MiB, {settings.max_files} files per batch request, {settings.max_concurrent_uploads} "
+        f"at once; batches of up to {settings.max_batch} within {settings.max_wait_ms:g} ms; "
+        f"API key {'required' if settings.api_key else 'off'}; audit log "
+        f"{_shown(settings.audit_url)} - try: curl -F file=@scan.png {url}/predict"
     )
-    uvicorn.run(
-        create_app(predictor, settings), host=settings.host, port=settings.port, log_level="info"
+
+
+def _serve_workers(path: str, registered: Any, settings: Any, bind: dict[str, Any]) -> None:
+    """``serve.workers`` processes (uvicorn's supervisor), each loading the model checked
+    above; their metrics are added up in a private folder that is removed afterwards."""
+    import json
+    import shutil
+    import tempfile
+
+    import uvicorn
+
+    from medclf.serving.app import WORKER_ENV
+    from medclf.serving.telemetry import MULTIPROC_ENV
+
+    metrics_dir = tempfile.mkdtemp(prefix="medclf-metrics-")
+    os.environ[MULTIPROC_ENV] = metrics_dir
+    os.environ[WORKER_ENV] = json.dumps(
+        {"model": path, "registered": registered, "settings": settings.to_json()}
     )
+    try:
+        uvicorn.run(
+            "medclf.serving.app:from_environment",
+            factory=True,
+            workers=settings.workers,
+            **bind,
+        )
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 @app.command()

@@ -315,6 +315,7 @@ class Export(Section):
 class Serve(Section):
     host: str
     port: integer(lo=0, hi=65535)
+    workers: integer(lo=1, hi=64)
     threads: integer(lo=1) | None
     decode_threads: integer(lo=1)
     max_batch: integer(lo=1, hi=1024)

@@ -379,3 +379,21 @@ def test_the_bad_upload_corpus_gets_json_4xx_or_an_answer_never_5xx(
         ).json()
     )
     assert httpx.get(f"{server}/health").status_code == 200
+
+
+def test_several_workers_share_one_port_and_their_metrics_add_up(trained_run: Path):
+    with served(trained_run / "export" / "model.onnx", extra=("serve.workers=2",)) as url:
+        _wait_ready(url)
+        (image,) = _images(trained_run, 1)
+        for _ in range(12):  # a new connection each: the kernel spreads them over the workers
+            assert (
+                httpx.post(f"{url}/predict", files={"file": image.read_bytes()}).status_code == 200
+            )
+        deadline = time.monotonic() + 30
+        while (metrics := _metrics(url)) and _value(metrics, "medclf_batch_size_count") < 14:
+            assert time.monotonic() < deadline, metrics  # the other worker still warming up
+            time.sleep(0.2)
+    assert _value(metrics, 'medclf_requests_total{route="/predict",status="200"}') == 12
+    # 12 requests plus one warm-up batch per worker: both processes are counted
+    assert _value(metrics, "medclf_batch_size_count") == 14
+    assert metrics.count("medclf_model_info{") == 1

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -191,3 +192,19 @@ def _answer(request: Request, predictor: Predictor, body: dict, started: float) 
         "request_id": request_id_of(request.scope),
         "latency_ms": round((time.perf_counter() - started) * 1000, 3),
     }
+
+
+WORKER_ENV = "MEDCLF_SERVE_WORKER"  # JSON: model path, registered version, settings
+
+
+def from_environment() -> FastAPI:
+    """The app of one worker process of ``serve.workers`` (uvicorn's factory): the model and
+    settings ``medclf serve`` checked and handed over in the environment."""
+    import json
+
+    from medclf.serving.predictor import load_predictor
+
+    spec = json.loads(os.environ[WORKER_ENV])
+    settings = ServeSettings.from_json(spec["settings"])
+    predictor = load_predictor(spec["model"], spec["registered"], threads=settings.threads)
+    return create_app(predictor, settings)

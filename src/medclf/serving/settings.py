@@ -3,8 +3,9 @@ composes its config: checked there by the schema, before the model is loaded."""
 
 from __future__ import annotations
 
+import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 API_KEY_ENV = "MEDCLF_API_KEY"
@@ -14,6 +15,7 @@ API_KEY_ENV = "MEDCLF_API_KEY"
 class ServeSettings:
     host: str = "127.0.0.1"
     port: int = 8000
+    workers: int = 1
     threads: int | None = None
     decode_threads: int = 2
     max_batch: int = 8
@@ -37,6 +39,16 @@ class ServeSettings:
         values["pseudonym_key_file"] = cfg.data.get("pseudonym_key_file")
         values["cors_origins"] = tuple(values.get("cors_origins") or ())
         values["api_key"] = values.get("api_key") or os.environ.get(API_KEY_ENV) or None
+        return cls(**values)
+
+    def to_json(self) -> str:
+        """For the worker processes of ``serve.workers`` (handed over in their environment)."""
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> ServeSettings:
+        values = json.loads(text)
+        values["cors_origins"] = tuple(values.get("cors_origins") or ())
         return cls(**values)
 
     @property

@@ -9,6 +9,7 @@ Names: ``medclf_requests_total{route,status}``, ``medclf_request_seconds{route}`
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE
@@ -21,7 +22,8 @@ from prometheus_client import (
     generate_latest,
 )
 
-__all__ = ["CONTENT_TYPE", "Telemetry"]
+__all__ = ["CONTENT_TYPE", "MULTIPROC_ENV", "Telemetry"]
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 # seconds: 1 ms to 10 s, dense where a CPU model answers (10-200 ms)
 _LATENCY = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5)
@@ -65,6 +67,7 @@ class Telemetry:
             "The served model (value 1)",
             ["name", "version", "backend", "registered_name", "registered_version"],
             registry=r,
+            multiprocess_mode="max",  # one series for the model, whatever the worker count
         )
         registered = model.get("registered") or {}
         info.labels(
@@ -88,4 +91,13 @@ class Telemetry:
             self.stage_seconds.labels(stage).observe(seconds)
 
     def render(self) -> bytes:
+        """This process's metrics; with several workers (``PROMETHEUS_MULTIPROC_DIR`` set by
+        ``medclf serve``), every worker's, added up by prometheus-client's multiprocess
+        collector."""
+        if os.environ.get(MULTIPROC_ENV):
+            from prometheus_client import multiprocess
+
+            merged = CollectorRegistry()
+            multiprocess.MultiProcessCollector(merged)
+            return generate_latest(merged)
         return generate_latest(self.registry)
