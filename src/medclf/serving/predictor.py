@@ -139,7 +139,6 @@ class TorchPredictor(Predictor):
     def __init__(self, run_dir: str | Path, threads: int | None = None) -> None:
         import torch
 
-        from medclf.export.release import test_evaluation, training_data
         from medclf.models.checkpoint import (
             model_from_checkpoint,
             model_version,
@@ -148,24 +147,39 @@ class TorchPredictor(Predictor):
         from medclf.rundir import RunDir
 
         run = RunDir.open(run_dir)
+        self.run = run
         self.weights_sha256 = verified_best_digest(run)
-        self.model, _ = model_from_checkpoint(run.best_ckpt)
+        model, _ = model_from_checkpoint(run.best_ckpt)
+        # channels_last: oneDNN's CPU convolutions run 1.2-1.3x faster on NHWC (resnet18 at
+        # 224 px, 2 threads: batch 1 45.8 -> 35.5 ms, batch 32 893 -> 739 ms; outputs within
+        # 5e-8 of NCHW)
+        self.model = model.to(memory_format=torch.channels_last)
         self.prep = Preprocessing.load_file(run.preprocessing)
         self.name = run.name
         self.version = model_version(self.weights_sha256)
         self.decision = load_run_decision(run, self.version, self.prep.class_names)
-        if run.split.is_file():
-            self.release = {
-                "training_data": training_data(run),
-                "evaluation": test_evaluation(run, self.version),
-            }
+        self._release: dict[str, Any] | None = None
         if threads:
             torch.set_num_threads(threads)
         self._torch = torch
 
+    @property  # type: ignore[override]
+    def release(self) -> dict[str, Any] | None:
+        """Read when asked (/metadata), not at load: predict need not import pandas."""
+        if self._release is None and self.run.split.is_file():
+            from medclf.export.release import test_evaluation, training_data
+
+            self._release = {
+                "training_data": training_data(self.run),
+                "evaluation": test_evaluation(self.run, self.version),
+            }
+        return self._release
+
     def _logits(self, x: np.ndarray):
-        with self._torch.inference_mode():
-            return self.model(self._torch.from_numpy(np.ascontiguousarray(x))).float()
+        torch = self._torch
+        batch = torch.from_numpy(np.ascontiguousarray(x))
+        with torch.inference_mode():
+            return self.model(batch.contiguous(memory_format=torch.channels_last)).float()
 
     def _raw_logits(self, x: np.ndarray) -> np.ndarray:
         return self._logits(x).numpy()
