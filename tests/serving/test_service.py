@@ -397,3 +397,38 @@ def test_several_workers_share_one_port_and_their_metrics_add_up(trained_run: Pa
     # 12 requests plus one warm-up batch per worker: both processes are counted
     assert _value(metrics, "medclf_batch_size_count") == 14
     assert metrics.count("medclf_model_info{") == 1
+
+
+def test_concurrent_large_uploads_stay_within_the_memory_budget(trained_run: Path):
+    """12 concurrent 32 MiB uploads (unreadable: each is refused after being read), with two
+    upload slots: the service holds about two at a time, and gives the memory back after."""
+    import psutil
+
+    settings = ("serve.max_concurrent_uploads=2", "serve.audit_url=null")
+    with served(trained_run / "export" / "model.onnx", extra=settings) as url:
+        _wait_ready(url)
+        port = url.rsplit(":", 1)[1]
+        (server,) = [
+            p for p in psutil.Process().children(recursive=True) if f"port={port}" in p.cmdline()
+        ]
+        before = server.memory_info().rss
+        blob = b"\x89PNG\r\n\x1a\n" + bytes(32 * 2**20)
+        peak = before
+
+        async def load() -> list[int]:
+            nonlocal peak
+            async with httpx.AsyncClient(timeout=120) as http:
+                calls = [http.post(f"{url}/predict", files={"file": blob}) for _ in range(12)]
+                task = asyncio.ensure_future(asyncio.gather(*calls))
+                while not task.done():
+                    peak = max(peak, server.memory_info().rss)
+                    await asyncio.sleep(0.02)
+                return [r.status_code for r in task.result()]
+
+        statuses = asyncio.run(load())
+        time.sleep(1)
+        after = server.memory_info().rss
+    assert set(statuses) == {400}
+    mib = 2**20
+    assert (peak - before) / mib < 250, (before / mib, peak / mib)  # 12 at once: about 800
+    assert (after - before) / mib < 80, (before / mib, after / mib)

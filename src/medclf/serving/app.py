@@ -45,6 +45,9 @@ def _error(request: Request, status: int, detail: str) -> JSONResponse:
 
 
 def _refusal(exc: MedclfError) -> HTTPException:
+    """The 4xx for a file the decoder refused. The decoder's traceback is dropped: its frames
+    hold the upload's bytes, and would keep them until the next garbage collection."""
+    exc.__traceback__ = None
     status = 413 if isinstance(exc, ImageTooLargeError) else 400
     return HTTPException(status, str(exc))
 
@@ -136,7 +139,7 @@ def _routes(app: FastAPI, service: Service) -> None:
         """One image (PNG, JPEG, TIFF, BMP, GIF, WEBP, DICOM) -> its prediction record. A
         study id sent as ``X-Study-ID`` is kept in the audit log as a keyed pseudonym."""
         started = time.perf_counter()
-        async with service.slots:
+        async with service.upload(request):
             one = "POST /predict takes one file; send several to /predict/batch"
             ((name, data),) = (await service.files(request, "file", 1, one))[:1]
             try:
@@ -151,7 +154,7 @@ def _routes(app: FastAPI, service: Service) -> None:
     async def predict_batch(request: Request) -> dict:
         """Several images -> one result per file, in order: a prediction or its own error."""
         started = time.perf_counter()
-        async with service.slots:
+        async with service.upload(request):
             most = f"the limit is serve.max_files={settings.max_files}"
             files = await service.files(request, "files", settings.max_files, most)
             prepared = await asyncio.gather(

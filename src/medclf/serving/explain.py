@@ -56,7 +56,7 @@ def add_routes(app: FastAPI, service: Any, answer: Any, refusal: Any) -> None:
         started = time.perf_counter()
         if not hasattr(predictor, "explain"):
             raise HTTPException(409, WHY_NOT)
-        async with service.slots:
+        async with service.upload(request):
             one = "POST /explain takes one file"
             ((name, data),) = (await service.files(request, "file", 1, one))[:1]
             try:

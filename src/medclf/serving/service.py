@@ -5,6 +5,7 @@ prediction record -> the audit log (committed before the route answers) -> metri
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import time
 from dataclasses import dataclass, field
@@ -24,6 +25,21 @@ from medclf.serving.settings import ServeSettings
 from medclf.serving.telemetry import Telemetry
 
 STUDY_HEADER = "x-study-id"
+TRIM_AFTER_BYTES = 4 * 2**20  # an upload this large is followed by trim_heap()
+
+
+def trim_heap() -> None:
+    """Give a large upload's memory back to the operating system: collect the reference
+    cycles that still hold its bytes (a refused file's exception and traceback), then ask
+    glibc to return freed arenas (a no-op where malloc_trim does not exist). Without this,
+    ten concurrent 60 MiB uploads left the process about 600 MB larger for good."""
+    import ctypes
+    import ctypes.util
+    import gc
+
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError, TypeError):
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
 
 
 @dataclass
@@ -74,6 +90,17 @@ class Service:
         await self.batcher.submit(x)
         self.ready = True
 
+    @contextlib.asynccontextmanager
+    async def upload(self, request: Request):
+        """An upload slot for reading and decoding the request's files; once it is released,
+        the memory of a large upload is given back."""
+        try:
+            async with self.slots:
+                yield
+        finally:  # refused uploads too: an unreadable 60 MiB file was held all the same
+            if request.scope.get("state", {}).get("upload_bytes", 0) > TRIM_AFTER_BYTES:
+                await anyio.to_thread.run_sync(trim_heap)
+
     async def files(
         self, request: Request, field: str, most: int, limit: str
     ) -> list[tuple[str, bytes]]:
@@ -81,9 +108,11 @@ class Service:
         read into memory."""
         self.preparing += 1
         try:
-            return await self._files(request, field, most, limit)
+            files = await self._files(request, field, most, limit)
         finally:
             self.preparing -= 1
+        request.scope.setdefault("state", {})["upload_bytes"] = sum(len(d) for _, d in files)
+        return files
 
     async def _files(
         self, request: Request, field: str, most: int, limit: str
