@@ -15,10 +15,8 @@ be written is answered 503: the service never gives an answer it did not record.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import re
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -39,6 +37,7 @@ from sqlalchemy import (
 )
 
 from medclf.errors import MedclfError
+from medclf.serving.worker import ThreadWorker
 
 SCHEMA = MetaData()
 PREDICTIONS = Table(
@@ -129,25 +128,20 @@ def open_engine(url: str) -> Any:
     return engine
 
 
-class AuditLog:
+class AuditLog(ThreadWorker):
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = open_engine(url)
         self._pending: list[tuple[list[AuditRow], asyncio.Future]] = []
         self._wake: asyncio.Event | None = None
-        self._task: asyncio.Task | None = None
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="medclf-audit")
+        super().__init__("medclf-audit")
 
     async def start(self) -> None:
         self._wake = asyncio.Event()
-        self._task = asyncio.create_task(self._commit_loop())
+        self._launch(self._commit_loop())
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        self._pool.shutdown(wait=True)
+        await super().stop()
         self.engine.dispose()
 
     async def record(self, rows: list[AuditRow]) -> None:
@@ -162,7 +156,6 @@ class AuditLog:
 
     async def _commit_loop(self) -> None:
         assert self._wake is not None
-        loop = asyncio.get_running_loop()
         while True:
             await self._wake.wait()
             self._wake.clear()
@@ -171,7 +164,7 @@ class AuditLog:
                 continue
             rows = [row for group, _ in taken for row in group]
             try:
-                await loop.run_in_executor(self._pool, self._write, rows)
+                await self.in_thread(self._write, rows)
             except Exception as exc:  # the database's own error, for each waiting request
                 for _, future in taken:
                     if not future.done():

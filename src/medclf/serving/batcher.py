@@ -12,14 +12,14 @@ FastAPI batches; Triton/TorchServe do, but would replace the whole service.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from medclf.serving.worker import ThreadWorker
 
 
 @dataclass
@@ -37,7 +37,7 @@ class Answer:
     batch_size: int
 
 
-class MicroBatcher:
+class MicroBatcher(ThreadWorker):
     def __init__(
         self,
         run_batch: Callable[[np.ndarray], np.ndarray],
@@ -54,23 +54,15 @@ class MicroBatcher:
         # for the batch to fill would only add max_wait_ms to a lone request's latency
         self.coming = coming
         self._queue: asyncio.Queue[_Item] | None = None
-        self._task: asyncio.Task | None = None
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="medclf-inference")
+        super().__init__("medclf-inference")
 
     async def start(self) -> None:
         self._queue = asyncio.Queue()
-        self._task = asyncio.create_task(self._collect())
-
-    async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        self._pool.shutdown(wait=True)
+        self._launch(self._collect())
 
     async def exclusive(self, fn: Callable[[], Any]) -> Any:
         """``fn()`` in the inference thread, between batches (Grad-CAM runs the model too)."""
-        return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
+        return await self.in_thread(fn)
 
     async def submit(self, x: np.ndarray) -> Answer:
         if self._queue is None:
@@ -100,16 +92,13 @@ class MicroBatcher:
         return batch
 
     async def _collect(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             batch = [item for item in await self._gather() if not item.future.cancelled()]
             if not batch:
                 continue
             started = time.perf_counter()
             try:
-                probs = await loop.run_in_executor(
-                    self._pool, self.run_batch, np.stack([item.x for item in batch])
-                )
+                probs = await self.in_thread(self.run_batch, np.stack([item.x for item in batch]))
             except Exception as exc:  # the model's own error reaches each waiting request
                 for item in batch:
                     if not item.future.done():
