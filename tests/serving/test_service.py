@@ -432,3 +432,45 @@ def test_concurrent_large_uploads_stay_within_the_memory_budget(trained_run: Pat
     mib = 2**20
     assert (peak - before) / mib < 250, (before / mib, peak / mib)  # 12 at once: about 800
     assert (after - before) / mib < 80, (before / mib, after / mib)
+
+
+TRITON_CLIENT = """
+import json, sys
+import numpy as np
+import tritonclient.http as triton
+
+url, name, key, tensor = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+headers = {"X-API-Key": key}
+client = triton.InferenceServerClient(url=url)
+assert client.is_server_live() and client.is_server_ready()
+assert client.is_model_ready(name, headers=headers)
+meta = client.get_model_metadata(name, headers=headers)
+x = np.load(tensor)
+given = triton.InferInput("input", list(x.shape), "FP32")
+given.set_data_from_numpy(x, binary_data=False)
+wanted = triton.InferRequestedOutput("probabilities", binary_data=False)
+result = client.infer(name, [given], outputs=[wanted], headers=headers)
+probs = result.as_numpy("probabilities").tolist()
+print(json.dumps({"inputs": meta["inputs"], "probabilities": probs}))
+"""
+
+
+def test_the_official_triton_client_works_unchanged(server: str, trained_run: Path, tmp_path):
+    """tritonclient.http (KServe/Triton's own client) against the v2 routes, in its own
+    process (it brings gevent)."""
+    from medclf.serving.predictor import load_predictor
+
+    images = _images(trained_run, 2)
+    onnx = load_predictor(trained_run / "export" / "model.onnx")
+    np.save(tmp_path / "x.npy", np.stack([onnx.prepare(p)[0] for p in images]))
+    host = server.removeprefix("http://")
+    args = [host, trained_run.name, KEY, str(tmp_path / "x.npy")]
+    proc = subprocess.run(
+        [sys.executable, "-c", TRITON_CLIENT, *args], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout)
+    assert out["inputs"][0]["shape"] == [-1, 1, 32, 32]
+    for row, image in zip(out["probabilities"], images, strict=True):
+        expected = list(_predict(server, image)["probabilities"].values())
+        assert row == pytest.approx(expected, abs=1e-6)
