@@ -71,12 +71,13 @@ def checked(check: Callable[[Any], Any], text: str, options: tuple[str, ...] = (
     return Annotated[Any, AfterValidator(run), Expect(text, options)]
 
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|hr)?\s*$", re.IGNORECASE)
-_UNIT_SECONDS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hr": 3600}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|hr|d)?\s*$", re.IGNORECASE)
+_UNIT_SECONDS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hr": 3600, "d": 86400}
 
 
-def parse_duration(value: Any) -> float | None:
-    """``train.time_budget``: seconds from ``900``, ``"15m"``, ``"1.5h"``; None = no budget."""
+def parse_duration(value: Any, key: str = "train.time_budget") -> float | None:
+    """Seconds from ``900``, ``"15m"``, ``"1.5h"``, ``"7d"`` (``train.time_budget``, ``audit
+    export --since``); None stays None (no budget); ``key`` names the setting in messages."""
     if value is None:
         return None
     if isinstance(value, int | float) and not isinstance(value, bool):
@@ -84,10 +85,8 @@ def parse_duration(value: Any) -> float | None:
     else:
         match = _DURATION.match(str(value))
         if not match:
-            raise MedclfError(
-                f"train.time_budget={value}: use seconds (900) or a duration like 15m or 1.5h"
-            )
+            raise MedclfError(f"{key}={value}: use seconds (900) or a duration like 15m or 1.5h")
         seconds = float(match.group(1)) * _UNIT_SECONDS[(match.group(2) or "s").lower()]
     if seconds <= 0:
-        raise MedclfError(f"train.time_budget={value}: must be positive")
+        raise MedclfError(f"{key}={value}: must be positive")
     return seconds

@@ -140,6 +140,10 @@ def test_body_limit_is_enforced_while_the_upload_streams_in(server: str):
     declared = httpx.post(f"{server}/predict", files={"file": b"0" * (2 * 2**20)}, headers=AUTH)
     assert declared.status_code == 413 and "serve.max_upload_mb (1 MiB)" in declared.text
     assert declared.headers["x-request-id"] == declared.json()["request_id"]
+    # answered before the app, and still counted
+    metrics = _metrics(server)
+    assert _value(metrics, 'medclf_requests_total{route="/predict",status="413"}') >= 1
+    assert _value(metrics, 'medclf_errors_total{kind="too_large"}') >= 1
     sent = 0
 
     def chunks() -> Iterator[bytes]:  # no Content-Length: only counting can stop it

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import os
 import time
 from collections.abc import AsyncIterator
@@ -27,33 +26,21 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
 from medclf import __version__
-from medclf.data.io import ImageTooLargeError
 from medclf.errors import MedclfError
 from medclf.serving import explain, oip
-from medclf.serving.limits import KeyAndTiming, RequestGuard, json_error, request_id_of
+from medclf.serving.limits import KeyAndTiming, RequestGuard, json_error
 from medclf.serving.metadata import metadata, upload_body
 from medclf.serving.predictor import Predictor
-from medclf.serving.service import Prepared, Service
+from medclf.serving.service import Prepared, Service, refusal
 from medclf.serving.settings import ServeSettings
 from medclf.serving.telemetry import CONTENT_TYPE
-
-log = logging.getLogger("medclf")
 
 
 def _error(request: Request, status: int, detail: str) -> JSONResponse:
     return json_error(request.scope, status, detail)
 
 
-def _refusal(exc: MedclfError) -> HTTPException:
-    """The 4xx for a file the decoder refused. The decoder's traceback is dropped: its frames
-    hold the upload's bytes, and would keep them until the next garbage collection."""
-    exc.__traceback__ = None
-    status = 413 if isinstance(exc, ImageTooLargeError) else 400
-    return HTTPException(status, str(exc))
-
-
-def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> FastAPI:
-    settings = settings or ServeSettings()
+def create_app(predictor: Predictor, settings: ServeSettings) -> FastAPI:
     service = Service(predictor, settings)
 
     @contextlib.asynccontextmanager
@@ -76,7 +63,9 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
     _handlers(app, service)
     _routes(app, service)
     oip.add_routes(app, service)
-    explain.add_routes(app, service, _answer, _refusal)
+    explain.add_routes(app, service)
+    # the metrics' route label: these paths, any other is one "unmatched" (clients cannot grow it)
+    service.telemetry.paths = {getattr(r, "path", "") for r in app.routes}
     if settings.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 
@@ -89,7 +78,10 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
         )
     # outermost: every response, refusals included, carries the request id
     app.add_middleware(
-        RequestGuard, max_body_bytes=settings.max_upload_bytes, too_large=settings.too_large
+        RequestGuard,
+        max_body_bytes=settings.max_upload_bytes,
+        too_large=settings.too_large,
+        on_refused=lambda scope: service.telemetry.refused(scope["path"], 413, "too_large"),
     )
     return app
 
@@ -141,14 +133,14 @@ def _routes(app: FastAPI, service: Service) -> None:
         started = time.perf_counter()
         async with service.upload(request):
             one = "POST /predict takes one file; send several to /predict/batch"
-            ((name, data),) = (await service.files(request, "file", 1, one))[:1]
+            ((name, data),) = await service.files(request, "file", 1, one)
             try:
                 prepared = await service.prepare(data, name)
             except MedclfError as exc:
-                raise _refusal(exc) from None
+                raise refusal(exc) from None
         record = await service.predict(prepared)
         await service.record(request, [(0, prepared, record)], started)
-        return _answer(request, predictor, record, started)
+        return service.answer(request, record, started)
 
     @app.post("/predict/batch", openapi_extra=upload_body("files", many=True))
     async def predict_batch(request: Request) -> dict:
@@ -169,32 +161,19 @@ def _routes(app: FastAPI, service: Service) -> None:
         await service.record(request, answered, started)
         for result, (name, _) in zip(results, files, strict=True):
             result["filename"] = name
-        return _answer(request, predictor, {"results": results}, started)
+        return service.answer(request, {"results": results}, started)
 
 
 async def _one(service: Service, prepared: Prepared | BaseException) -> dict[str, Any]:
     """One file of a batch: its prediction, or its own error (never the batch's)."""
     if isinstance(prepared, MedclfError):
-        refusal = _refusal(prepared)
-        kind = "too_large" if refusal.status_code == 413 else "unreadable"
+        refused = refusal(prepared)
+        kind = "too_large" if refused.status_code == 413 else "unreadable"
         service.telemetry.errors.labels(kind).inc()
-        return {"error": {"status": refusal.status_code, "detail": refusal.detail}}
+        return {"error": {"status": refused.status_code, "detail": refused.detail}}
     if isinstance(prepared, BaseException):
         raise prepared
     return await service.predict(prepared)
-
-
-def _answer(request: Request, predictor: Predictor, body: dict, started: float) -> dict:
-    return {
-        **body,
-        "model": {
-            "name": predictor.name,
-            "version": predictor.version,
-            **({"registered": predictor.registered} if predictor.registered else {}),
-        },
-        "request_id": request_id_of(request.scope),
-        "latency_ms": round((time.perf_counter() - started) * 1000, 3),
-    }
 
 
 WORKER_ENV = "MEDCLF_SERVE_WORKER"  # JSON: model path, registered version, settings

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -184,20 +183,21 @@ class AuditLog(ThreadWorker):
 def since_time(text: str | None, now: datetime | None = None) -> str | None:
     """``--since``: an ISO date or time (UTC unless it says otherwise), or a duration back from
     now (``90m``, ``24h``, ``7d``), as the sortable text the ``at`` column holds."""
+    from medclf.schema_kinds import parse_duration
+
     if not text:
         return None
-    now = now or datetime.now(UTC)
-    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([mhd])", text.strip())
-    if match:
-        hours = {"m": 1 / 60, "h": 1, "d": 24}[match[2]] * float(match[1])
-        return (now - timedelta(hours=hours)).isoformat(timespec="microseconds")
     try:
         when = datetime.fromisoformat(text.strip())
     except ValueError:
-        raise MedclfError(
-            f"--since {text}: use a duration back from now (90m, 24h, 7d) or an ISO date or "
-            "time (2026-12-01, 2026-12-01T08:00)"
-        ) from None
+        try:
+            seconds = parse_duration(text.strip(), key="--since")
+        except MedclfError:
+            raise MedclfError(
+                f"--since {text}: use a duration back from now (90m, 24h, 7d) or an ISO date "
+                "or time (2026-12-01, 2026-12-01T08:00)"
+            ) from None
+        when = (now or datetime.now(UTC)) - timedelta(seconds=float(seconds or 0))
     when = when if when.tzinfo else when.replace(tzinfo=UTC)
     return when.astimezone(UTC).isoformat(timespec="microseconds")
 

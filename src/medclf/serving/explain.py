@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException
 
 from medclf.errors import MedclfError
 from medclf.serving.metadata import upload_body
-from medclf.serving.service import Prepared
+from medclf.serving.service import Prepared, refusal, sha256_of
 
 WHY_NOT = (
     "this service runs an ONNX file, and Grad-CAM needs the PyTorch weights: serve the run "
@@ -47,7 +47,7 @@ def _png_base64(image_chw: np.ndarray, heat: np.ndarray) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def add_routes(app: FastAPI, service: Any, answer: Any, refusal: Any) -> None:
+def add_routes(app: FastAPI, service: Any) -> None:
     predictor = service.predictor
 
     @app.post("/explain", openapi_extra=upload_body("file", many=False))
@@ -58,14 +58,14 @@ def add_routes(app: FastAPI, service: Any, answer: Any, refusal: Any) -> None:
             raise HTTPException(409, WHY_NOT)
         async with service.upload(request):
             one = "POST /explain takes one file"
-            ((name, data),) = (await service.files(request, "file", 1, one))[:1]
+            ((name, data),) = await service.files(request, "file", 1, one)
             try:
                 chw, warnings = await service.run_decoder(predictor.fitted, data, name)
             except MedclfError as exc:
                 raise refusal(exc) from None
         form = await request.form()
         asked = form.get("class") or request.query_params.get("class")
-        prepared = Prepared(predictor.prep.normalize_array(chw), service.sha256(data), warnings)
+        prepared = Prepared(predictor.prep.normalize_array(chw), sha256_of(data), warnings)
         record = await service.predict(prepared)
         k = _class_index(
             None if asked is None else str(asked),
@@ -80,4 +80,4 @@ def add_routes(app: FastAPI, service: Any, answer: Any, refusal: Any) -> None:
             "size": list(heat.shape),
         }
         await service.record(request, [(0, prepared, record)], started)
-        return answer(request, predictor, record, started)
+        return service.answer(request, record, started)

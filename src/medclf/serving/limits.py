@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import json
 import re
 import time
 import uuid
@@ -45,10 +44,18 @@ def json_error(scope: Scope, status: int, detail: str) -> JSONResponse:
 
 
 class RequestGuard:
-    def __init__(self, app: Callable, max_body_bytes: int, too_large: Callable[[], str]) -> None:
+    def __init__(
+        self,
+        app: Callable,
+        max_body_bytes: int,
+        too_large: Callable[[], str],
+        on_refused: Callable[[Scope], None] = lambda scope: None,
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.too_large = too_large  # the message, shared with the streamed-body refusal
+        # a declared-too-large body is answered here, outside the metrics middleware
+        self.on_refused = on_refused
 
     async def __call__(
         self,
@@ -73,15 +80,10 @@ class RequestGuard:
 
         declared = next((v for k, v in scope["headers"] if k.lower() == b"content-length"), b"")
         if declared.isdigit() and int(declared) > self.max_body_bytes:
-            body = json.dumps({"detail": self.too_large(), "request_id": request_id}).encode()
-            start = {"type": "http.response.start", "status": 413}
-            start["headers"] = [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"connection", b"close"),
-            ]
-            await send_with_id(start)
-            return await send({"type": "http.response.body", "body": body})
+            self.on_refused(scope)
+            response = json_error(scope, 413, self.too_large())
+            response.headers["connection"] = "close"  # the unread body is not waited for
+            return await response(scope, receive, send_with_id)
         seen = 0
 
         async def counting_receive() -> Message:
@@ -150,14 +152,9 @@ class KeyAndTiming:
         else:
             await self.app(scope, receive, noting_send)
         route = getattr(scope.get("route"), "path", None)  # set by the router when it matched
-        known = route or (scope["path"] if scope["path"] in self._paths(scope) else "unmatched")
+        paths = self.service.telemetry.paths
+        known = route or (scope["path"] if scope["path"] in paths else "unmatched")
         self.service.telemetry.answered(known, status[0], time.perf_counter() - started)
-
-    @staticmethod
-    def _paths(scope: dict) -> set[str]:
-        """The app's own paths (a refused request never reached the router; any other path
-        is one label, so clients cannot grow the metrics)."""
-        return {getattr(r, "path", "") for r in scope["app"].routes}
 
 
 def _has_key(request: Request, key: str) -> bool:

@@ -17,6 +17,9 @@ from fastapi import Request
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
+from medclf.data.io import ImageTooLargeError
+from medclf.data.pseudonym import Pseudonymizer
+from medclf.errors import MedclfError
 from medclf.serving.audit import AuditLog, AuditRow, row_for
 from medclf.serving.batcher import MicroBatcher
 from medclf.serving.limits import UploadSlots, request_id_of
@@ -40,6 +43,18 @@ def trim_heap() -> None:
     gc.collect()
     with contextlib.suppress(OSError, AttributeError, TypeError):
         ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+
+
+def sha256_of(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def refusal(exc: MedclfError) -> HTTPException:
+    """The 4xx for a file the decoder refused. The decoder's traceback is dropped: its frames
+    hold the upload's bytes, and would keep them until the next garbage collection."""
+    exc.__traceback__ = None
+    status = 413 if isinstance(exc, ImageTooLargeError) else 400
+    return HTTPException(status, str(exc))
 
 
 @dataclass
@@ -69,7 +84,8 @@ class Service:
         self.decoders = anyio.CapacityLimiter(settings.decode_threads)
         # opened here, so a bad URL is one line from 'medclf serve' before the port opens
         self.audit = AuditLog(settings.audit_url) if settings.audit_url else None
-        self._pseudonymizer: Any = None
+        # reads (or creates) the project's key only when a study id first arrives
+        self.pseudonymize = Pseudonymizer(settings.pseudonym_key_file)
         self.ready = False
 
     async def start(self) -> None:
@@ -134,10 +150,6 @@ class Service:
         """``fn(*args)`` in one of the decoder threads (``serve.decode_threads``)."""
         return await anyio.to_thread.run_sync(fn, *args, limiter=self.decoders)
 
-    @staticmethod
-    def sha256(data: bytes) -> str:
-        return hashlib.sha256(data).hexdigest()
-
     async def prepare(self, data: bytes, name: str) -> Prepared:
         self.preparing += 1
         try:
@@ -149,8 +161,7 @@ class Service:
         def work() -> Prepared:
             started = time.perf_counter()
             x, warnings = self.predictor.prepare(data, name)
-            sha = hashlib.sha256(data).hexdigest()
-            return Prepared(x, sha, warnings, time.perf_counter() - started)
+            return Prepared(x, sha256_of(data), warnings, time.perf_counter() - started)
 
         return await anyio.to_thread.run_sync(work, limiter=self.decoders)
 
@@ -183,7 +194,7 @@ class Service:
             "request_id": request_id_of(request.scope),
             "route": request.scope["path"][:64],
             "latency_ms": (time.perf_counter() - started) * 1000,
-            "study": self._pseudonym(study) if study else None,
+            "study": self.pseudonymize(study[:256]) if study else None,
         }
         model = self.predictor.info()
         rows: list[AuditRow] = [
@@ -199,18 +210,21 @@ class Service:
                 503, f"the audit log could not record this prediction ({first}); retry later"
             ) from None
 
-    def _pseudonym(self, study: str) -> str:
-        """The study id as a keyed pseudonym (the project's key, as for patient ids)."""
-        if self._pseudonymizer is None:
-            from medclf.data.pseudonym import Pseudonymizer
-
-            self._pseudonymizer = Pseudonymizer(self.settings.pseudonym_key_file)
-        return self._pseudonymizer(study[:256])
-
     async def infer_rows(self, x: np.ndarray) -> tuple[np.ndarray, list[tuple]]:
         """Already preprocessed images (N x C x H x W) -> N x classes probabilities, and the
         answered images for the audit log."""
-        prepared = [Prepared(row, hashlib.sha256(row.tobytes()).hexdigest()) for row in x]
+        prepared = [Prepared(row, sha256_of(row.tobytes())) for row in x]
         records = await asyncio.gather(*(self.predict(p) for p in prepared))
         probs = np.stack([list(r["probabilities"].values()) for r in records]).astype(np.float32)
         return probs, list(zip(range(len(x)), prepared, records, strict=True))
+
+    def answer(self, request: Request, body: dict[str, Any], started: float) -> dict[str, Any]:
+        """A route's answer: its body, the model that gave it, the request id, the latency."""
+        info = self.predictor.info()
+        model = {k: info[k] for k in ("name", "version", "registered") if k in info}
+        return {
+            **body,
+            "model": model,
+            "request_id": request_id_of(request.scope),
+            "latency_ms": round((time.perf_counter() - started) * 1000, 3),
+        }

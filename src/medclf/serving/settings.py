@@ -13,22 +13,24 @@ API_KEY_ENV = "MEDCLF_API_KEY"
 
 @dataclass(frozen=True)
 class ServeSettings:
-    host: str = "127.0.0.1"
-    port: int = 8000
-    workers: int = 1
-    threads: int | None = None
-    decode_threads: int = 2
-    max_batch: int = 8
-    max_wait_ms: float = 5.0
-    max_upload_mb: float = 64.0
-    max_files: int = 16
-    max_concurrent_uploads: int = 4
-    upload_wait_s: float = 30.0
-    api_key: str | None = field(default=None, repr=False)  # never printed
-    cors_origins: tuple[str, ...] = ()
-    docs: bool = True
-    audit_url: str | None = None  # None: no audit log
-    pseudonym_key_file: str | None = None  # data.pseudonym_key_file: hashes study ids
+    """Every field comes from the config (the defaults live in the YAML file only)."""
+
+    host: str
+    port: int
+    workers: int
+    threads: int | None
+    decode_threads: int
+    max_batch: int
+    max_wait_ms: float
+    max_upload_mb: float
+    max_files: int
+    max_concurrent_uploads: int
+    upload_wait_s: float
+    api_key: str | None = field(repr=False)  # never printed
+    cors_origins: tuple[str, ...]
+    docs: bool
+    audit_url: str | None  # None: no audit log
+    pseudonym_key_file: str | None  # data.pseudonym_key_file: hashes study ids
 
     @classmethod
     def from_cfg(cls, cfg: Any) -> ServeSettings:

@@ -33,6 +33,7 @@ _LATENCY += (0.75, 1.0, 2.5, 5.0, 10.0)
 class Telemetry:
     def __init__(self, model: dict[str, Any]) -> None:
         disable_created_metrics()  # the *_created series only double the output
+        self.paths: set[str] = set()  # the app's routes; any other path is one label
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter(
@@ -84,6 +85,11 @@ class Telemetry:
     def answered(self, route: str, status: int, seconds: float) -> None:
         self.requests.labels(route, str(status)).inc()
         self.request_seconds.labels(route).observe(seconds)
+
+    def refused(self, path: str, status: int, kind: str) -> None:
+        """A request answered before it reached the app (a declared body over the limit)."""
+        self.errors.labels(kind).inc()
+        self.requests.labels(path if path in self.paths else "unmatched", str(status)).inc()
 
     def predicted(self, label: str, decision: str, stages: dict[str, float]) -> None:
         self.predictions.labels(label, decision or "none").inc()
