@@ -394,11 +394,17 @@ def _serve(spec: str, rest: list[str], settings: Any) -> None:
 
     path, registered = local_model(spec, rest, "serve")
     predictor = load_predictor(path, registered, threads=settings.threads)  # checked here
-    typer.echo(_startup_line(predictor, settings, spec, registered))
     bind = {"host": settings.host, "port": settings.port, "log_level": "info"}
     if settings.workers == 1:
-        uvicorn.run(create_app(predictor, settings), **bind)
+        app = create_app(predictor, settings)  # opens the audit log: a bad URL is one line
+        typer.echo(_startup_line(predictor, settings, spec, registered))
+        uvicorn.run(app, **bind)
         return
+    if settings.audit_url:  # each worker opens its own: checked here first, the same way
+        from medclf.serving.audit import open_engine
+
+        open_engine(settings.audit_url).dispose()
+    typer.echo(_startup_line(predictor, settings, spec, registered))
     del predictor  # each worker loads its own
     _serve_workers(path, registered, settings, bind)
 

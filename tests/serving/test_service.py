@@ -478,3 +478,21 @@ def test_the_official_triton_client_works_unchanged(server: str, trained_run: Pa
     for row, image in zip(out["probabilities"], images, strict=True):
         expected = list(_predict(server, image)["probabilities"].values())
         assert row == pytest.approx(expected, abs=1e-6)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_an_audit_log_that_cannot_be_opened_is_one_line_before_the_port_opens(
+    trained_run: Path, tmp_path: Path, workers: int
+):
+    bad = "sqlite:////proc/medclf-no-such-folder/audit.db"
+    proc = medclf(
+        "serve",
+        f"model={trained_run / 'export' / 'model.onnx'}",
+        f"serve.workers={workers}",
+        f"serve.audit_url={bad}",
+        "port=1",  # never bound: the check comes first
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 2 and "serving" not in proc.stdout, proc.stdout + proc.stderr
+    (line,) = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert line.startswith(f"error: serve.audit_url={bad}: the audit log cannot be opened")

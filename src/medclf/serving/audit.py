@@ -110,14 +110,15 @@ def _sqlite_pragmas(dbapi_connection: Any, _: Any) -> None:
 
 def open_engine(url: str) -> Any:
     """An engine on ``url`` with the table created; a SQLite file's folder is created."""
-    if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).expanduser().parent.mkdir(parents=True, exist_ok=True)
     try:
+        if url.startswith("sqlite:///"):
+            folder = Path(url.removeprefix("sqlite:///")).expanduser().parent
+            folder.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url)
         if engine.dialect.name == "sqlite":
             event.listen(engine, "connect", _sqlite_pragmas)
         SCHEMA.create_all(engine)
-    except Exception as exc:  # SQLAlchemy raises ArgumentError, OperationalError, ImportError
+    except Exception as exc:  # OSError; SQLAlchemy's ArgumentError, OperationalError, ImportError
         first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise MedclfError(
             f"serve.audit_url={url}: the audit log cannot be opened ({first}); give a writable "
