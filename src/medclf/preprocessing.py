@@ -56,6 +56,11 @@ class Preprocessing:
             raise MedclfError(f"data.trim must be one of {', '.join(TRIM_MODES)}")
 
     # --- the arithmetic of the record (the file -> array path is medclf.data.transform) -------
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """One model input, C x H x W."""
+        return (self.channels, self.image_size, self.image_size)
+
     def normalize_array(self, chw: np.ndarray) -> np.ndarray:
         mean = np.asarray(self.mean, dtype=np.float32)[:, None, None]
         std = np.asarray(self.std, dtype=np.float32)[:, None, None]

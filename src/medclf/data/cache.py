@@ -126,7 +126,7 @@ def build_cache(
     wide = any(int(b) > 8 for b in bits)
     dtype = np.dtype(np.uint16 if wide else np.uint8)
     scale = 65535.0 if wide else 255.0
-    shape = (len(unique), prep.channels, prep.image_size, prep.image_size)
+    shape = (len(unique), *prep.input_shape)
 
     sweep_stale(root.parent, recursive=False)  # builds killed mid-way
     tmp = staging_dir(root)

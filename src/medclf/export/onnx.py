@@ -144,7 +144,7 @@ def _traced(reference: TorchPredictor) -> Any:
 
     prep = reference.prep
     wrapped = WithSoftmax(reference.model, reference.decision.temperature).eval()
-    example = torch.zeros(2, prep.channels, prep.image_size, prep.image_size)
+    example = torch.zeros(2, *prep.input_shape)
     try:
         program = torch.onnx.export(
             wrapped,
@@ -190,7 +190,7 @@ def _metadata(
         "inputs": [
             {
                 "name": "input",
-                "shape": ["batch", prep.channels, prep.image_size, prep.image_size],
+                "shape": ["batch", *prep.input_shape],
                 "dtype": "float32",
             }
         ],

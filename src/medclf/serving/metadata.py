@@ -27,7 +27,7 @@ def metadata(predictor: Predictor, settings: ServeSettings) -> dict[str, Any]:
             "tensor": {
                 "name": "input",
                 "datatype": "FP32",
-                "shape": [-1, prep.channels, prep.image_size, prep.image_size],
+                "shape": [-1, *prep.input_shape],
                 "layout": "NCHW, normalized with the preprocessing record's mean and std",
             },
         },

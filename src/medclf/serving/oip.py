@@ -76,7 +76,7 @@ def _tensor(body: Any, prep: Any, most: int) -> np.ndarray:
     if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
         raise TensorError(f"expected one input named '{INPUT}'")
     spec = inputs[0]
-    want = [prep.channels, prep.image_size, prep.image_size]
+    want = list(prep.input_shape)
     shape = spec.get("shape")
     if spec.get("name") != INPUT or spec.get("datatype") != "FP32":
         raise TensorError(f"the input must be named '{INPUT}' with datatype FP32")
@@ -103,7 +103,7 @@ def add_routes(app: FastAPI, service: Any) -> None:
     def described() -> dict[str, Any]:
         prep = predictor.prep
         classes = len(predictor.class_names)
-        shape = [-1, prep.channels, prep.image_size, prep.image_size]
+        shape = [-1, *prep.input_shape]
         return {
             "name": name,
             "versions": [str((predictor.registered or {}).get("version", predictor.version))],

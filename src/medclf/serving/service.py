@@ -101,9 +101,7 @@ class Service:
     async def warm_up(self) -> None:
         """One batch of the model's input shape through the batcher: the first real request
         does not pay for the runtime's lazy initialization. /ready answers 503 until then."""
-        prep = self.predictor.prep
-        x = np.zeros((prep.channels, prep.image_size, prep.image_size), np.float32)
-        await self.batcher.submit(x)
+        await self.batcher.submit(np.zeros(self.predictor.prep.input_shape, np.float32))
         self.ready = True
 
     @contextlib.asynccontextmanager
