@@ -36,7 +36,7 @@ test: $(DEV_STAMP)
 	$(TEST_ENV) $(BIN)/pytest
 
 # The exports of the largest architectures, minute-long end-to-end tests, whole INT8 exports,
-# the whole release path and the registry against a real mlflow server (about 14 minutes on
+# the whole release path, the registry refusals and a real mlflow server (about 16 minutes on
 # 2 cores); CI runs them too.
 test-heavy: $(DEV_STAMP)
 	$(TEST_ENV) $(BIN)/pytest -m heavy

@@ -161,6 +161,7 @@ def _test_image(run: Path) -> str:
     return str(table.loc[table["split"] == "test", "path"].iloc[0])
 
 
+@pytest.mark.heavy  # about 2 minutes with its two evaluated, exported releases; CI runs it
 def test_each_refusal_is_one_line_and_registers_nothing(releases, tmp_path: Path):
     store = [f"mlflow.tracking_uri=sqlite:///{tmp_path / 'registry.db'}", "runs_root=runs"]
     good = releases["good"]
