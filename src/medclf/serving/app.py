@@ -105,13 +105,15 @@ def _handlers(app: FastAPI, service: Service) -> None:
 def _routes(app: FastAPI, service: Service) -> None:
     predictor, settings = service.predictor, service.settings
 
+    # /health and /ready run on the event loop itself (async, nothing that blocks): a sync
+    # route would wait for a worker thread, and at full load for the GIL, before it answers
     @app.get("/health")
-    def health() -> dict:
+    async def health() -> dict:
         """Liveness: the process answers (no model work)."""
         return {"status": "ok", "model": predictor.info(), "classes": list(predictor.class_names)}
 
     @app.get("/ready")
-    def ready() -> JSONResponse:
+    async def ready() -> JSONResponse:
         """Readiness: the model is loaded and has answered its warm-up batch."""
         if not service.ready:
             return JSONResponse({"ready": False, "detail": "warming up"}, status_code=503)
