@@ -29,6 +29,23 @@ def _setup_logging() -> None:
         log.propagate = False
 
 
+# import names of packages the full install has and the slim serving install leaves out
+FULL_INSTALL = frozenset(
+    {"torch", "torchvision", "timm", "lightning", "torchmetrics", "sklearn", "matplotlib",
+     "kornia", "imagehash", "kagglehub", "pytorch_grad_cam", "cv2", "tensorboard",
+     "onnxscript", "psutil", "jinja2", "pandas", "pyarrow"}
+)  # fmt: skip
+
+
+def missing_package(name: str) -> str:
+    top = name.split(".")[0]
+    return (
+        f"this needs '{top}', which this installation lacks (a serving-only install serves "
+        "exported ONNX files and registered versions); install the full medclf for training, "
+        "evaluation and PyTorch runs: pip install medclf"
+    )
+
+
 def handles_errors(fn: F) -> F:
     """MedclfError -> one line on stderr and exit code 2 (traceback only with --debug)."""
 
@@ -42,6 +59,13 @@ def handles_errors(fn: F) -> F:
                 raise
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(exc.exit_code) from None
+        except ModuleNotFoundError as exc:
+            # the slim serving install (requirements/serve.txt) has no training stack: a
+            # command or model that needs it says which package and what to install
+            if state["debug"] or not exc.name or exc.name.split(".")[0] not in FULL_INSTALL:
+                raise
+            typer.echo(f"error: {missing_package(exc.name)}", err=True)
+            raise typer.Exit(2) from None
         except KeyboardInterrupt:
             typer.echo("interrupted", err=True)
             raise typer.Exit(130) from None
