@@ -12,12 +12,14 @@ from medclf.cli_audit import audit_app
 from medclf.cli_common import (
     OVERRIDES_HELP,
     artifact,
+    expand_images,
     handles_errors,
     only_section,
     require,
     state,
 )
 from medclf.cli_data import data_app
+from medclf.cli_monitor import monitor
 from medclf.cli_registry import (
     local_model,
     local_run,
@@ -40,6 +42,7 @@ app.add_typer(config_app, name="config")
 app.add_typer(data_app, name="data")
 app.add_typer(registry_app, name="registry")
 app.add_typer(audit_app, name="audit")
+app.command(name="monitor")(monitor)
 app.command("register")(register)
 
 
@@ -251,24 +254,6 @@ def export(
         )
 
 
-def _expand_images(items: list[str]) -> list[Path]:
-    from medclf.data.io import is_image_file
-
-    paths: list[Path] = []
-    for item in items:
-        p = Path(item).expanduser()
-        if p.is_dir():
-            found = sorted(q for q in p.rglob("*") if q.is_file() and is_image_file(q))
-            if not found:
-                raise MedclfError(f"{p}: folder contains no images")
-            paths += found
-        elif p.exists():
-            paths.append(p)
-        else:
-            raise MedclfError(f"{p}: no such file or folder")
-    return paths
-
-
 @app.command()
 @handles_errors
 def predict(
@@ -287,7 +272,7 @@ def predict(
     if not items:
         raise MedclfError(f"no images given; usage: {usage}")
     predictor = load_predictor(*local_model(spec, rest, "predict"))
-    paths = _expand_images(items)
+    paths = expand_images(items)
     results: list[dict[str, Any]] = []
     for path in paths:
         try:

@@ -40,6 +40,12 @@ class RunDir:
         return self.root / "model_card.md"
 
     @property
+    def monitor_reference(self) -> Path:
+        """What live traffic is compared with (``monitoring.profile``), written by the test
+        evaluation of these weights and embedded in their export."""
+        return self.root / "monitor_reference.json"
+
+    @property
     def data_check(self) -> Path:
         return self.root / "data_check.json"
 

@@ -330,6 +330,19 @@ class Serve(Section):
     audit_url: OptText
 
 
+class Monitor(Section):
+    psi_alert: number(gt=0)
+    alpha: number(gt=0, lt=1)
+    psi_bins: integer(lo=2, hi=100)
+    class_psi_alert: number(gt=0)
+    max_refer_increase: number(ge=0, le=1)
+    max_accuracy_drop: number(ge=0, lt=1)
+    confidence: number(gt=0, lt=1)
+    draws: integer(lo=100, hi=100_000)
+    max_images: integer(lo=1)
+    min_images: integer(lo=2)
+
+
 class Mlflow(Section):
     tracking_uri: str
     experiment: OptText
@@ -364,6 +377,7 @@ class Config(Section):
     eval: Eval
     export: Export
     serve: Serve
+    monitor: Monitor
 
 
 SECTIONS: dict[str, type[Section]] = {

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from medclf.atomic import atomic_dir, atomic_path
+from medclf.atomic import atomic_dir, atomic_path, dumps_json, write_text
 from medclf.choices import BACKENDS
 from medclf.data.split import metadata_columns
 from medclf.decision import DecisionRecord
@@ -145,7 +145,31 @@ def evaluate(
         job.cfg.eval.gates, scores.values, job.classes, on=str(job.cfg.eval.gates_on)
     )
     metrics = _record(job, ev, decision, scores, calibration, measured, gates)
-    return _write(job, metrics, scores, gates, ev, decision)
+    result = _write(job, metrics, scores, gates, ev, decision)
+    if job.name == "test" and not job.external and val is not None:
+        _write_monitor_reference(job, val, ev, scores, decision)
+    return result
+
+
+def _write_monitor_reference(
+    job: Job, val: Evaluated, test: Evaluated, scores: Scores, decision: DecisionRecord
+) -> None:
+    """What live traffic will be compared with (``monitoring.profile``): the held-out
+    images' intensity features and the calibrated predictions on validation and test."""
+    from medclf.evaluation.calibration import apply_temperature
+    from medclf.monitoring.profile import build_profile
+
+    val_probs = apply_temperature(val.logits, decision.temperature)
+    probabilities = {"validation": val_probs, "test": scores.probs}
+    profile = build_profile(
+        job.classes,
+        job.predictor.version,
+        [*val.images, *test.images],
+        probabilities,
+        {s: [decision.decide(p, job.classes) for p in probs] for s, probs in probabilities.items()},
+        job.seed,
+    )
+    write_text(job.run.monitor_reference, dumps_json(profile.to_json(), indent=None) + "\n")
 
 
 def _load(run_dir: str | Path, split: str | None, overrides: list[str], backend: str) -> Job:

@@ -168,8 +168,9 @@ def _traced(reference: TorchPredictor) -> Any:
 
 def _entries(reference: TorchPredictor, release: dict[str, Any]) -> dict[str, str]:
     """The metadata an exported file carries: the preprocessing and decision records, the
-    model's name and version and the release record."""
-    return {
+    model's name and version, the release record and, when these weights were evaluated on
+    their test split, the monitoring reference."""
+    entries = {
         records.ONNX_META_PREPROCESSING: dumps_json(reference.prep.to_dict(), indent=None),
         records.ONNX_META_DECISION: dumps_json(reference.decision.to_dict(), indent=None),
         records.ONNX_META_MODEL_NAME: reference.name,
@@ -177,6 +178,21 @@ def _entries(reference: TorchPredictor, release: dict[str, Any]) -> dict[str, st
         records.ONNX_META_MEDCLF_VERSION: __version__,
         records.ONNX_META_RELEASE: dumps_json(release, indent=None),
     }
+    profile = _monitor_reference(reference.run)
+    if profile is not None and profile.model_version == reference.version:
+        entries[records.ONNX_META_MONITOR_REFERENCE] = dumps_json(profile.to_json(), indent=None)
+    elif profile is not None:
+        log.warning(
+            "%s is of other weights (evaluate the run again): not embedded",
+            reference.run.monitor_reference,
+        )
+    return entries
+
+
+def _monitor_reference(run: RunDir) -> Any:
+    from medclf.monitoring.profile import read_profile
+
+    return read_profile(run.monitor_reference) if run.monitor_reference.is_file() else None
 
 
 def _metadata(

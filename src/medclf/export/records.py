@@ -14,6 +14,8 @@ ONNX_META_GRAPH_SHA256 = "medclf.graph_sha256"
 ONNX_META_RELEASE = "medclf.release"  # training data, test metrics and gates, versions, time
 ONNX_META_QUANTIZATION = "medclf.quantization"  # only in an INT8 file: how it was quantized
 ONNX_META_MEDCLF_VERSION = "medclf.version"
+# what live traffic is compared with (monitoring.profile), when the weights were evaluated
+ONNX_META_MONITOR_REFERENCE = "medclf.monitor_reference"
 EXPORT_METADATA = "metadata.json"  # written beside model.onnx by export
 FP32_FILE = "model.onnx"
 INT8_FILE = "model.int8.onnx"

@@ -28,6 +28,7 @@ from medclf.export.records import (
     ONNX_META_GRAPH_SHA256,
     ONNX_META_MODEL_NAME,
     ONNX_META_MODEL_VERSION,
+    ONNX_META_MONITOR_REFERENCE,
     ONNX_META_PREPROCESSING,
     ONNX_META_RELEASE,
     graph_sha256,
@@ -240,6 +241,8 @@ class OnnxPredictor(Predictor):
         )
         if ONNX_META_RELEASE in meta:
             self.release = json.loads(meta[ONNX_META_RELEASE])
+        # JSON text, parsed and checked only by the monitor (monitoring.profile)
+        self.monitor_reference_text = meta.get(ONNX_META_MONITOR_REFERENCE)
         self.name = meta.get(ONNX_META_MODEL_NAME, path.stem)
         self.version = meta.get(ONNX_META_MODEL_VERSION, "unknown")
         self.input_name = self.session.get_inputs()[0].name

@@ -1,0 +1,203 @@
+"""``medclf monitor``: new images through the model, compared with its reference profile.
+
+new images -> (in chunks: decode and fit with the model's preprocessing, intensity features,
+calibrated probabilities and decisions) -> input drift per feature (PSI and KS), prediction
+drift (class-share PSI, "refer" share, confidence histogram), the label-free performance
+estimate against the model's own expectation on its test split -> alerts by the
+``monitor.*`` thresholds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medclf.errors import MedclfError
+from medclf.monitoring.drift import categorical_psi, ks, psi
+from medclf.monitoring.estimate import label_free
+from medclf.monitoring.features import INTENSITY_FEATURES, intensity_features
+from medclf.monitoring.profile import ReferenceProfile, profile_from_text, read_profile, refer_share
+
+CHUNK = 256  # images decoded at once: memory stays at a chunk of model inputs
+CONFIDENCE_EDGES = np.linspace(0, 1, 11)
+
+
+@dataclass
+class Current:
+    """The new images, as the model met them."""
+
+    features: np.ndarray  # images x INTENSITY_FEATURES
+    probabilities: np.ndarray  # images x classes, calibrated
+    decisions: list[dict[str, Any]]
+    unreadable: list[str] = field(default_factory=list)  # one message per skipped file
+
+
+def reference_of(predictor: Any) -> ReferenceProfile:
+    """The reference profile of a run (its file) or of an ONNX export (embedded)."""
+    run = getattr(predictor, "run", None)
+    if run is not None:
+        if not run.monitor_reference.is_file():
+            raise MedclfError(
+                f"{run.root}: no {run.monitor_reference.name}; evaluate the run on its test "
+                f"split first (medclf evaluate model={run.root})"
+            )
+        profile = read_profile(run.monitor_reference)
+    else:
+        text = getattr(predictor, "monitor_reference_text", None)
+        if not text:
+            raise MedclfError(
+                f"model {predictor.name}: the export holds no monitoring reference (exported "
+                "before its test evaluation, or by an earlier medclf); run 'medclf evaluate "
+                "model=RUN' and 'medclf export model=RUN' again"
+            )
+        profile = profile_from_text(text, f"model {predictor.name}")
+    if profile.model_version != predictor.version or profile.classes != predictor.class_names:
+        raise MedclfError(
+            f"model {predictor.name}: its monitoring reference describes other weights "
+            f"(version {profile.model_version}, not {predictor.version}); evaluate it again"
+        )
+    return profile
+
+
+def read_current(predictor: Any, paths: list[Path], progress: bool = True) -> Current:
+    """``paths`` through the model in chunks; an unreadable file is skipped and reported."""
+    from medclf.data.datamodule import decode_all
+
+    features, probabilities, unreadable = [], [], []
+    for start in range(0, len(paths), CHUNK):
+        chunk = [str(p) for p in paths[start : start + CHUNK]]
+        arrays, errors = decode_all(chunk, predictor.prep, desc="reading images", progress=progress)
+        unreadable += errors
+        fitted = [a for a in arrays if a is not None]
+        if not fitted:
+            continue
+        features.append(np.stack([intensity_features(a) for a in fitted]))
+        inputs = [predictor.prep.normalize_array(a) for a in fitted]
+        probabilities.append(predictor.predict_arrays(inputs).astype(np.float64))
+    if not features:
+        first = f"; first: {unreadable[0]}" if unreadable else ""
+        raise MedclfError(f"none of the {len(paths)} image(s) could be read{first}")
+    probs = np.concatenate(probabilities)
+    decisions = [predictor.decision.decide(p, predictor.class_names) for p in probs]
+    return Current(np.concatenate(features), probs, decisions, unreadable)
+
+
+def _input_drift(reference: ReferenceProfile, current: Current, settings: Any) -> dict:
+    alpha = float(settings.alpha) / len(INTENSITY_FEATURES)  # Bonferroni over the features
+    out = {}
+    for j, name in enumerate(INTENSITY_FEATURES):
+        ref, cur = reference.intensity[:, j], current.features[:, j]
+        value = psi(ref, cur, int(settings.psi_bins))
+        test = ks(ref, cur)
+        out[name] = {
+            "psi": value,
+            "ks_statistic": test.statistic,
+            "p_value": test.p_value,
+            "reference_mean": float(ref.mean()),
+            "current_mean": float(cur.mean()),
+            "drift": bool(value > float(settings.psi_alert) and test.p_value < alpha),
+        }
+    return out
+
+
+def _shares(probabilities: np.ndarray, classes: tuple[str, ...]) -> np.ndarray:
+    return np.bincount(probabilities.argmax(axis=1), minlength=len(classes))
+
+
+def _held_out_refer_share(reference: ReferenceProfile) -> float | None:
+    shares = [
+        (reference.refer_share.get(s), len(p))
+        for s, p in reference.probabilities.items()
+        if reference.refer_share.get(s) is not None
+    ]
+    if not shares:
+        return None
+    return sum(share * n for share, n in shares) / sum(n for _, n in shares)
+
+
+def _prediction_drift(reference: ReferenceProfile, current: Current, settings: Any) -> dict:
+    """Class shares, "refer" share and confidence against the held-out images (validation
+    and test together: twice the reference of either alone). The class shares drift when
+    their PSI exceeds ``class_psi_alert`` and a chi-square test of the two count vectors
+    rejects at ``alpha``: PSI alone is noisy when the held-out splits are small."""
+    from scipy.stats import chi2_contingency
+
+    classes = reference.classes
+    ref_probs = np.concatenate(list(reference.probabilities.values()))
+    ref_counts, cur_counts = _shares(ref_probs, classes), _shares(current.probabilities, classes)
+    class_psi = categorical_psi(ref_counts, cur_counts)
+    seen = (ref_counts + cur_counts) > 0  # a class neither predicted adds nothing to the test
+    table = np.stack([ref_counts[seen], cur_counts[seen]])
+    p_value = float(chi2_contingency(table).pvalue) if seen.sum() > 1 else 1.0
+    ref_refer, cur_refer = _held_out_refer_share(reference), refer_share(current.decisions)
+    refer_drift = (
+        ref_refer is not None
+        and cur_refer is not None
+        and cur_refer - ref_refer > float(settings.max_refer_increase)
+    )
+    return {
+        "class_shares": {
+            "reference": dict(zip(classes, (ref_counts / ref_counts.sum()).tolist(), strict=True)),
+            "current": dict(zip(classes, (cur_counts / cur_counts.sum()).tolist(), strict=True)),
+        },
+        "class_psi": class_psi,
+        "class_p_value": p_value,
+        "class_drift": bool(
+            class_psi > float(settings.class_psi_alert) and p_value < float(settings.alpha)
+        ),
+        "refer_share": {"reference": ref_refer, "current": cur_refer, "drift": bool(refer_drift)},
+        "confidence_histogram": {
+            "edges": CONFIDENCE_EDGES.tolist(),
+            "reference": _histogram(ref_probs.max(axis=1)),
+            "current": _histogram(current.probabilities.max(axis=1)),
+        },
+    }
+
+
+def _histogram(values: np.ndarray) -> list[float]:
+    counts = np.histogram(values, CONFIDENCE_EDGES)[0]
+    return (counts / max(1, counts.sum())).tolist()
+
+
+def _performance(reference: ReferenceProfile, current: Current, settings: Any) -> dict:
+    kwargs = {"draws": int(settings.draws), "confidence": float(settings.confidence)}
+    now = label_free(current.probabilities, reference.classes, **kwargs)
+    baseline_sample = "test" if "test" in reference.probabilities else "validation"
+    expected = label_free(reference.probabilities[baseline_sample], reference.classes, **kwargs)
+    floor = expected.accuracy.value - float(settings.max_accuracy_drop)
+    return {
+        "accuracy": asdict(now.accuracy),
+        "sensitivity": {c: asdict(e) for c, e in now.sensitivity.items()},
+        "reference": {"sample": baseline_sample, "accuracy": asdict(expected.accuracy)},
+        "drop": bool(now.accuracy.high < floor),
+    }
+
+
+def compare(reference: ReferenceProfile, current: Current, settings: Any) -> dict[str, Any]:
+    """Everything ``monitor.json`` holds, with the alerts the thresholds raise."""
+    inputs = _input_drift(reference, current, settings)
+    predictions = _prediction_drift(reference, current, settings)
+    performance = _performance(reference, current, settings)
+    n = len(current.probabilities)
+    alerts = [f"input drift: {name}" for name, f in inputs.items() if f["drift"]]
+    if predictions["class_drift"]:
+        alerts.append(f"prediction drift: class shares (PSI {predictions['class_psi']:.2f})")
+    if predictions["refer_share"]["drift"]:
+        alerts.append("prediction drift: more 'refer' decisions")
+    if performance["drop"]:
+        alerts.append("performance: the label-free accuracy estimate dropped")
+    enough = n >= int(settings.min_images)
+    return {
+        "images": n,
+        "unreadable": len(current.unreadable),
+        "reference_images": len(reference.intensity),
+        "input_drift": inputs,
+        "prediction_drift": predictions,
+        "performance_estimate": performance,
+        "alerts": alerts if enough else [],
+        "too_few_images": not enough,
+        "settings": {k: settings[k] for k in settings},
+    }

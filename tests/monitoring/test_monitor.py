@@ -1,0 +1,125 @@
+"""``medclf monitor`` end to end: a real run's ONNX export against new phantom images, with
+and without a scanner contrast change; the report opened by an HTML parser; refusals."""
+
+import json
+import shutil
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from medclf.errors import MedclfError
+from medclf.monitoring.profile import ReferenceProfile, read_profile
+from tests.conftest import medclf
+
+pytestmark = pytest.mark.slow
+SECTIONS = {"alerts", "input-drift", "prediction-drift", "performance", "settings"}
+
+
+@pytest.fixture(scope="module")
+def new_images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """New phantoms from the training scanner, and the same kind at 85% contrast."""
+    from medclf.data.synth import generate
+
+    root = tmp_path_factory.mktemp("new")
+    generate(root / "same", per_class=40, size=48, seed=21)
+    generate(root / "shifted", per_class=40, size=48, seed=22)
+    for path in (root / "shifted").rglob("*.png"):
+        pixels = np.asarray(Image.open(path)).astype(np.float64) * 0.85
+        Image.fromarray(np.round(pixels).astype(np.uint16)).save(path)
+    return {"same": root / "same", "shifted": root / "shifted"}
+
+
+class _Sections(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.ids: set[str] = set()
+        self.images = 0
+
+    def handle_starttag(self, tag, attrs):
+        found = dict(attrs)
+        if tag == "section" and found.get("id"):
+            self.ids.add(found["id"])
+        if tag == "img" and str(found.get("src", "")).startswith("data:image/png;base64,"):
+            self.images += 1
+
+
+def _monitored(run: Path, images: Path, out: Path, *extra: str):
+    proc = medclf("monitor", f"model={run}", f"images={images}", f"out={out}", *extra)
+    report = _Sections()
+    if (out / "report.html").is_file():
+        report.feed((out / "report.html").read_text())
+    summary = json.loads((out / "monitor.json").read_text()) if out.is_dir() else None
+    return proc, summary, report
+
+
+def test_the_same_scanner_passes_and_a_contrast_change_is_flagged(
+    trained_run: Path, new_images: dict[str, Path], tmp_path: Path
+):
+    onnx = trained_run / "export" / "model.onnx"  # carries the reference of its evaluation
+    proc, same, report = _monitored(onnx, new_images["same"], tmp_path / "same")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert same["alerts"] == [] and same["images"] == 160
+    assert not any(f["drift"] for f in same["input_drift"].values())
+    assert report.ids == SECTIONS and report.images == 2
+
+    proc, shifted, report = _monitored(onnx, new_images["shifted"], tmp_path / "shifted")
+    assert proc.returncode == 1, proc.stdout + proc.stderr  # 1: a threshold was crossed
+    assert "input drift: mean" in shifted["alerts"]
+    assert "alert: input drift: mean" in proc.stdout
+    assert shifted["input_drift"]["mean"]["p_value"] < 1e-4
+    assert report.ids == SECTIONS and report.images == 2
+
+
+def test_the_label_free_estimate_holds_the_realised_accuracy(
+    trained_run: Path, new_images: dict[str, Path], tmp_path: Path
+):
+    """Labels of the new images (their folders) arrive later: the realised accuracy of the
+    same model on them lies in the interval the monitor gave without them."""
+    from medclf.serving.predictor import load_predictor
+
+    out = tmp_path / "estimate"
+    _, summary, _ = _monitored(trained_run, new_images["same"], out)
+    predictor = load_predictor(str(trained_run))
+    paths = sorted(new_images["same"].rglob("*.png"))
+    probs = predictor.predict_arrays([predictor.prepare(p)[0] for p in paths])
+    truth = [predictor.class_names.index(p.parent.name) for p in paths]
+    realised = float(np.mean(probs.argmax(axis=1) == np.array(truth)))
+    estimate = summary["performance_estimate"]["accuracy"]
+    assert estimate["low"] <= realised <= estimate["high"], (realised, estimate)
+
+
+def test_refusals_are_one_line_and_write_nothing(
+    trained_run: Path, new_images: dict[str, Path], tmp_path: Path
+):
+    out = tmp_path / "out"
+    bad = medclf("monitor", f"model={trained_run}", f"images={new_images['same']}",
+                 f"out={out}", "monitor.alpha=2")  # fmt: skip
+    assert bad.returncode == 2 and bad.stderr.startswith("error: monitor.alpha=2")
+    too_many = medclf("monitor", f"model={trained_run}", f"images={new_images['same']}",
+                      f"out={out}", "monitor.max_images=10")  # fmt: skip
+    assert too_many.returncode == 2 and "monitor.max_images=10" in too_many.stderr
+    bare = tmp_path / "run-without-reference"
+    shutil.copytree(trained_run, bare)
+    (bare / "monitor_reference.json").unlink()
+    missing = medclf("monitor", f"model={bare}", f"images={new_images['same']}", f"out={out}")
+    assert missing.returncode == 2, missing.stderr
+    assert missing.stderr.startswith("error: ") and "medclf evaluate model=" in missing.stderr
+    assert not out.exists()
+
+
+def test_a_reference_profile_from_elsewhere_is_checked(trained_run: Path, tmp_path: Path):
+    good = json.loads((trained_run / "monitor_reference.json").read_text())
+    assert read_profile(trained_run / "monitor_reference.json").classes == tuple(good["classes"])
+    broken = {
+        "not finite": {**good, "intensity": [[float("nan")] * 5]},
+        "wrong width": {**good, "intensity": [[0.1, 0.2]]},
+        "no rows": {**good, "intensity": []},
+        "other version": {**good, "version": 99},
+        "no validation": {**good, "probabilities": {}},
+    }
+    for name, data in broken.items():
+        with pytest.raises(MedclfError, match="not a valid monitoring reference"):
+            ReferenceProfile.from_json(data, name)
