@@ -20,6 +20,7 @@ from medclf.cli_common import (
 )
 from medclf.cli_data import data_app
 from medclf.cli_monitor import monitor
+from medclf.cli_pipeline import init_pipeline
 from medclf.cli_registry import (
     local_model,
     local_run,
@@ -43,6 +44,7 @@ app.add_typer(data_app, name="data")
 app.add_typer(registry_app, name="registry")
 app.add_typer(audit_app, name="audit")
 app.command(name="monitor")(monitor)
+app.command(name="init-pipeline")(init_pipeline)
 app.command("register")(register)
 
 

@@ -90,10 +90,15 @@ class RunDir:
         return self.root.name
 
     @classmethod
-    def create(cls, runs_root: str | Path, run_group: str, model_name: str) -> RunDir:
+    def create(
+        cls, runs_root: str | Path, run_group: str, model_name: str, name: str | None = None
+    ) -> RunDir:
+        """A new run folder: ``<time>-<model>``, or ``name`` (``run_name``) when given."""
         stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         base = Path(runs_root) / run_group
         base.mkdir(parents=True, exist_ok=True)
+        if name:
+            return cls._named(base / name)
         safe_model = model_name.replace("/", "_")
         for n in range(1000):
             candidate = base / (f"{stamp}-{safe_model}" + (f"-{n}" if n else ""))
@@ -103,6 +108,25 @@ class RunDir:
                 continue
             return cls(candidate)
         raise MedclfError(f"could not create a new run folder under {base}")
+
+    @classmethod
+    def check_name_free(cls, root: Path) -> None:
+        """A run folder of a fixed name (``run_name``) may be new or hold no training (what
+        ``dvc repro`` leaves after removing the train stage's outputs, before training
+        again); one that holds weights or a finished training is refused."""
+        run = cls(root)
+        trained = [p for p in (run.best_ckpt, run.last_ckpt, run.summary) if p.exists()]
+        if trained:
+            raise MedclfError(
+                f"{root} already holds a trained run ({trained[0].name}); choose another "
+                "run_name, or remove that folder to train it again"
+            )
+
+    @classmethod
+    def _named(cls, root: Path) -> RunDir:
+        cls.check_name_free(root)
+        root.mkdir(exist_ok=True)
+        return cls(root)
 
     @classmethod
     def open(cls, path: str | Path, need_weights: bool = True) -> RunDir:

@@ -77,6 +77,13 @@ def _loggers(v: Any) -> None:
         raise ValueError("not a list of known loggers")
 
 
+def _folder_name(v: Any) -> None:
+    if v is not None and (
+        not isinstance(v, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", v)
+    ):
+        raise ValueError("not a plain folder name")
+
+
 def _pretrained(v: Any) -> None:
     if v not in (True, False, "auto"):
         raise ValueError("not true, false or auto")
@@ -359,6 +366,7 @@ class Config(Section):
 
     recipe: choice(choices.RECIPES)
     run_group: str
+    run_name: checked(_folder_name, "null or a folder name (letters, digits, . _ -)")
     runs_root: str
     seed: integer()
     logger: (

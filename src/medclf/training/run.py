@@ -158,7 +158,7 @@ def _fit(cfg: DictConfig, resume_from: RunDir | None, keep: tuple[str, ...] = ()
         _log_data_summary(prepared.table, list(parts.prep.class_names))
         return _run_trainer(cfg, resume_from, parts)
     parts.prep = _with_statistics(cfg, parts, model_defaults)
-    run = RunDir.create(cfg.runs_root, str(cfg.run_group), str(cfg.model.name))
+    run = RunDir.create(cfg.runs_root, str(cfg.run_group), str(cfg.model.name), cfg.run_name)
     try:
         _write_inputs(cfg, run, parts)
         return _run_trainer(cfg, run, parts)
@@ -174,6 +174,8 @@ def _check_and_plan(
     pretrained weights, the data and its check, the recipe, the model name, stages, loggers
     and the device. Returns (prepared data, stages, device flags, the model's input defaults)."""
     if resume_from is None:
+        if cfg.run_name:  # a fixed run folder that already holds a training: refused now
+            RunDir.check_name_free(Path(cfg.runs_root) / str(cfg.run_group) / cfg.run_name)
         resolve_pretrained(cfg.model)
         if cfg.model.get("pretrained") and not cfg.model.get("weights"):
             _check_pretrained_available(cfg.model)
