@@ -11,49 +11,76 @@ import typer
 from medclf.cli_common import expand_images, handles_errors, require
 from medclf.errors import MedclfError
 
-USAGE = "medclf monitor model=RUN|FILE.onnx|models:/NAME@ALIAS images=FOLDER [out=DIR]"
+USAGE = (
+    "medclf monitor model=RUN|FILE.onnx|models:/NAME@ALIAS images=FOLDER | audit=URL "
+    "[since=7d] [window=1d] [out=DIR]"
+)
 EXIT_ALERT = 1  # a threshold was crossed (2 stays "bad input"): for cron and CI alerting
 
 
 @handles_errors
 def monitor(
     args: list[str] = typer.Argument(
-        None, help="model=... images=FOLDER [out=DIR] [monitor.KEY=VALUE ...] [runs_root=DIR]"
+        None,
+        help="model=... images=FOLDER | audit=URL [since=7d] [window=1d] [out=DIR] "
+        "[monitor.KEY=VALUE ...] [runs_root=DIR]",
     ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars."),
 ) -> None:
-    """Compare new images with the model's reference profile (written by its test
-    evaluation): input drift, prediction drift and a label-free accuracy estimate; writes
+    """Compare new images (a folder) or live traffic (the service's audit log) with the
+    model's reference profile (written by its test evaluation): input drift, prediction
+    drift and a label-free accuracy estimate, over time windows for the audit log; writes
     monitor.json and report.html and exits 1 when a monitor.* threshold is crossed."""
     from medclf.cli_registry import local_model
     from medclf.config import compose
-    from medclf.monitoring.monitor import compare, read_current, reference_of
+    from medclf.monitoring.monitor import compare, reference_of
     from medclf.monitoring.report import write_outputs
+    from medclf.schema_kinds import parse_duration
     from medclf.serving.predictor import load_predictor
     from medclf.words import keys, split_words
 
-    found, rest, _ = split_words(args or [], {"model", "images", "out"})
+    found, rest, _ = split_words(args or [], {"model", "images", "audit", "since", "window", "out"})
     own = [w for w, k in zip(rest, keys(rest), strict=True) if k.startswith("monitor.")]
     own += [w for w, k in zip(rest, keys(rest), strict=True) if k == "runs_root"]
     cfg = compose(own)  # checked before any file is read
-    settings = cfg.monitor
-    spec, folder = require(found, "model", USAGE), require(found, "images", USAGE)
-    paths = expand_images([folder])
-    if len(paths) > int(settings.max_images):
-        raise MedclfError(
-            f"{folder}: {len(paths)} images, more than monitor.max_images="
-            f"{settings.max_images}; monitor a smaller folder or raise the limit"
-        )
+    spec = require(found, "model", USAGE)
+    if ("images" in found) == ("audit" in found):
+        raise MedclfError(f"give images=FOLDER or audit=URL (one per run); usage: {USAGE}")
+    window = found.get("window", "1d" if "audit" in found else None)
+    window_s = parse_duration(window, key="window") if window else None
+    paths = _image_paths(found["images"], cfg.monitor) if "images" in found else []
     predictor = load_predictor(*local_model(spec, [w for w in rest if w not in own], "monitor"))
-    reference = reference_of(predictor)  # refused before any image is decoded
-    current = read_current(predictor, paths, progress)
-    result = compare(reference, current, settings)
+    reference = reference_of(predictor)  # refused before any image or row is read
+    current = _current(predictor, found, paths, cfg.monitor, progress)
+    result = compare(reference, current, cfg.monitor, window_s)
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     out = Path(found.get("out") or Path(cfg.runs_root) / "monitor" / predictor.name / stamp)
     write_outputs(out, predictor.info(), result, reference, current)
     _print(result, out)
     if result["alerts"]:
         raise typer.Exit(EXIT_ALERT)
+
+
+def _image_paths(folder: str, settings: Any) -> list[Path]:
+    paths = expand_images([folder])
+    if len(paths) > int(settings.max_images):
+        raise MedclfError(
+            f"{folder}: {len(paths)} images, more than monitor.max_images="
+            f"{settings.max_images}; monitor a smaller folder or raise the limit"
+        )
+    return paths
+
+
+def _current(predictor: Any, found: dict, paths: list[Path], settings: Any, progress: bool):
+    """The new images through the model, or the audit log's predictions of this model."""
+    from medclf.monitoring.monitor import current_from_audit, read_current
+    from medclf.serving.audit import read_rows, since_time
+
+    if paths:
+        return read_current(predictor, paths, progress)
+    since = since_time(found.get("since"))
+    rows = read_rows(found["audit"], since, predictor.version, int(settings.max_images))
+    return current_from_audit(rows, predictor.class_names)
 
 
 def _print(result: dict[str, Any], out: Path) -> None:
@@ -66,10 +93,10 @@ def _print(result: dict[str, Any], out: Path) -> None:
         f"monitored {result['images']} image(s) ({result['unreadable']} unreadable) against "
         f"{result['reference_images']} reference image(s)"
     )
+    inputs = ", ".join(f"{n} (PSI {drift[n]['psi']:.2f})" for n in shifted) or "none"
     typer.echo(
-        "input drift: "
-        + (", ".join(f"{n} (PSI {drift[n]['psi']:.2f})" for n in shifted) or "none")
-        + f"; class-share PSI {pred['class_psi']:.2f}"
+        f"input drift: {inputs if drift else 'no features recorded'}; "
+        f"class-share PSI {pred['class_psi']:.2f}"
     )
     typer.echo(
         f"label-free accuracy {acc['value']:.3f} [{acc['low']:.3f}, {acc['high']:.3f}] "

@@ -12,10 +12,10 @@ from PIL import Image
 
 from medclf.errors import MedclfError
 from medclf.monitoring.profile import ReferenceProfile, read_profile
-from tests.conftest import medclf
+from tests.conftest import medclf, served
 
 pytestmark = pytest.mark.slow
-SECTIONS = {"alerts", "input-drift", "prediction-drift", "performance", "settings"}
+SECTIONS = {"alerts", "input-drift", "prediction-drift", "performance", "windows", "settings"}
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +46,9 @@ class _Sections(HTMLParser):
             self.images += 1
 
 
-def _monitored(run: Path, images: Path, out: Path, *extra: str):
-    proc = medclf("monitor", f"model={run}", f"images={images}", f"out={out}", *extra)
+def _monitored(run: Path, images: Path | None, out: Path, *extra: str):
+    source = (f"images={images}",) if images else ()
+    proc = medclf("monitor", f"model={run}", *source, f"out={out}", *extra)
     report = _Sections()
     if (out / "report.html").is_file():
         report.feed((out / "report.html").read_text())
@@ -123,3 +124,29 @@ def test_a_reference_profile_from_elsewhere_is_checked(trained_run: Path, tmp_pa
     for name, data in broken.items():
         with pytest.raises(MedclfError, match="not a valid monitoring reference"):
             ReferenceProfile.from_json(data, name)
+
+
+def test_live_traffic_from_the_audit_log_in_time_windows(
+    trained_run: Path, new_images: dict[str, Path], tmp_path: Path
+):
+    """A real service answers 40 images of the training scanner, then 40 at 85% contrast;
+    the monitor reads its audit log (the features it recorded), flags the shift, and shows
+    the traffic in time windows."""
+    import httpx
+
+    onnx = trained_run / "export" / "model.onnx"
+    audit = f"sqlite:///{tmp_path / 'audit.db'}"
+    same = sorted(new_images["same"].rglob("*.png"))[::4]
+    shifted = sorted(new_images["shifted"].rglob("*.png"))[::4]
+    with served(onnx, extra=(f"serve.audit_url={audit}",)) as url:
+        for path in [*same, *shifted]:
+            answer = httpx.post(f"{url}/predict", files={"file": path.read_bytes()}, timeout=30)
+            assert answer.status_code == 200, answer.text
+    proc, summary, report = _monitored(onnx, None, tmp_path / "out", f"audit={audit}", "window=1s")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert summary["images"] == 80  # half of them shifted: some intensity feature drifts
+    assert any(alert.startswith("input drift: ") for alert in summary["alerts"])
+    assert sum(w["images"] for w in summary["windows"]) >= 78  # a lone image makes no window
+    assert report.ids == SECTIONS and report.images == 3  # confidence, intensity, windows
+    both = medclf("monitor", f"model={onnx}", f"audit={audit}", "images=x")
+    assert both.returncode == 2 and both.stderr.startswith("error: give images=FOLDER or audit=")

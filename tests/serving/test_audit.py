@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import numpy as np
 import pytest
 
 from medclf.errors import MedclfError
@@ -30,3 +31,40 @@ def test_since_refuses_anything_else_naming_both_forms():
     with pytest.raises(MedclfError, match=r"duration back from now .* or an ISO date"):
         since_time("yesterday", NOW)
     assert since_time(None) is None
+
+
+def test_an_audit_log_of_an_earlier_medclf_gains_the_features_column(tmp_path):
+    """Opened by this medclf, an old log keeps its rows (features null) and takes new ones;
+    the monitor reads both, and says that the old rows recorded no features."""
+    import json
+    import sqlite3
+
+    from medclf.monitoring.monitor import current_from_audit
+    from medclf.serving.audit import PREDICTIONS, open_engine, read_rows
+
+    db = tmp_path / "old.db"
+    columns = [c.name for c in PREDICTIONS.columns if c.name not in ("features", "id")]
+    with sqlite3.connect(db) as old:
+        old.execute(
+            "CREATE TABLE predictions (id INTEGER PRIMARY KEY, "
+            + ", ".join(f"{c} TEXT" for c in columns)
+            + ")"
+        )
+        values = {c: "x" for c in columns}
+        values.update(at="2026-12-01T08:00:00+00:00", model_version="v1", refer=None,
+                      probabilities=json.dumps({"a": 0.9, "b": 0.1}))  # fmt: skip
+        marks = ", ".join("?" * len(values))
+        old.execute(
+            f"INSERT INTO predictions ({', '.join(values)}) VALUES ({marks})", list(values.values())
+        )
+    open_engine(f"sqlite:///{db}").dispose()
+    with sqlite3.connect(db) as upgraded:
+        names = [r[1] for r in upgraded.execute("PRAGMA table_info(predictions)")]
+    assert "features" in names
+    rows = read_rows(f"sqlite:///{db}", None, "v1", most=10)
+    assert len(rows) == 1 and rows[0]["features"] is None
+    current = current_from_audit(rows, ("a", "b"))
+    assert current.probabilities.tolist() == [[0.9, 0.1]]
+    assert np.isnan(current.features).all()
+    with pytest.raises(MedclfError, match=r"monitor\.max_images=0"):
+        read_rows(f"sqlite:///{db}", None, "v1", most=0)

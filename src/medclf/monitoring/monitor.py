@@ -9,6 +9,8 @@ estimate against the model's own expectation on its test split -> alerts by the
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,10 +31,42 @@ CONFIDENCE_EDGES = np.linspace(0, 1, 11)
 class Current:
     """The new images, as the model met them."""
 
-    features: np.ndarray  # images x INTENSITY_FEATURES
+    features: np.ndarray  # images x INTENSITY_FEATURES; a row of NaN where not recorded
     probabilities: np.ndarray  # images x classes, calibrated
     decisions: list[dict[str, Any]]
     unreadable: list[str] = field(default_factory=list)  # one message per skipped file
+    times: list[dt.datetime] | None = None  # when each was predicted (from the audit log)
+
+    def subset(self, rows: np.ndarray) -> Current:
+        return Current(
+            self.features[rows],
+            self.probabilities[rows],
+            [self.decisions[i] for i in rows],
+            times=[self.times[i] for i in rows] if self.times else None,
+        )
+
+
+def current_from_audit(rows: list[dict[str, Any]], classes: tuple[str, ...]) -> Current:
+    """Audit-log rows (``serving.audit.read_rows``) as the monitor's current sample."""
+    if not rows:
+        raise MedclfError("the audit log holds no prediction of this model in that period")
+    probabilities, features, decisions, times = [], [], [], []
+    try:
+        for row in rows:
+            shares = json.loads(row["probabilities"])
+            probabilities.append([float(shares[c]) for c in classes])
+            values = json.loads(row["features"]) if row["features"] else None
+            features.append(values if values else [np.nan] * len(INTENSITY_FEATURES))
+            decisions.append({} if row["refer"] is None else {"refer": bool(row["refer"])})
+            times.append(dt.datetime.fromisoformat(row["at"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise MedclfError(f"an audit row does not match this model's classes ({exc})") from None
+    return Current(
+        np.asarray(features, np.float64).reshape(len(rows), len(INTENSITY_FEATURES)),
+        np.asarray(probabilities, np.float64),
+        decisions,
+        times=times,
+    )
 
 
 def reference_of(predictor: Any) -> ReferenceProfile:
@@ -86,10 +120,15 @@ def read_current(predictor: Any, paths: list[Path], progress: bool = True) -> Cu
 
 
 def _input_drift(reference: ReferenceProfile, current: Current, settings: Any) -> dict:
+    """Per feature; empty when fewer than two images have recorded features (a raw
+    tensor's audit rows, or rows older than the features column)."""
     alpha = float(settings.alpha) / len(INTENSITY_FEATURES)  # Bonferroni over the features
+    recorded = current.features[~np.isnan(current.features).any(axis=1)]
+    if len(recorded) < 2:
+        return {}
     out = {}
     for j, name in enumerate(INTENSITY_FEATURES):
-        ref, cur = reference.intensity[:, j], current.features[:, j]
+        ref, cur = reference.intensity[:, j], recorded[:, j]
         value = psi(ref, cur, int(settings.psi_bins))
         test = ks(ref, cur)
         out[name] = {
@@ -176,8 +215,41 @@ def _performance(reference: ReferenceProfile, current: Current, settings: Any) -
     }
 
 
-def compare(reference: ReferenceProfile, current: Current, settings: Any) -> dict[str, Any]:
-    """Everything ``monitor.json`` holds, with the alerts the thresholds raise."""
+def windows(
+    reference: ReferenceProfile, current: Current, settings: Any, seconds: float
+) -> list[dict[str, Any]]:
+    """The audit period in windows of ``seconds``: per window its images, class-share PSI,
+    refer share, label-free accuracy and drifting features (the same rules as the whole)."""
+    if not current.times:
+        return []
+    start = min(current.times)
+    index = np.array([int((t - start).total_seconds() // seconds) for t in current.times])
+    out = []
+    for k in np.unique(index):
+        part = current.subset(np.flatnonzero(index == k))
+        if len(part.probabilities) < 2:
+            continue
+        drift = _prediction_drift(reference, part, settings)
+        estimate = label_free(part.probabilities, reference.classes, draws=500)
+        inputs = _input_drift(reference, part, settings)
+        out.append(
+            {
+                "start": (start + dt.timedelta(seconds=float(k) * seconds)).isoformat(),
+                "images": len(part.probabilities),
+                "class_psi": drift["class_psi"],
+                "refer_share": drift["refer_share"]["current"],
+                "accuracy": asdict(estimate.accuracy),
+                "drifting_features": [n for n, f in inputs.items() if f["drift"]],
+            }
+        )
+    return out
+
+
+def compare(
+    reference: ReferenceProfile, current: Current, settings: Any, window_s: float | None = None
+) -> dict[str, Any]:
+    """Everything ``monitor.json`` holds, with the alerts the thresholds raise; audit-log
+    traffic also in windows of ``window_s`` seconds."""
     inputs = _input_drift(reference, current, settings)
     predictions = _prediction_drift(reference, current, settings)
     performance = _performance(reference, current, settings)
@@ -199,5 +271,6 @@ def compare(reference: ReferenceProfile, current: Current, settings: Any) -> dic
         "performance_estimate": performance,
         "alerts": alerts if enough else [],
         "too_few_images": not enough,
+        "windows": windows(reference, current, settings, window_s) if window_s else [],
         "settings": {k: settings[k] for k in settings},
     }

@@ -22,6 +22,7 @@ SECTIONS = [
     ("input-drift", "Input drift"),
     ("prediction-drift", "Prediction drift"),
     ("performance", "Performance estimate"),
+    ("windows", "Over time"),
     ("settings", "Settings"),
 ]
 
@@ -35,34 +36,72 @@ def _png(fig: Any) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def _figures(reference: ReferenceProfile, current_features: np.ndarray, result: dict) -> dict:
+def _plt() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _figures(reference: ReferenceProfile, current_features: np.ndarray, result: dict) -> dict:
+    figures = {"confidence": _confidence_figure(result["prediction_drift"])}
+    recorded = current_features[~np.isnan(current_features).any(axis=1)]
+    if result["input_drift"]:
+        figures["intensity"] = _intensity_figure(reference, recorded, result["input_drift"])
+    if result["windows"]:
+        figures["windows"] = _windows_figure(result["windows"])
+    return figures
+
+
+def _intensity_figure(reference: ReferenceProfile, current: np.ndarray, drift: dict) -> str:
+    plt = _plt()
     n = len(INTENSITY_FEATURES)
     fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 3), dpi=100)
     for j, (ax, name) in enumerate(zip(axes, INTENSITY_FEATURES, strict=True)):
-        ref, cur = reference.intensity[:, j], current_features[:, j]
+        ref, cur = reference.intensity[:, j], current[:, j]
         bins = np.histogram_bin_edges(np.concatenate([ref, cur]), bins=20)
         ax.hist(ref, bins, density=True, alpha=0.5, label="reference")
         ax.hist(cur, bins, density=True, alpha=0.5, label="new")
-        ax.set_title(f"{name} (PSI {result['input_drift'][name]['psi']:.2f})", fontsize=9)
+        ax.set_title(f"{name} (PSI {drift[name]['psi']:.2f})", fontsize=9)
     axes[0].legend(fontsize=8)
     fig.tight_layout()
-    figures = {"intensity": _png(fig)}
-    hist = result["prediction_drift"]["confidence_histogram"]
+    return _png(fig)
+
+
+def _confidence_figure(drift: dict) -> str:
+    plt = _plt()
+    hist = drift["confidence_histogram"]
     fig, ax = plt.subplots(figsize=(6, 3), dpi=100)
     edges = np.asarray(hist["edges"])
-    for key, label, shift in (("reference", "validation and test", 0.0), ("current", "new", 0.5)):
-        width = np.diff(edges) / 2
+    width = np.diff(edges) / 2
+    for key, label, shift in (("reference", "validation and test", 0.0), ("current", "new", 1.0)):
         ax.bar(edges[:-1] + width * shift, hist[key], width=width, align="edge", label=label)
     ax.set(xlabel="confidence of the predicted class", ylabel="share of images")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    figures["confidence"] = _png(fig)
-    return figures
+    return _png(fig)
+
+
+def _windows_figure(windows: list[dict]) -> str:
+    plt = _plt()
+    x = np.arange(len(windows))
+    acc = np.array([[w["accuracy"][k] for k in ("value", "low", "high")] for w in windows])
+    fig, axes = plt.subplots(1, 3, figsize=(14, 3.2), dpi=100)
+    axes[0].plot(x, acc[:, 0], marker="o")
+    axes[0].fill_between(x, acc[:, 1], acc[:, 2], alpha=0.25)
+    axes[0].set_title("label-free accuracy", fontsize=9)
+    axes[1].plot(x, [w["class_psi"] for w in windows], marker="o")
+    axes[1].set_title("class-share PSI", fontsize=9)
+    refer = [np.nan if w["refer_share"] is None else w["refer_share"] for w in windows]
+    axes[2].plot(x, refer, marker="o")
+    axes[2].set_title("refer share", fontsize=9)
+    labels = [w["start"][:16] for w in windows]
+    for ax in axes:
+        ax.set_xticks(x, labels, rotation=30, fontsize=7, ha="right")
+    fig.tight_layout()
+    return _png(fig)
 
 
 def write_outputs(

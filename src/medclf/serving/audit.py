@@ -59,7 +59,12 @@ PREDICTIONS = Table(
     Column("decision", Text, nullable=False),  # JSON, the whole decision record
     Column("latency_ms", Float, nullable=False),
     Column("study", String(32)),  # keyed pseudonym of X-Study-ID
+    # JSON list: the image's intensity features (monitoring.features), for input drift; null
+    # for a raw tensor (/v2) and in rows written before medclf recorded them
+    Column("features", Text),
 )
+# columns added after the first release: added to an existing table when it is opened
+ADDED_COLUMNS = {"features": "TEXT"}
 
 
 @dataclass(frozen=True)
@@ -79,6 +84,7 @@ class AuditRow:
     decision: str
     latency_ms: float
     study: str | None
+    features: str | None = None
     at: str = ""
 
 
@@ -118,6 +124,7 @@ def open_engine(url: str) -> Any:
         if engine.dialect.name == "sqlite":
             event.listen(engine, "connect", _sqlite_pragmas)
         SCHEMA.create_all(engine)
+        _add_missing_columns(engine)
     except Exception as exc:  # OSError; SQLAlchemy's ArgumentError, OperationalError, ImportError
         first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise MedclfError(
@@ -126,6 +133,20 @@ def open_engine(url: str) -> Any:
             "to serve without one"
         ) from None
     return engine
+
+
+def _add_missing_columns(engine: Any) -> None:
+    """An audit log written by an earlier medclf gains the columns added since (null in
+    its old rows); nothing else about it changes."""
+    from sqlalchemy import inspect, text
+
+    present = {c["name"] for c in inspect(engine).get_columns(PREDICTIONS.name)}
+    with engine.begin() as connection:
+        for name, sql_type in ADDED_COLUMNS.items():
+            if name not in present:
+                connection.execute(
+                    text(f"ALTER TABLE {PREDICTIONS.name} ADD COLUMN {name} {sql_type}")
+                )
 
 
 class AuditLog(ThreadWorker):
@@ -234,6 +255,36 @@ def export(url: str, out: Path, fmt: str, since: str | None) -> int:
                 _ = empty.to_csv(tmp, index=False) if fmt == "csv" else empty.to_parquet(tmp)
     finally:
         engine.dispose()
+    return rows
+
+
+def read_rows(url: str, since: str | None, model_version: str, most: int) -> list[dict[str, Any]]:
+    """The rows of one model version at or after ``since``, oldest first: time,
+    probabilities, refer, features (what ``medclf monitor`` compares); more than ``most``
+    is refused (``monitor.max_images``) before they are held in memory."""
+    from sqlalchemy import select
+
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
+        raise MedclfError(f"audit={url}: no audit log there (nothing served yet?)")
+    engine = open_engine(url)
+    columns = [PREDICTIONS.c[n] for n in ("at", "probabilities", "refer", "features")]
+    query = (
+        select(*columns)
+        .where(PREDICTIONS.c.model_version == model_version)
+        .order_by(PREDICTIONS.c.at, PREDICTIONS.c.id)
+    )
+    if since:
+        query = query.where(PREDICTIONS.c.at >= since)
+    try:
+        with engine.connect() as connection:
+            rows = [dict(r._mapping) for r in connection.execute(query.limit(most + 1))]
+    finally:
+        engine.dispose()
+    if len(rows) > most:
+        raise MedclfError(
+            f"audit={url}: more than monitor.max_images={most} predictions of this model "
+            "since then; narrow since= or raise the limit"
+        )
     return rows
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +21,7 @@ from starlette.exceptions import HTTPException
 from medclf.data.io import ImageTooLargeError
 from medclf.data.pseudonym import Pseudonymizer
 from medclf.errors import MedclfError
+from medclf.monitoring.features import intensity_features
 from medclf.serving.audit import AuditLog, AuditRow, row_for
 from medclf.serving.batcher import MicroBatcher
 from medclf.serving.limits import UploadSlots, request_id_of
@@ -45,6 +47,10 @@ def trim_heap() -> None:
         ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
 
 
+def _json(features: np.ndarray | None) -> str | None:
+    return None if features is None else json.dumps([round(float(v), 6) for v in features])
+
+
 def sha256_of(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -65,6 +71,8 @@ class Prepared:
     sha256: str  # of the uploaded bytes (of the tensor, for the raw tensor route)
     warnings: list[str] = field(default_factory=list)
     preprocess_s: float | None = None
+    # intensity features for input-drift monitoring (None for an already normalized tensor)
+    features: np.ndarray | None = None
 
 
 class Service:
@@ -158,8 +166,11 @@ class Service:
     async def _prepare(self, data: bytes, name: str) -> Prepared:
         def work() -> Prepared:
             started = time.perf_counter()
-            x, warnings = self.predictor.prepare(data, name)
-            return Prepared(x, sha256_of(data), warnings, time.perf_counter() - started)
+            chw, warnings = self.predictor.fitted(data, name)
+            features = intensity_features(chw)
+            x = self.predictor.prep.normalize_array(chw)
+            took = time.perf_counter() - started
+            return Prepared(x, sha256_of(data), warnings, took, features)
 
         return await anyio.to_thread.run_sync(work, limiter=self.decoders)
 
@@ -196,7 +207,9 @@ class Service:
         }
         model = self.predictor.info()
         rows: list[AuditRow] = [
-            row_for(record, model, item=i, input_sha256=p.sha256, **common)
+            row_for(
+                record, model, item=i, input_sha256=p.sha256, features=_json(p.features), **common
+            )
             for i, p, record in answered
         ]
         try:
