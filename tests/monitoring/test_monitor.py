@@ -142,6 +142,10 @@ def test_live_traffic_from_the_audit_log_in_time_windows(
         for path in [*same, *shifted]:
             answer = httpx.post(f"{url}/predict", files={"file": path.read_bytes()}, timeout=30)
             assert answer.status_code == 200, answer.text
+        gauges = _gauges(httpx.get(f"{url}/metrics").text)
+    assert gauges["medclf_drift_window_images"] == 80  # the /metrics drift gauges
+    assert gauges['medclf_drift_psi{feature="std"}'] > 0.25
+    assert 0 < gauges["medclf_expected_accuracy"] <= 1
     proc, summary, report = _monitored(onnx, None, tmp_path / "out", f"audit={audit}", "window=1s")
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert summary["images"] == 80  # half of them shifted: some intensity feature drifts
@@ -150,3 +154,11 @@ def test_live_traffic_from_the_audit_log_in_time_windows(
     assert report.ids == SECTIONS and report.images == 3  # confidence, intensity, windows
     both = medclf("monitor", f"model={onnx}", f"audit={audit}", "images=x")
     assert both.returncode == 2 and both.stderr.startswith("error: give images=FOLDER or audit=")
+
+
+def _gauges(text: str) -> dict[str, float]:
+    return {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("medclf_") and ("drift" in line or "expected" in line)
+    }

@@ -126,6 +126,7 @@ def _routes(app: FastAPI, service: Service) -> None:
 
     @app.get("/metrics")
     def prometheus() -> Response:
+        service.update_drift()
         return Response(service.telemetry.render(), media_type=CONTENT_TYPE)
 
     @app.post("/predict", openapi_extra=upload_body("file", many=False))

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +23,7 @@ from medclf.data.io import ImageTooLargeError
 from medclf.data.pseudonym import Pseudonymizer
 from medclf.errors import MedclfError
 from medclf.monitoring.features import intensity_features
+from medclf.monitoring.live import LiveWindow
 from medclf.serving.audit import AuditLog, AuditRow, row_for
 from medclf.serving.batcher import MicroBatcher
 from medclf.serving.limits import UploadSlots, request_id_of
@@ -29,6 +31,7 @@ from medclf.serving.predictor import Predictor
 from medclf.serving.settings import ServeSettings
 from medclf.serving.telemetry import Telemetry
 
+log = logging.getLogger("medclf")
 STUDY_HEADER = "x-study-id"
 TRIM_AFTER_BYTES = 4 * 2**20  # an upload this large is followed by trim_heap()
 
@@ -63,6 +66,18 @@ def refusal(exc: MedclfError) -> HTTPException:
     return HTTPException(status, str(exc))
 
 
+def _live_window(predictor: Predictor) -> LiveWindow | None:
+    """The latest images against the model's reference profile; None (gauges at 0) for a
+    model exported without one."""
+    from medclf.monitoring.monitor import reference_of
+
+    try:
+        return LiveWindow(reference_of(predictor))
+    except MedclfError as exc:
+        log.info("drift gauges off: %s", exc)
+        return None
+
+
 @dataclass
 class Prepared:
     """One image ready for the model."""
@@ -94,6 +109,8 @@ class Service:
         self.audit = AuditLog(settings.audit_url) if settings.audit_url else None
         # reads (or creates) the project's key only when a study id first arrives
         self.pseudonymize = Pseudonymizer(settings.pseudonym_key_file)
+        self.live = _live_window(predictor)  # the /metrics drift gauges' latest images
+        self.telemetry.drift(None)
         self.ready = False
 
     async def start(self) -> None:
@@ -189,7 +206,14 @@ class Service:
         )
         if prepared.warnings:
             record["warnings"] = prepared.warnings
+        if self.live is not None:
+            self.live.add(prepared.features, answer.probabilities)
         return record
+
+    def update_drift(self) -> None:
+        """The drift gauges, from the latest images (called when /metrics is scraped)."""
+        if self.live is not None:
+            self.telemetry.drift(self.live.values())
 
     async def record(
         self, request: Request, answered: list[tuple[int, Prepared, dict]], started: float

@@ -79,6 +79,44 @@ class Telemetry:
             registered.get("version", ""),
         ).set(1)
 
+        # drift of the latest predictions against the model's reference (monitoring.live);
+        # per worker process with several workers (each sees its own traffic)
+        self.drift_psi = Gauge(
+            "medclf_drift_psi",
+            "PSI of an intensity feature, latest images vs the reference",
+            ["feature"],
+            registry=r,
+            multiprocess_mode="liveall",
+        )
+        self.drift_class_psi = Gauge(
+            "medclf_drift_class_psi",
+            "PSI of the predicted-class shares, latest images vs the held-out images",
+            registry=r,
+            multiprocess_mode="liveall",
+        )
+        self.expected_accuracy = Gauge(
+            "medclf_expected_accuracy",
+            "Label-free accuracy estimate (mean calibrated confidence) of the latest images",
+            registry=r,
+            multiprocess_mode="liveall",
+        )
+        self.drift_images = Gauge(
+            "medclf_drift_window_images",
+            "Images the drift gauges were computed on (0: too few yet, or no reference)",
+            registry=r,
+            multiprocess_mode="liveall",
+        )
+
+    def drift(self, values: dict[str, Any] | None) -> None:
+        """Set the drift gauges from ``LiveWindow.values()`` (None: too few images yet)."""
+        self.drift_images.set(values["images"] if values else 0)
+        if not values:
+            return
+        self.drift_class_psi.set(values["class_psi"])
+        self.expected_accuracy.set(values["expected_accuracy"])
+        for feature, value in values["psi"].items():
+            self.drift_psi.labels(feature).set(value)
+
     def batch(self, size: int, seconds: float) -> None:
         self.batch_size.observe(size)
 
