@@ -13,7 +13,7 @@ from medclf.errors import MedclfError
 
 USAGE = (
     "medclf monitor model=RUN|FILE.onnx|models:/NAME@ALIAS images=FOLDER | audit=URL "
-    "[since=7d] [window=1d] [out=DIR]"
+    "[since=7d] [window=1d] [labels=CSV] [out=DIR]"
 )
 EXIT_ALERT = 1  # a threshold was crossed (2 stays "bad input"): for cron and CI alerting
 
@@ -22,7 +22,7 @@ EXIT_ALERT = 1  # a threshold was crossed (2 stays "bad input"): for cron and CI
 def monitor(
     args: list[str] = typer.Argument(
         None,
-        help="model=... images=FOLDER | audit=URL [since=7d] [window=1d] [out=DIR] "
+        help="model=... images=FOLDER | audit=URL [since=7d] [window=1d] [labels=CSV] [out=DIR] "
         "[monitor.KEY=VALUE ...] [runs_root=DIR]",
     ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars."),
@@ -39,7 +39,9 @@ def monitor(
     from medclf.serving.predictor import load_predictor
     from medclf.words import keys, split_words
 
-    found, rest, _ = split_words(args or [], {"model", "images", "audit", "since", "window", "out"})
+    found, rest, _ = split_words(
+        args or [], {"model", "images", "audit", "since", "window", "labels", "out"}
+    )
     own = [w for w, k in zip(rest, keys(rest), strict=True) if k.startswith("monitor.")]
     own += [w for w, k in zip(rest, keys(rest), strict=True) if k == "runs_root"]
     cfg = compose(own)  # checked before any file is read
@@ -53,6 +55,8 @@ def monitor(
     reference = reference_of(predictor)  # refused before any image or row is read
     current = _current(predictor, found, paths, cfg.monitor, progress)
     result = compare(reference, current, cfg.monitor, window_s)
+    if "labels" in found:
+        _add_labels(result, Path(found["labels"]), predictor, current, cfg.monitor)
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     out = Path(found.get("out") or Path(cfg.runs_root) / "monitor" / predictor.name / stamp)
     write_outputs(out, predictor.info(), result, reference, current)
@@ -77,10 +81,32 @@ def _current(predictor: Any, found: dict, paths: list[Path], settings: Any, prog
     from medclf.serving.audit import read_rows, since_time
 
     if paths:
-        return read_current(predictor, paths, progress)
+        root = Path(found["images"]).expanduser()
+        return read_current(predictor, paths, progress, root if root.is_dir() else None)
     since = since_time(found.get("since"))
     rows = read_rows(found["audit"], since, predictor.version, int(settings.max_images))
     return current_from_audit(rows, predictor.class_names)
+
+
+def _add_labels(result: dict, path: Path, predictor: Any, current: Any, settings: Any) -> None:
+    """Realised metrics of the labelled images, and an alert when their accuracy's upper
+    bound falls more than ``max_accuracy_drop`` below the release's test accuracy."""
+    from medclf.monitoring.labels import read_labels, realised
+
+    key, labels = read_labels(path, predictor.class_names, int(settings.max_images))
+    if key not in current.ids:
+        raise MedclfError(
+            f"labels={path}: its '{key}' column names audit rows; a folder's images are named "
+            "by path (relative to images=) or sha256"
+        )
+    done = realised(
+        current.probabilities, current.ids[key], labels, predictor.class_names,
+        result["performance_estimate"]["accuracy"], predictor.release, float(settings.confidence),
+    )  # fmt: skip
+    result["labels"] = done
+    tested = (done["release_test_accuracy"] or {}).get("value")
+    if tested is not None and done["accuracy"]["high"] < tested - float(settings.max_accuracy_drop):
+        result["alerts"].append("performance: the realised accuracy is below the release's")
 
 
 def _print(result: dict[str, Any], out: Path) -> None:
@@ -102,6 +128,13 @@ def _print(result: dict[str, Any], out: Path) -> None:
         f"label-free accuracy {acc['value']:.3f} [{acc['low']:.3f}, {acc['high']:.3f}] "
         f"(expected on {est['reference']['sample']}: {expected['value']:.3f})"
     )
+    if "labels" in result:
+        real = result["labels"]["accuracy"]
+        typer.echo(
+            f"realised accuracy on {result['labels']['images']} labelled image(s) "
+            f"{real['value']:.3f} [{real['low']:.3f}, {real['high']:.3f}]; the label-free "
+            f"estimate {'held' if result['labels']['estimate_held'] else 'did not hold'}"
+        )
     if result["too_few_images"]:
         typer.echo(f"fewer than {result['settings']['min_images']} images: no alert raised")
     for alert in result["alerts"]:

@@ -74,22 +74,29 @@ def test_the_same_scanner_passes_and_a_contrast_change_is_flagged(
     assert report.ids == SECTIONS and report.images == 2
 
 
-def test_the_label_free_estimate_holds_the_realised_accuracy(
+def test_labels_that_arrive_later_give_realised_metrics_and_the_estimate_held(
     trained_run: Path, new_images: dict[str, Path], tmp_path: Path
 ):
-    """Labels of the new images (their folders) arrive later: the realised accuracy of the
-    same model on them lies in the interval the monitor gave without them."""
-    from medclf.serving.predictor import load_predictor
-
+    """Labels of the new images (their folders) arrive later: the realised accuracy, with
+    its interval, lies in the interval the label-free estimate gave without them."""
+    labels = tmp_path / "labels.csv"
+    images = sorted(new_images["same"].rglob("*.png"))
+    rows = [f"{p.relative_to(new_images['same']).as_posix()},{p.parent.name}" for p in images]
+    labels.write_text("path,label\n" + "\n".join(rows) + "\n")
     out = tmp_path / "estimate"
-    _, summary, _ = _monitored(trained_run, new_images["same"], out)
-    predictor = load_predictor(str(trained_run))
-    paths = sorted(new_images["same"].rglob("*.png"))
-    probs = predictor.predict_arrays([predictor.prepare(p)[0] for p in paths])
-    truth = [predictor.class_names.index(p.parent.name) for p in paths]
-    realised = float(np.mean(probs.argmax(axis=1) == np.array(truth)))
-    estimate = summary["performance_estimate"]["accuracy"]
-    assert estimate["low"] <= realised <= estimate["high"], (realised, estimate)
+    proc, summary, report = _monitored(trained_run, new_images["same"], out, f"labels={labels}")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert report.ids == SECTIONS and "Labelled images" in (out / "report.html").read_text()
+    real, estimate = summary["labels"], summary["performance_estimate"]["accuracy"]
+    assert real["images"] == 160 and real["estimate_held"]
+    assert estimate["low"] <= real["accuracy"]["value"] <= estimate["high"]
+    assert real["accuracy"]["low"] <= real["accuracy"]["value"] <= real["accuracy"]["high"]
+    assert "realised accuracy on 160 labelled image(s)" in proc.stdout
+    bad = tmp_path / "bad.csv"
+    bad.write_text("path,label\nx.png,no_such_class\n")
+    refused = medclf("monitor", f"model={trained_run}", f"images={new_images['same']}",
+                     f"out={tmp_path / 'bad'}", f"labels={bad}")  # fmt: skip
+    assert refused.returncode == 2 and "line 2: 'no_such_class'" in refused.stderr
 
 
 def test_refusals_are_one_line_and_write_nothing(

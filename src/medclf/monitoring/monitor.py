@@ -10,6 +10,7 @@ estimate against the model's own expectation on its test split -> alerts by the
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,6 +37,8 @@ class Current:
     decisions: list[dict[str, Any]]
     unreadable: list[str] = field(default_factory=list)  # one message per skipped file
     times: list[dt.datetime] | None = None  # when each was predicted (from the audit log)
+    # what labels=CSV can name each image by (monitoring.labels): key column -> one per row
+    ids: dict[str, list[str]] = field(default_factory=dict)
 
     def subset(self, rows: np.ndarray) -> Current:
         return Current(
@@ -51,6 +54,7 @@ def current_from_audit(rows: list[dict[str, Any]], classes: tuple[str, ...]) -> 
     if not rows:
         raise MedclfError("the audit log holds no prediction of this model in that period")
     probabilities, features, decisions, times = [], [], [], []
+    ids: dict[str, list[str]] = {}
     try:
         for row in rows:
             shares = json.loads(row["probabilities"])
@@ -59,6 +63,8 @@ def current_from_audit(rows: list[dict[str, Any]], classes: tuple[str, ...]) -> 
             features.append(values if values else [np.nan] * len(INTENSITY_FEATURES))
             decisions.append({} if row["refer"] is None else {"refer": bool(row["refer"])})
             times.append(dt.datetime.fromisoformat(row["at"]))
+            for key, column in (("request_id", "request_id"), ("sha256", "input_sha256")):
+                ids.setdefault(key, []).append(str(row[column]))
     except (KeyError, TypeError, ValueError) as exc:
         raise MedclfError(f"an audit row does not match this model's classes ({exc})") from None
     return Current(
@@ -66,6 +72,7 @@ def current_from_audit(rows: list[dict[str, Any]], classes: tuple[str, ...]) -> 
         np.asarray(probabilities, np.float64),
         decisions,
         times=times,
+        ids=ids,
     )
 
 
@@ -96,15 +103,25 @@ def reference_of(predictor: Any) -> ReferenceProfile:
     return profile
 
 
-def read_current(predictor: Any, paths: list[Path], progress: bool = True) -> Current:
-    """``paths`` through the model in chunks; an unreadable file is skipped and reported."""
+def read_current(
+    predictor: Any, paths: list[Path], progress: bool = True, root: Path | None = None
+) -> Current:
+    """``paths`` through the model in chunks; an unreadable file is skipped and reported.
+    Each image is named by its path relative to ``root`` and by its file's sha256."""
     from medclf.data.datamodule import decode_all
 
     features, probabilities, unreadable = [], [], []
+    ids: dict[str, list[str]] = {"path": [], "sha256": []}
     for start in range(0, len(paths), CHUNK):
-        chunk = [str(p) for p in paths[start : start + CHUNK]]
-        arrays, errors = decode_all(chunk, predictor.prep, desc="reading images", progress=progress)
+        chunk = paths[start : start + CHUNK]
+        arrays, errors = decode_all(
+            [str(p) for p in chunk], predictor.prep, desc="reading images", progress=progress
+        )
         unreadable += errors
+        for path, array in zip(chunk, arrays, strict=True):
+            if array is not None:
+                ids["path"].append((path.relative_to(root) if root else path).as_posix())
+                ids["sha256"].append(hashlib.sha256(path.read_bytes()).hexdigest())
         fitted = [a for a in arrays if a is not None]
         if not fitted:
             continue
@@ -116,7 +133,7 @@ def read_current(predictor: Any, paths: list[Path], progress: bool = True) -> Cu
         raise MedclfError(f"none of the {len(paths)} image(s) could be read{first}")
     probs = np.concatenate(probabilities)
     decisions = [predictor.decision.decide(p, predictor.class_names) for p in probs]
-    return Current(np.concatenate(features), probs, decisions, unreadable)
+    return Current(np.concatenate(features), probs, decisions, unreadable, ids=ids)
 
 
 def _input_drift(reference: ReferenceProfile, current: Current, settings: Any) -> dict:

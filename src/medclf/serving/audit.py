@@ -260,14 +260,16 @@ def export(url: str, out: Path, fmt: str, since: str | None) -> int:
 
 def read_rows(url: str, since: str | None, model_version: str, most: int) -> list[dict[str, Any]]:
     """The rows of one model version at or after ``since``, oldest first: time,
-    probabilities, refer, features (what ``medclf monitor`` compares); more than ``most``
+    probabilities, refer, features, request id and input sha256 (what ``medclf monitor``
+    compares, and what labels name); more than ``most``
     is refused (``monitor.max_images``) before they are held in memory."""
     from sqlalchemy import select
 
     if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
         raise MedclfError(f"audit={url}: no audit log there (nothing served yet?)")
     engine = open_engine(url)
-    columns = [PREDICTIONS.c[n] for n in ("at", "probabilities", "refer", "features")]
+    names = ("at", "probabilities", "refer", "features", "request_id", "input_sha256")
+    columns = [PREDICTIONS.c[n] for n in names]
     query = (
         select(*columns)
         .where(PREDICTIONS.c.model_version == model_version)
