@@ -36,8 +36,9 @@ test: $(DEV_STAMP)
 	$(TEST_ENV) $(BIN)/pytest
 
 # The exports of the largest architectures, minute-long end-to-end tests, whole INT8 exports,
-# the whole release path, the registry refusals and a real mlflow server (about 16 minutes on
-# 2 cores); CI runs them too.
+# the whole release path, the registry refusals and a real mlflow server, the slim serving
+# install (from the package registry), a DVC pipeline, the monitor on a service's audit log
+# and on labels (about 24 minutes on 2 cores); CI runs them too.
 test-heavy: $(DEV_STAMP)
 	$(TEST_ENV) $(BIN)/pytest -m heavy
 

@@ -74,6 +74,7 @@ def test_the_same_scanner_passes_and_a_contrast_change_is_flagged(
     assert report.ids == SECTIONS and report.images == 2
 
 
+@pytest.mark.heavy  # ~1.5 min; make test keeps the folder path, CI runs this too
 def test_labels_that_arrive_later_give_realised_metrics_and_the_estimate_held(
     trained_run: Path, new_images: dict[str, Path], tmp_path: Path
 ):
@@ -133,6 +134,7 @@ def test_a_reference_profile_from_elsewhere_is_checked(trained_run: Path, tmp_pa
             ReferenceProfile.from_json(data, name)
 
 
+@pytest.mark.heavy  # ~1.5 min with a real service; the audit reading is unit-tested too
 def test_live_traffic_from_the_audit_log_in_time_windows(
     trained_run: Path, new_images: dict[str, Path], tmp_path: Path
 ):
