@@ -74,6 +74,7 @@ def test_tta_views_and_record_round_trip():
     assert out["prediction_set"] == ["a", "b"] and out["refer"] and out["set_coverage"] == 0.9
 
 
+@pytest.mark.heavy  # ~75 s: several commands and a server; CI runs it (test-heavy)
 def test_evaluate_predict_onnx_and_serve_agree_with_tta_and_sets(trained_run: Path, tmp_path):
     run = tmp_path / trained_run.name
     shutil.copytree(trained_run, run)  # the shared run keeps its own evaluation

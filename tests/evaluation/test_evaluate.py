@@ -141,6 +141,7 @@ def test_report_renders_in_headless_chromium(trained_run: Path, tmp_path: Path) 
     assert pixels.std() > 20  # text, tables and figures drawn, not a blank page
 
 
+@pytest.mark.heavy  # ~1 min of evaluations; CI runs it (make test-heavy)
 def test_gates_fail_the_exit_code_only_with_the_flag(trained_run: Path, tmp_path: Path) -> None:
     def evaluate_val(*extra: str):
         return medclf("evaluate", f"model={trained_run}", "split=val", *FAST, *extra, cwd=tmp_path)
@@ -160,6 +161,7 @@ def test_gates_fail_the_exit_code_only_with_the_flag(trained_run: Path, tmp_path
     assert "gates: passed" in proc.stdout
 
 
+@pytest.mark.heavy  # ~1 min of evaluations; CI runs it (make test-heavy)
 def test_external_dataset_and_bad_input(trained_run: Path, tiny_synth: Path, tmp_path: Path):
     proc = medclf(
         "evaluate", f"model={trained_run}", f"data.path={tiny_synth}", *FAST, cwd=tmp_path

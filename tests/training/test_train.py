@@ -134,6 +134,7 @@ def test_the_best_checkpoint_is_what_evaluate_export_and_serve_use(synth40: Path
     assert np.abs(onnx_probs - last_probs).max() > 1e-3
 
 
+@pytest.mark.heavy  # ~50 s: trains with every tracker; CI runs it (make test-heavy)
 @pytest.mark.slow
 def test_trackers_record_the_run_and_a_broken_one_never_stops_training(
     tiny_synth: Path, tmp_path: Path
