@@ -68,14 +68,19 @@ def _read(words: list[str]) -> list[Any]:
     return read
 
 
-def _words(words: list[Any], keep) -> list[str]:
-    return [f'"{w.key}=${{{w.key}}}"' for w in words if keep(w.key)]
-
-
-def _stage(cmd: list[str], deps: list[str], params: list[str], outs: list[Any]) -> dict:
-    stage: dict[str, Any] = {"cmd": " ".join(cmd), "deps": deps}
-    if params:
-        stage["params"] = params
+def _stage(
+    head: list[str], read: list[Any], keep: Any, tail: list[str], deps: list[str], outs: list
+) -> dict[str, Any]:
+    """One stage: ``head``, then each setting ``keep`` selects as a quoted ``KEY=${KEY}``
+    word (DVC substitutes params.yaml's value), then ``tail``; those settings are the
+    stage's params, so changing one reruns it."""
+    mine = [w.key for w in read if keep(w.key)]
+    stage: dict[str, Any] = {
+        "cmd": " ".join([*head, *(f'"{k}=${{{k}}}"' for k in mine), *tail]),
+        "deps": deps,
+    }
+    if mine:
+        stage["params"] = mine
     stage["outs"] = outs
     return stage
 
@@ -83,43 +88,41 @@ def _stage(cmd: list[str], deps: list[str], params: list[str], outs: list[Any]) 
 def pipeline(words: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
     """(dvc.yaml, params.yaml) for the medclf settings ``words``."""
     read = _read(words)
-    data = [w for w in read if w.key.startswith("data.")]
-
-    def section(*prefixes: str):
-        return lambda key: key.startswith(prefixes)
 
     def training(key: str) -> bool:
         return not key.startswith(("eval.", "export.", "serve.", "monitor."))
 
-    data_words = [w for w in _words(data, lambda k: k != "data.path")]
     stages = {
         "check": _stage(
-            ["medclf data check", '"${data.path}"', *data_words, "--strict", "--out", CHECK_REPORT],
+            ["medclf data check", '"${data.path}"'],
+            read,
+            lambda k: k.startswith("data."),  # data.path too: the same value, tracked
+            ["--strict", "--out", CHECK_REPORT],
             ["${data.path}"],
-            [w.key for w in data],
             [{CHECK_REPORT: {"cache": False}}],
         ),
         "train": _stage(
-            [
-                "medclf train",
-                *_words(read, training),
-                f"run_group={RUN_GROUP}",
-                f"run_name={RUN_NAME}",
-            ],
+            ["medclf train"],
+            read,
+            training,
+            [f"run_group={RUN_GROUP}", f"run_name={RUN_NAME}"],
             ["${data.path}", CHECK_REPORT],
-            [w.key for w in read if training(w.key)],
             [f"{RUN}/{name}" for name in TRAIN_OUTS],
         ),
         "evaluate": _stage(
-            ["medclf evaluate", f"model={RUN}", *_words(read, section("eval."))],
+            ["medclf evaluate", f"model={RUN}"],
+            read,
+            lambda k: k.startswith("eval."),
+            [],
             ["${data.path}", *(f"{RUN}/{n}" for n in ("weights", "config.yaml", "split.csv"))],
-            [w.key for w in read if w.key.startswith("eval.")],
             [f"{RUN}/{name}" for name in EVALUATE_OUTS],
         ),
         "export": _stage(
-            ["medclf export", f"model={RUN}", *_words(read, section("export."))],
+            ["medclf export", f"model={RUN}"],
+            read,
+            lambda k: k.startswith("export."),
+            [],
             [f"{RUN}/{n}" for n in ("weights", "calibration.json", "eval/test")],
-            [w.key for w in read if w.key.startswith("export.")],
             [f"{RUN}/export"],
         ),
     }

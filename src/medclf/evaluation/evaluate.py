@@ -145,14 +145,20 @@ def evaluate(
         job.cfg.eval.gates, scores.values, job.classes, on=str(job.cfg.eval.gates_on)
     )
     metrics = _record(job, ev, decision, scores, calibration, measured, gates)
-    result = _write(job, metrics, scores, gates, ev, decision)
+    decisions = [decision.decide(p, job.classes) for p in scores.probs]
+    result = _write(job, metrics, scores, gates, ev, decisions)
     if job.name == "test" and not job.external and val is not None:
-        _write_monitor_reference(job, val, ev, scores, decision)
+        _write_monitor_reference(job, val, ev, scores, decision, decisions)
     return result
 
 
 def _write_monitor_reference(
-    job: Job, val: Evaluated, test: Evaluated, scores: Scores, decision: DecisionRecord
+    job: Job,
+    val: Evaluated,
+    test: Evaluated,
+    scores: Scores,
+    decision: DecisionRecord,
+    test_decisions: list[dict[str, Any]],
 ) -> None:
     """What live traffic will be compared with (``monitoring.profile``): the held-out
     images' intensity features and the calibrated predictions on validation and test."""
@@ -160,13 +166,15 @@ def _write_monitor_reference(
     from medclf.monitoring.profile import build_profile
 
     val_probs = apply_temperature(val.logits, decision.temperature)
-    probabilities = {"validation": val_probs, "test": scores.probs}
     profile = build_profile(
         job.classes,
         job.predictor.version,
         [*val.images, *test.images],
-        probabilities,
-        {s: [decision.decide(p, job.classes) for p in probs] for s, probs in probabilities.items()},
+        {"validation": val_probs, "test": scores.probs},
+        {
+            "validation": [decision.decide(p, job.classes) for p in val_probs],
+            "test": test_decisions,
+        },
         job.seed,
     )
     write_text(job.run.monitor_reference, dumps_json(profile.to_json(), indent=None) + "\n")
@@ -332,13 +340,12 @@ def _record(job, ev, decision, scores: Scores, calibration, measured, gates) -> 
     }
 
 
-def _write(job: Job, metrics, scores: Scores, gates, ev, decision) -> EvalResult:
+def _write(job: Job, metrics, scores: Scores, gates, ev, decisions) -> EvalResult:
     """Every file in ``eval/<name>/``, built in a staging folder and renamed: a killed
     evaluation never leaves a folder that looks complete (the next command sweeps it)."""
     from medclf.evaluation.outputs import write_outputs
 
     out = job.run.eval_dir(job.name)
-    decisions = [decision.decide(p, job.classes) for p in scores.probs]
     with atomic_dir(out) as staging:
         write_outputs(
             job.run,

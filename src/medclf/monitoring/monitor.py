@@ -103,26 +103,38 @@ def reference_of(predictor: Any) -> ReferenceProfile:
     return profile
 
 
+def _read_one(prep: Any, path: Path) -> tuple[np.ndarray | None, str, str | None]:
+    """(the image fitted by the model's preprocessing or None, the file's sha256, the
+    refusal message or None): decoded and hashed in the same worker thread."""
+    from medclf.data.transform import load
+
+    with path.open("rb") as handle:
+        digest = hashlib.file_digest(handle, "sha256").hexdigest()
+    try:
+        return load(prep, path), digest, None
+    except MedclfError as exc:
+        return None, digest, str(exc)
+
+
 def read_current(
     predictor: Any, paths: list[Path], progress: bool = True, root: Path | None = None
 ) -> Current:
     """``paths`` through the model in chunks; an unreadable file is skipped and reported.
     Each image is named by its path relative to ``root`` and by its file's sha256."""
-    from medclf.data.datamodule import decode_all
+    from medclf.data.parallel import map_images  # the decoding threads; no training code
 
     features, probabilities, unreadable = [], [], []
     ids: dict[str, list[str]] = {"path": [], "sha256": []}
     for start in range(0, len(paths), CHUNK):
         chunk = paths[start : start + CHUNK]
-        arrays, errors = decode_all(
-            [str(p) for p in chunk], predictor.prep, desc="reading images", progress=progress
-        )
-        unreadable += errors
-        for path, array in zip(chunk, arrays, strict=True):
+        read = map_images(lambda p: _read_one(predictor.prep, p), chunk, "reading images", progress)
+        unreadable += [error for _, _, error in read if error]
+        fitted = []
+        for path, (array, digest, _) in zip(chunk, read, strict=True):
             if array is not None:
+                fitted.append(array)
                 ids["path"].append((path.relative_to(root) if root else path).as_posix())
-                ids["sha256"].append(hashlib.sha256(path.read_bytes()).hexdigest())
-        fitted = [a for a in arrays if a is not None]
+                ids["sha256"].append(digest)
         if not fitted:
             continue
         features.append(np.stack([intensity_features(a) for a in fitted]))

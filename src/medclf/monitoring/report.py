@@ -13,6 +13,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 
 from medclf import __version__
 from medclf.atomic import atomic_dir, write_json, write_text
+from medclf.evaluation.plots import _plt  # headless matplotlib, set up once
 from medclf.formatting import number
 from medclf.monitoring.features import INTENSITY_FEATURES
 from medclf.monitoring.profile import ReferenceProfile
@@ -28,21 +29,10 @@ SECTIONS = [
 
 
 def _png(fig: Any) -> str:
-    import matplotlib.pyplot as plt
-
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
-    plt.close(fig)
+    _plt().close(fig)
     return base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
-def _plt() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def _figures(reference: ReferenceProfile, current_features: np.ndarray, result: dict) -> dict:
