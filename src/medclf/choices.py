@@ -24,4 +24,5 @@ GATES_ON = ("point", "ci")  # eval.gates_on
 LOGGERS = ("tensorboard", "mlflow", "wandb", "csv")  # logger
 WANDB_MODES = ("online", "offline", "disabled")  # wandb.mode
 RECIPES = ("auto", "none")  # recipe
+EVIDENTLY_MODES = ("auto", "always", "never")  # monitor.evidently (monitoring.evidently_report)
 CUSTOM_MODELS = ("custom_cnn",)  # model.name values built by medclf, not timm

@@ -381,7 +381,16 @@ def _serve(spec: str, rest: list[str], settings: Any) -> None:
 
     path, registered = local_model(spec, rest, "serve")
     predictor = load_predictor(path, registered, threads=settings.threads)  # checked here
-    bind = {"host": settings.host, "port": settings.port, "log_level": "info"}
+    # The event loop and HTTP parser are named, not "auto": uvicorn would pick uvloop and
+    # httptools wherever some other package installed them (Evidently does), and the service
+    # would then differ from the slim image's, where the tests and benchmarks measured it.
+    bind = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": "info",
+        "loop": "asyncio",
+        "http": "h11",
+    }
     if settings.workers == 1:
         app = create_app(predictor, settings)  # opens the audit log: a bad URL is one line
         typer.echo(_startup_line(predictor, settings, spec, registered))

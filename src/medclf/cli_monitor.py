@@ -33,6 +33,7 @@ def monitor(
     monitor.json and report.html and exits 1 when a monitor.* threshold is crossed."""
     from medclf.cli_registry import local_model
     from medclf.config import compose
+    from medclf.monitoring.evidently_report import wanted
     from medclf.monitoring.monitor import compare, reference_of
     from medclf.monitoring.report import write_outputs
     from medclf.schema_kinds import parse_duration
@@ -48,6 +49,7 @@ def monitor(
     spec = require(found, "model", USAGE)
     if ("images" in found) == ("audit" in found):
         raise MedclfError(f"give images=FOLDER or audit=URL (one per run); usage: {USAGE}")
+    evidently = wanted(str(cfg.monitor.evidently))
     window = found.get("window", "1d" if "audit" in found else None)
     window_s = parse_duration(window, key="window") if window else None
     paths = _image_paths(found["images"], cfg.monitor) if "images" in found else []
@@ -59,7 +61,7 @@ def monitor(
         _add_labels(result, Path(found["labels"]), predictor, current, cfg.monitor)
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     out = Path(found.get("out") or Path(cfg.runs_root) / "monitor" / predictor.name / stamp)
-    write_outputs(out, predictor.info(), result, reference, current)
+    write_outputs(out, predictor.info(), result, reference, current, evidently)
     _print(result, out)
     if result["alerts"]:
         raise typer.Exit(EXIT_ALERT)
@@ -140,3 +142,5 @@ def _print(result: dict[str, Any], out: Path) -> None:
     for alert in result["alerts"]:
         typer.echo(f"alert: {alert}")
     typer.echo(f"report: {out / 'report.html'}")
+    for name, verdict in result.get("evidently", {}).items():
+        typer.echo(f"evidently ({name}): {out / verdict['file']}")

@@ -346,6 +346,8 @@ class Monitor(Section):
     max_accuracy_drop: number(ge=0, lt=1)
     confidence: number(gt=0, lt=1)
     draws: integer(lo=100, hi=100_000)
+    mmd_permutations: integer(lo=99, hi=10_000)
+    evidently: choice(choices.EVIDENTLY_MODES)
     max_images: integer(lo=1)
     min_images: integer(lo=2)
 

@@ -47,6 +47,11 @@ class _Shifted:
     def predict_arrays(self, inputs):
         return self.predict_batch(np.stack(inputs))
 
+    def embeddings_arrays(self, inputs):
+        return self.reference.embeddings_arrays(inputs) * (1 + self.embedding_error)
+
+    embedding_error = 0.0
+
 
 def test_parity_rejects_a_two_percent_logit_error(trained_run: Path):
     from medclf.serving.predictor import TorchPredictor
@@ -56,3 +61,21 @@ def test_parity_rejects_a_two_percent_logit_error(trained_run: Path):
     assert onnx_export.parity_report(reference, _Shifted(reference, 0.0), paths)["passed"]
     wrong = onnx_export.parity_report(reference, _Shifted(reference, 2e-2), paths)
     assert not wrong["passed"] and wrong["max_abs_diff"] > 1e-4
+    embedding_only = _Shifted(reference, 0.0)
+    embedding_only.embedding_error = 1e-3  # the monitor would compare other features
+    report = onnx_export.parity_report(reference, embedding_only, paths)
+    assert not report["passed"] and report["max_abs_diff"] <= 1e-4
+    assert report["embedding_max_rel_diff"] == pytest.approx(1e-3, rel=1e-2)
+
+
+def test_the_export_embeds_like_the_checkpoint(trained_run: Path):
+    from medclf.serving.predictor import OnnxPredictor, TorchPredictor
+
+    parity = json.loads((trained_run / "export" / "parity.json").read_text())
+    assert parity["passed"] and parity["embedding_max_rel_diff"] <= 1e-4
+    exported = OnnxPredictor(trained_run / "export" / "model.onnx")
+    x = np.random.default_rng(0).standard_normal((3, *exported.prep.input_shape))
+    probabilities, embedding = exported.predict_embedded(x.astype(np.float32))
+    expected_p, expected_e = TorchPredictor(trained_run).predict_embedded(x.astype(np.float32))
+    np.testing.assert_allclose(probabilities, expected_p, atol=1e-5)
+    np.testing.assert_allclose(embedding, expected_e, rtol=1e-4, atol=1e-4)

@@ -6,7 +6,7 @@ import pytest
 from scipy.stats import ks_2samp
 
 from medclf.data.synth import _patient, render_slice
-from medclf.monitoring.drift import categorical_psi, ks, mmd, psi
+from medclf.monitoring.drift import categorical_psi, design_effect, ks, mmd, psi
 from medclf.monitoring.features import INTENSITY_FEATURES, intensity_features
 
 PSI_SHIFTED = 0.25  # the rule of thumb's "shifted"
@@ -98,3 +98,36 @@ def test_a_contrast_change_of_phantoms_is_flagged_and_a_new_sample_is_not():
     assert ks(reference[:, mean], same_scanner[:, mean]).p_value > 0.01
     assert psi(reference[:, mean], new_scanner[:, mean]) > PSI_SHIFTED
     assert ks(reference[:, mean], new_scanner[:, mean]).p_value < 1e-6
+
+
+def _clustered(rng: np.random.Generator, patients: int) -> tuple[np.ndarray, np.ndarray]:
+    """1-4 slices per patient, each patient's level shared by its slices (ICC 0.8)."""
+    sizes = rng.integers(1, 5, patients)
+    levels = np.repeat(rng.normal(0, np.sqrt(0.8), patients), sizes)
+    values = levels + rng.normal(0, np.sqrt(0.2), sizes.sum())
+    return values, np.repeat(np.arange(patients), sizes)
+
+
+def test_the_design_effect_of_patients_with_several_slices():
+    rng = np.random.default_rng(0)
+    values, groups = _clustered(rng, 400)
+    sizes = np.bincount(groups)
+    expected = 1 + (np.sum(sizes**2) / sizes.sum() - 1) * 0.8  # 1 + (m - 1) * ICC
+    assert design_effect(values, groups) == pytest.approx(expected, rel=0.1)
+    assert design_effect(values, np.arange(values.size)) == 1.0  # every slice its own patient
+    assert design_effect(rng.normal(size=600), np.repeat(np.arange(200), 3)) < 1.15
+    assert design_effect(np.repeat([1.0, 2.0], 3), np.repeat([0, 1], 3)) == pytest.approx(3.0)
+
+
+def test_clustered_images_false_alarm_without_the_design_effect_and_not_with_it():
+    """The same distribution of patients on both sides, 200 draws: scipy's KS p-value
+    (independent rows assumed) rejects at 1% far more often than 1%; counted as n / deff
+    independent images it holds its level."""
+    rng = np.random.default_rng(1)
+    naive, corrected = [], []
+    for _ in range(200):
+        (ref, ref_groups), (cur, _) = _clustered(rng, 70), _clustered(rng, 60)
+        naive.append(ks(ref, cur).p_value < 0.01)
+        corrected.append(ks(ref, cur, design_effect(ref, ref_groups)).p_value < 0.01)
+    assert np.mean(naive) > 0.04
+    assert np.mean(corrected) <= 0.025

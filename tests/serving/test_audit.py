@@ -33,9 +33,9 @@ def test_since_refuses_anything_else_naming_both_forms():
     assert since_time(None) is None
 
 
-def test_an_audit_log_of_an_earlier_medclf_gains_the_features_column(tmp_path):
-    """Opened by this medclf, an old log keeps its rows (features null) and takes new ones;
-    the monitor reads both, and says that the old rows recorded no features."""
+def test_an_audit_log_of_an_earlier_medclf_gains_the_added_columns(tmp_path):
+    """Opened by this medclf, an old log keeps its rows (features and embedding null) and
+    takes new ones; the monitor reads both, and says that the old rows recorded neither."""
     import json
     import sqlite3
 
@@ -43,7 +43,8 @@ def test_an_audit_log_of_an_earlier_medclf_gains_the_features_column(tmp_path):
     from medclf.serving.audit import PREDICTIONS, open_engine, read_rows
 
     db = tmp_path / "old.db"
-    columns = [c.name for c in PREDICTIONS.columns if c.name not in ("features", "id")]
+    added = ("features", "embedding", "id")
+    columns = [c.name for c in PREDICTIONS.columns if c.name not in added]
     with sqlite3.connect(db) as old:
         old.execute(
             "CREATE TABLE predictions (id INTEGER PRIMARY KEY, "
@@ -60,11 +61,11 @@ def test_an_audit_log_of_an_earlier_medclf_gains_the_features_column(tmp_path):
     open_engine(f"sqlite:///{db}").dispose()
     with sqlite3.connect(db) as upgraded:
         names = [r[1] for r in upgraded.execute("PRAGMA table_info(predictions)")]
-    assert "features" in names
+    assert {"features", "embedding"} <= set(names)
     rows = read_rows(f"sqlite:///{db}", None, "v1", most=10)
-    assert len(rows) == 1 and rows[0]["features"] is None
+    assert len(rows) == 1 and rows[0]["features"] is None and rows[0]["embedding"] is None
     current = current_from_audit(rows, ("a", "b"))
     assert current.probabilities.tolist() == [[0.9, 0.1]]
-    assert np.isnan(current.features).all()
+    assert np.isnan(current.features).all() and np.isnan(current.embeddings).all()
     with pytest.raises(MedclfError, match=r"monitor\.max_images=0"):
         read_rows(f"sqlite:///{db}", None, "v1", most=0)

@@ -40,6 +40,25 @@ def test_concurrent_images_share_calls_up_to_max_batch_and_keep_their_rows():
     assert all(a.queue_s >= 0 and a.inference_s >= 0 for a in answers)
 
 
+def test_a_model_that_also_embeds_gives_each_image_its_own_embedding_row():
+    def model(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        flat = x.reshape(len(x), -1)
+        return flat[:, :1], flat[:, :1] + 100  # (probabilities, embeddings)
+
+    async def main() -> list:
+        batcher = MicroBatcher(model, max_batch=3, max_wait_ms=100)
+        await batcher.start()
+        try:
+            images = [np.full((1, 1, 1), i, np.float32) for i in range(5)]
+            return await asyncio.gather(*(batcher.submit(x) for x in images))
+        finally:
+            await batcher.stop()
+
+    answers = _run(main())
+    assert [float(a.embedding[0]) for a in answers] == [100.0 + i for i in range(5)]
+    assert [float(a.probabilities[0]) for a in answers] == [float(i) for i in range(5)]
+
+
 def test_a_lone_image_waits_at_most_max_wait_ms():
     async def main():
         batcher = MicroBatcher(lambda x: x[:, 0, 0], max_batch=64, max_wait_ms=20)

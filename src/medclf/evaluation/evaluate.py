@@ -161,11 +161,16 @@ def _write_monitor_reference(
     test_decisions: list[dict[str, Any]],
 ) -> None:
     """What live traffic will be compared with (``monitoring.profile``): the held-out
-    images' intensity features and the calibrated predictions on validation and test."""
+    images' intensity features, the calibrated predictions on validation and test, and the
+    embeddings of a seeded sample of the validation images (one more forward pass of at
+    most ``MAX_EMBEDDING_ROWS`` images)."""
     from medclf.evaluation.calibration import apply_temperature
-    from medclf.monitoring.profile import build_profile
+    from medclf.monitoring.profile import MAX_EMBEDDING_ROWS, build_profile, sampled
 
     val_probs = apply_temperature(val.logits, decision.temperature)
+    prep = job.predictor.prep
+    embedded = sampled(val.images, job.seed, MAX_EMBEDDING_ROWS)
+    embeddings = job.predictor.embeddings_arrays([prep.normalize_array(a) for a in embedded])
     profile = build_profile(
         job.classes,
         job.predictor.version,
@@ -176,8 +181,14 @@ def _write_monitor_reference(
             "test": test_decisions,
         },
         job.seed,
+        embeddings,
+        [*_patients(val.table), *_patients(test.table)],
     )
     write_text(job.run.monitor_reference, dumps_json(profile.to_json(), indent=None) + "\n")
+
+
+def _patients(table: pd.DataFrame) -> list[str]:
+    return table["patient_id"].astype(str).tolist() if "patient_id" in table else [""] * len(table)
 
 
 def _load(run_dir: str | Path, split: str | None, overrides: list[str], backend: str) -> Job:

@@ -71,13 +71,25 @@ def parity_report(reference: TorchPredictor, candidate: OnnxPredictor, paths: li
             np.abs(ref[: len(single)] - single).max(),
         )
     )
+    embedding = _embedding_diff(reference, candidate, inputs)
     return {
         "images": len(paths),
         "max_abs_diff": diff,
         "top1_agreement": float((ref.argmax(1) == got.argmax(1)).mean()),
         "tolerance": PARITY_TOLERANCE,
-        "passed": diff <= PARITY_TOLERANCE,
+        "embedding_max_rel_diff": embedding,
+        "passed": diff <= PARITY_TOLERANCE and embedding <= PARITY_TOLERANCE,
     }
+
+
+def _embedding_diff(reference: TorchPredictor, candidate: OnnxPredictor, inputs: list) -> float:
+    """Largest difference of the monitoring embeddings, relative to the largest value: the
+    monitor compares ONNX-served traffic with a reference the PyTorch model embedded."""
+    ref = reference.embeddings_arrays(inputs)
+    got = candidate.embeddings_arrays(inputs)
+    if ref is None or got is None:
+        raise MedclfError("the exported graph has no embedding output")
+    return float(np.abs(ref - got).max() / max(1e-12, float(np.abs(ref).max())))
 
 
 def export_onnx(
@@ -128,22 +140,26 @@ def export_onnx(
 
 
 def _traced(reference: TorchPredictor) -> Any:
-    """The model with its calibrated softmax, exported by torch.onnx (dynamo) with a dynamic
-    batch dimension; returns the ONNX ModelProto."""
+    """The model with its calibrated softmax and its monitoring embedding
+    (``models.embedding``), exported by torch.onnx (dynamo) with a dynamic batch dimension;
+    returns the ONNX ModelProto."""
     import torch
 
-    class WithSoftmax(torch.nn.Module):
+    from medclf.models.embedding import WithEmbedding
+
+    class Exported(torch.nn.Module):
         def __init__(self, model: torch.nn.Module, temperature: float) -> None:
             super().__init__()
             self.model = model
             self.temperature = temperature
 
-        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            logits = self.model(x)
-            return logits, torch.softmax(logits / self.temperature, dim=1)
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            logits, embedding = self.model(x)
+            return logits, torch.softmax(logits / self.temperature, dim=1), embedding
 
     prep = reference.prep
-    wrapped = WithSoftmax(reference.model, reference.decision.temperature).eval()
+    network = WithEmbedding(reference.model, prep.input_shape)
+    wrapped = Exported(network, reference.decision.temperature).eval()
     example = torch.zeros(2, *prep.input_shape)
     try:
         program = torch.onnx.export(
@@ -153,7 +169,7 @@ def _traced(reference: TorchPredictor) -> Any:
             dynamo=True,
             opset_version=OPSET,
             input_names=["input"],
-            output_names=["logits", "probabilities"],
+            output_names=["logits", "probabilities", "embedding"],
             dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=65536)},),
             external_data=False,
             verbose=False,

@@ -1,7 +1,8 @@
 """``medclf monitor``: new images through the model, compared with its reference profile.
 
 new images -> (in chunks: decode and fit with the model's preprocessing, intensity features,
-calibrated probabilities and decisions) -> input drift per feature (PSI and KS), prediction
+calibrated probabilities, embeddings and decisions) -> input drift per feature (PSI and KS)
+and in the model's embedding (MMD with a permutation p-value), prediction
 drift (class-share PSI, "refer" share, confidence histogram), the label-free performance
 estimate against the model's own expectation on its test split -> alerts by the
 ``monitor.*`` thresholds.
@@ -19,10 +20,18 @@ from typing import Any
 import numpy as np
 
 from medclf.errors import MedclfError
-from medclf.monitoring.drift import categorical_psi, ks, psi
+from medclf.monitoring import embedding
+from medclf.monitoring.drift import categorical_psi, ks, mmd, psi
 from medclf.monitoring.estimate import label_free
 from medclf.monitoring.features import INTENSITY_FEATURES, intensity_features
-from medclf.monitoring.profile import ReferenceProfile, profile_from_text, read_profile, refer_share
+from medclf.monitoring.profile import (
+    MAX_EMBEDDING_ROWS,
+    ReferenceProfile,
+    profile_from_text,
+    read_profile,
+    refer_share,
+    sampled,
+)
 
 CHUNK = 256  # images decoded at once: memory stays at a chunk of model inputs
 CONFIDENCE_EDGES = np.linspace(0, 1, 11)
@@ -39,6 +48,8 @@ class Current:
     times: list[dt.datetime] | None = None  # when each was predicted (from the audit log)
     # what labels=CSV can name each image by (monitoring.labels): key column -> one per row
     ids: dict[str, list[str]] = field(default_factory=dict)
+    # images x embedding.SIZE, a row of NaN where not recorded; None when the model has none
+    embeddings: np.ndarray | None = None
 
     def subset(self, rows: np.ndarray) -> Current:
         return Current(
@@ -46,6 +57,7 @@ class Current:
             self.probabilities[rows],
             [self.decisions[i] for i in rows],
             times=[self.times[i] for i in rows] if self.times else None,
+            embeddings=None if self.embeddings is None else self.embeddings[rows],
         )
 
 
@@ -53,14 +65,17 @@ def current_from_audit(rows: list[dict[str, Any]], classes: tuple[str, ...]) -> 
     """Audit-log rows (``serving.audit.read_rows``) as the monitor's current sample."""
     if not rows:
         raise MedclfError("the audit log holds no prediction of this model in that period")
-    probabilities, features, decisions, times = [], [], [], []
+    probabilities, features, decisions, times, embeddings = [], [], [], [], []
     ids: dict[str, list[str]] = {}
+    missing = np.full(embedding.SIZE, np.nan)
     try:
         for row in rows:
             shares = json.loads(row["probabilities"])
             probabilities.append([float(shares[c]) for c in classes])
             values = json.loads(row["features"]) if row["features"] else None
             features.append(values if values else [np.nan] * len(INTENSITY_FEATURES))
+            vector = embedding.decode(row.get("embedding"))
+            embeddings.append(missing if vector is None else vector)
             decisions.append({} if row["refer"] is None else {"refer": bool(row["refer"])})
             times.append(dt.datetime.fromisoformat(row["at"]))
             for key, column in (("request_id", "request_id"), ("sha256", "input_sha256")):
@@ -73,6 +88,7 @@ def current_from_audit(rows: list[dict[str, Any]], classes: tuple[str, ...]) -> 
         decisions,
         times=times,
         ids=ids,
+        embeddings=np.stack(embeddings),
     )
 
 
@@ -123,7 +139,7 @@ def read_current(
     Each image is named by its path relative to ``root`` and by its file's sha256."""
     from medclf.data.parallel import map_images  # the decoding threads; no training code
 
-    features, probabilities, unreadable = [], [], []
+    features, probabilities, embeddings, unreadable = [], [], [], []
     ids: dict[str, list[str]] = {"path": [], "sha256": []}
     for start in range(0, len(paths), CHUNK):
         chunk = paths[start : start + CHUNK]
@@ -139,13 +155,18 @@ def read_current(
             continue
         features.append(np.stack([intensity_features(a) for a in fitted]))
         inputs = [predictor.prep.normalize_array(a) for a in fitted]
-        probabilities.append(predictor.predict_arrays(inputs).astype(np.float64))
+        probs, embedded = predictor.predict_embedded_arrays(inputs)
+        probabilities.append(probs.astype(np.float64))
+        embeddings.append(embedded)
     if not features:
         first = f"; first: {unreadable[0]}" if unreadable else ""
         raise MedclfError(f"none of the {len(paths)} image(s) could be read{first}")
     probs = np.concatenate(probabilities)
     decisions = [predictor.decision.decide(p, predictor.class_names) for p in probs]
-    return Current(np.concatenate(features), probs, decisions, unreadable, ids=ids)
+    vectors = None if any(e is None for e in embeddings) else np.concatenate(embeddings)
+    return Current(
+        np.concatenate(features), probs, decisions, unreadable, ids=ids, embeddings=vectors
+    )
 
 
 def _input_drift(reference: ReferenceProfile, current: Current, settings: Any) -> dict:
@@ -159,16 +180,38 @@ def _input_drift(reference: ReferenceProfile, current: Current, settings: Any) -
     for j, name in enumerate(INTENSITY_FEATURES):
         ref, cur = reference.intensity[:, j], recorded[:, j]
         value = psi(ref, cur, int(settings.psi_bins))
-        test = ks(ref, cur)
+        effect = reference.design_effects.get(name, 1.0)
+        test = ks(ref, cur, effect)
         out[name] = {
             "psi": value,
             "ks_statistic": test.statistic,
             "p_value": test.p_value,
             "reference_mean": float(ref.mean()),
             "current_mean": float(cur.mean()),
+            "design_effect": effect,
             "drift": bool(value > float(settings.psi_alert) and test.p_value < alpha),
         }
     return out
+
+
+def _embedding_drift(reference: ReferenceProfile, current: Current, settings: Any) -> dict:
+    """The kernel two-sample test of the current images' embeddings against the validation
+    images' (seeded samples of at most ``MAX_EMBEDDING_ROWS`` each); empty when either side
+    has fewer than two (a reference or an export from before embeddings, raw-tensor rows)."""
+    if reference.embeddings is None or current.embeddings is None:
+        return {}
+    recorded = current.embeddings[~np.isnan(current.embeddings).any(axis=1)]
+    if len(recorded) < 2 or len(reference.embeddings) < 2:
+        return {}
+    recorded = sampled(recorded, 0, MAX_EMBEDDING_ROWS)
+    test = mmd(reference.embeddings, recorded, int(settings.mmd_permutations))
+    return {
+        "mmd2": test.statistic,
+        "p_value": test.p_value,
+        "reference_images": len(reference.embeddings),
+        "current_images": len(recorded),
+        "drift": bool(test.p_value < float(settings.alpha)),
+    }
 
 
 def _shares(probabilities: np.ndarray, classes: tuple[str, ...]) -> np.ndarray:
@@ -190,8 +233,10 @@ def _prediction_drift(reference: ReferenceProfile, current: Current, settings: A
     """Class shares, "refer" share and confidence against the held-out images (validation
     and test together: twice the reference of either alone). The class shares drift when
     their PSI exceeds ``class_psi_alert`` and a chi-square test of the two count vectors
-    rejects at ``alpha``: PSI alone is noisy when the held-out splits are small."""
-    from scipy.stats import chi2_contingency
+    rejects at ``alpha``: PSI alone is noisy when the held-out splits are small. The
+    chi-square statistic is divided by the reference's design effect of the class (Rao and
+    Scott's first-order correction for clustered samples)."""
+    from scipy.stats import chi2, chi2_contingency
 
     classes = reference.classes
     ref_probs = np.concatenate(list(reference.probabilities.values()))
@@ -199,7 +244,11 @@ def _prediction_drift(reference: ReferenceProfile, current: Current, settings: A
     class_psi = categorical_psi(ref_counts, cur_counts)
     seen = (ref_counts + cur_counts) > 0  # a class neither predicted adds nothing to the test
     table = np.stack([ref_counts[seen], cur_counts[seen]])
-    p_value = float(chi2_contingency(table).pvalue) if seen.sum() > 1 else 1.0
+    p_value = 1.0
+    if seen.sum() > 1:
+        test = chi2_contingency(table)
+        effect = reference.design_effects.get("class", 1.0)
+        p_value = float(chi2.sf(test.statistic / effect, test.dof))
     ref_refer, cur_refer = _held_out_refer_share(reference), refer_share(current.decisions)
     refer_drift = (
         ref_refer is not None
@@ -280,10 +329,13 @@ def compare(
     """Everything ``monitor.json`` holds, with the alerts the thresholds raise; audit-log
     traffic also in windows of ``window_s`` seconds."""
     inputs = _input_drift(reference, current, settings)
+    embedded = _embedding_drift(reference, current, settings)
     predictions = _prediction_drift(reference, current, settings)
     performance = _performance(reference, current, settings)
     n = len(current.probabilities)
     alerts = [f"input drift: {name}" for name, f in inputs.items() if f["drift"]]
+    if embedded.get("drift"):
+        alerts.append(f"input drift: the model's embedding (MMD p={embedded['p_value']:.3f})")
     if predictions["class_drift"]:
         alerts.append(f"prediction drift: class shares (PSI {predictions['class_psi']:.2f})")
     if predictions["refer_share"]["drift"]:
@@ -296,6 +348,7 @@ def compare(
         "unreadable": len(current.unreadable),
         "reference_images": len(reference.intensity),
         "input_drift": inputs,
+        "embedding_drift": embedded,
         "prediction_drift": predictions,
         "performance_estimate": performance,
         "alerts": alerts if enough else [],

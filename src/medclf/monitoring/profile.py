@@ -7,7 +7,14 @@ It holds, for a seeded sample of at most ``MAX_ROWS`` held-out images each:
   run's window and resize: input drift is measured against them;
 - the calibrated probabilities on validation and on test: prediction drift (class shares,
   confidence) and the label-free estimate's baseline;
-- the share of "refer" decisions (a conformal set of more than one class) on each.
+- the share of "refer" decisions (a conformal set of more than one class) on each;
+- the monitoring embeddings (``monitoring.embedding``) of at most ``MAX_EMBEDDING_ROWS``
+  validation images: input drift in the model's own features (MMD) is measured against them;
+- the design effect of each intensity feature and of the predicted class among these images
+  (``drift.design_effect``: several slices of one patient are not independent images). The
+  tests count both samples as that many times fewer images, assuming new traffic comes in
+  patients of similar size; without it, the KS test on the demo model's phantoms (1.7
+  slices per patient) false-alarmed on 4 of 20 unshifted sets.
 
 A profile is read from files other people hand over: it is parsed as plain JSON, every array
 is checked for its shape and finiteness, and sizes are bounded before use.
@@ -16,19 +23,23 @@ is checked for its shape and finiteness, and sizes are bounded before use.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from medclf.errors import MedclfError
+from medclf.monitoring import embedding
 from medclf.monitoring.features import INTENSITY_FEATURES
 
 PROFILE_VERSION = 1
 MAX_ROWS = 2000  # per sample: ~40 bytes per feature row, ~10 per class per probability row
 MAX_PROFILE_BYTES = 16 * 2**20  # a larger file is refused before it is parsed
 SAMPLES = ("validation", "test")
+# the MMD's kernel matrix grows with the square of reference + current rows: 500 + 500 rows
+# and 500 permutations take about half a second
+MAX_EMBEDDING_ROWS = 500
 
 
 @dataclass(frozen=True)
@@ -38,9 +49,13 @@ class ReferenceProfile:
     intensity: np.ndarray  # rows x INTENSITY_FEATURES, validation and test images
     probabilities: dict[str, np.ndarray]  # sample -> rows x classes, calibrated
     refer_share: dict[str, float | None]  # sample -> share of "refer" decisions
+    # validation images x embedding.SIZE; None in a reference written before embeddings
+    embeddings: np.ndarray | None = None
+    # feature name (and "class") -> design effect; missing ones are 1 (independent images)
+    design_effects: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out = {
             "version": PROFILE_VERSION,
             "classes": list(self.classes),
             "model_version": self.model_version,
@@ -49,6 +64,15 @@ class ReferenceProfile:
             "probabilities": {k: np.round(v, 6).tolist() for k, v in self.probabilities.items()},
             "refer_share": self.refer_share,
         }
+        if self.design_effects:
+            out["design_effect"] = {k: round(v, 6) for k, v in self.design_effects.items()}
+        if self.embeddings is not None:
+            out["embedding"] = {
+                "size": embedding.SIZE,
+                "seed": embedding.PROJECTION_SEED,
+                "validation": np.round(self.embeddings, 5).tolist(),
+            }
+        return out
 
     @classmethod
     def from_json(cls, data: Any, where: str) -> ReferenceProfile:
@@ -68,7 +92,10 @@ class ReferenceProfile:
             refer = {s: data["refer_share"].get(s) for s in SAMPLES}
             if "validation" not in probabilities:
                 raise ValueError("no validation probabilities")
-            return cls(classes, str(data["model_version"]), intensity, probabilities, refer)
+            embeddings = _embeddings(data.get("embedding"))
+            effects = _design_effects(data.get("design_effect") or {})
+            version = str(data["model_version"])
+            return cls(classes, version, intensity, probabilities, refer, embeddings, effects)
         except (AttributeError, KeyError, TypeError, ValueError) as exc:
             raise MedclfError(
                 f"{where}: not a valid monitoring reference ({exc}); evaluate the run on its "
@@ -76,21 +103,41 @@ class ReferenceProfile:
             ) from None
 
 
-def _rows(values: Any, width: int, name: str) -> np.ndarray:
+def _design_effects(record: Any) -> dict[str, float]:
+    known = {*INTENSITY_FEATURES, "class"}
+    effects = {str(k): float(v) for k, v in record.items()}
+    if not set(effects) <= known or not all(1.0 <= v <= MAX_ROWS for v in effects.values()):
+        raise ValueError(f"design_effect: expected numbers from 1 for {sorted(known)}")
+    return effects
+
+
+def _embeddings(record: Any) -> np.ndarray | None:
+    if record is None:
+        return None
+    if record.get("size") != embedding.SIZE or record.get("seed") != embedding.PROJECTION_SEED:
+        raise ValueError(
+            f"embedding of size {record.get('size')} and seed {record.get('seed')}, expected "
+            f"{embedding.SIZE} and {embedding.PROJECTION_SEED}"
+        )
+    return _rows(record["validation"], embedding.SIZE, "embedding", MAX_EMBEDDING_ROWS)
+
+
+def _rows(values: Any, width: int, name: str, most: int = MAX_ROWS) -> np.ndarray:
     array = np.asarray(values, dtype=np.float64)
-    if array.ndim != 2 or array.shape[1] != width or not 1 <= len(array) <= MAX_ROWS:
-        raise ValueError(f"{name}: expected 1-{MAX_ROWS} rows of {width} numbers")
+    if array.ndim != 2 or array.shape[1] != width or not 1 <= len(array) <= most:
+        raise ValueError(f"{name}: expected 1-{most} rows of {width} numbers")
     if not np.all(np.isfinite(array)):
         raise ValueError(f"{name}: values that are not finite numbers")
     return array
 
 
-def sampled(rows: np.ndarray, seed: int) -> np.ndarray:
-    """At most ``MAX_ROWS`` of ``rows``, a seeded sample in their original order."""
-    if len(rows) <= MAX_ROWS:
+def sampled(rows: Any, seed: int, most: int = MAX_ROWS) -> Any:
+    """At most ``most`` of ``rows`` (an array or a list), a seeded sample in their original
+    order."""
+    if len(rows) <= most:
         return rows
-    keep = np.sort(np.random.default_rng(seed).choice(len(rows), MAX_ROWS, replace=False))
-    return rows[keep]
+    keep = np.sort(np.random.default_rng(seed).choice(len(rows), most, replace=False))
+    return rows[keep] if isinstance(rows, np.ndarray) else [rows[i] for i in keep]
 
 
 def read_profile(path: Path) -> ReferenceProfile:
@@ -129,12 +176,18 @@ def build_profile(
     probabilities: dict[str, np.ndarray],
     decisions: dict[str, list[dict[str, Any]]],
     seed: int,
+    embeddings: np.ndarray | None = None,
+    patients: list[str] | None = None,
 ) -> ReferenceProfile:
-    """The profile of held-out ``images`` (C x H x W in [0, 1], before normalization) and
-    the calibrated ``probabilities`` and ``decisions`` per sample."""
+    """The profile of held-out ``images`` (C x H x W in [0, 1], before normalization), the
+    calibrated ``probabilities`` and ``decisions`` per sample, the validation images'
+    ``embeddings`` (already sampled: at most ``MAX_EMBEDDING_ROWS``) and the images'
+    ``patients`` (one id per image, in the order of ``images`` and of the samples'
+    probabilities; an empty id is a patient of its own)."""
     from medclf.monitoring.features import intensity_features
 
     features = np.stack([intensity_features(a) for a in images])
+    held_out = np.concatenate([np.asarray(p) for p in probabilities.values()])
     return ReferenceProfile(
         classes=tuple(classes),
         model_version=model_version,
@@ -143,4 +196,23 @@ def build_profile(
             s: sampled(np.asarray(p, np.float64), seed) for s, p in probabilities.items()
         },
         refer_share={s: refer_share(d) for s, d in decisions.items()},
+        embeddings=None if embeddings is None else np.asarray(embeddings, np.float64),
+        design_effects=_measured_design_effects(features, held_out, patients),
     )
+
+
+def _measured_design_effects(
+    features: np.ndarray, probabilities: np.ndarray, patients: list[str] | None
+) -> dict[str, float]:
+    """Per intensity feature, and for the predicted class (the mean over classes of its
+    indicator's), among the profiled images grouped by patient."""
+    from medclf.monitoring.drift import design_effect
+
+    if not patients or len(patients) != len(features) or len(probabilities) != len(features):
+        return {}
+    groups = np.array([p or f"image-{i}" for i, p in enumerate(patients)])
+    effects = {n: design_effect(features[:, j], groups) for j, n in enumerate(INTENSITY_FEATURES)}
+    predicted = probabilities.argmax(axis=1)
+    indicators = [predicted == k for k in range(probabilities.shape[1])]
+    effects["class"] = float(np.mean([design_effect(i, groups) for i in indicators if i.any()]))
+    return effects

@@ -15,6 +15,7 @@ from medclf import __version__
 from medclf.atomic import atomic_dir, write_json, write_text
 from medclf.evaluation.plots import _plt  # headless matplotlib, set up once
 from medclf.formatting import number
+from medclf.monitoring import embedding
 from medclf.monitoring.features import INTENSITY_FEATURES
 from medclf.monitoring.profile import ReferenceProfile
 
@@ -35,11 +36,14 @@ def _png(fig: Any) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def _figures(reference: ReferenceProfile, current_features: np.ndarray, result: dict) -> dict:
+def _figures(reference: ReferenceProfile, current: Any, result: dict) -> dict:
     figures = {"confidence": _confidence_figure(result["prediction_drift"])}
-    recorded = current_features[~np.isnan(current_features).any(axis=1)]
+    recorded = current.features[~np.isnan(current.features).any(axis=1)]
     if result["input_drift"]:
         figures["intensity"] = _intensity_figure(reference, recorded, result["input_drift"])
+    if result["embedding_drift"]:
+        vectors = current.embeddings[~np.isnan(current.embeddings).any(axis=1)]
+        figures["embedding"] = _embedding_figure(reference.embeddings, vectors)
     if result["windows"]:
         figures["windows"] = _windows_figure(result["windows"])
     return figures
@@ -56,6 +60,21 @@ def _intensity_figure(reference: ReferenceProfile, current: np.ndarray, drift: d
         ax.hist(cur, bins, density=True, alpha=0.5, label="new")
         ax.set_title(f"{name} (PSI {drift[name]['psi']:.2f})", fontsize=9)
     axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def _embedding_figure(reference: np.ndarray, current: np.ndarray) -> str:
+    """Both samples on the first two principal axes of the reference embeddings."""
+    plt = _plt()
+    center = reference.mean(axis=0)
+    axes = np.linalg.svd(reference - center, full_matrices=False)[2][:2].T
+    fig, ax = plt.subplots(figsize=(5, 4), dpi=100)
+    for rows, label in ((reference, "validation"), (current, "new")):
+        xy = (rows - center) @ axes
+        ax.scatter(xy[:, 0], xy[:, 1], s=8, alpha=0.5, label=label)
+    ax.set(xlabel="first principal axis", ylabel="second principal axis")
+    ax.legend(fontsize=8)
     fig.tight_layout()
     return _png(fig)
 
@@ -95,23 +114,37 @@ def _windows_figure(windows: list[dict]) -> str:
 
 
 def write_outputs(
-    out: Path, model: dict[str, Any], result: dict, reference: ReferenceProfile, current: Any
+    out: Path,
+    model: dict[str, Any],
+    result: dict,
+    reference: ReferenceProfile,
+    current: Any,
+    evidently: bool = False,
 ) -> Path:
-    """``out/monitor.json`` and ``out/report.html``; ``out`` appears whole or not at all."""
+    """``out/monitor.json`` and ``out/report.html`` (and Evidently's reports with
+    ``evidently``); ``out`` appears whole or not at all."""
+    with atomic_dir(out) as staging:
+        if evidently:
+            from medclf.monitoring.evidently_report import render
+
+            result["evidently"] = render(reference, current, staging)
+        write_json(staging / "monitor.json", {"model": model, **result})
+        write_text(staging / "report.html", _html(model, result, reference, current))
+    return out
+
+
+def _html(model: dict[str, Any], result: dict, reference: ReferenceProfile, current: Any) -> str:
     env = Environment(
         loader=PackageLoader("medclf.monitoring", "templates"),
         autoescape=select_autoescape(["html", "j2"]),
         undefined=StrictUndefined,
     )
-    html = env.get_template("monitor.html.j2").render(
+    return env.get_template("monitor.html.j2").render(
         model=model,
         result=result,
         sections=SECTIONS,
-        figures=_figures(reference, current.features, result),
+        figures=_figures(reference, current, result),
+        embedding_size=embedding.SIZE,
         num=number,
         version=__version__,
     )
-    with atomic_dir(out) as staging:
-        write_json(staging / "monitor.json", {"model": model, **result})
-        write_text(staging / "report.html", html)
-    return out

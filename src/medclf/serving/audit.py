@@ -62,9 +62,12 @@ PREDICTIONS = Table(
     # JSON list: the image's intensity features (monitoring.features), for input drift; null
     # for a raw tensor (/v2) and in rows written before medclf recorded them
     Column("features", Text),
+    # the model's monitoring embedding (monitoring.embedding: 32 float32, base64), for MMD
+    # drift; null for a model exported without one and in older rows
+    Column("embedding", Text),
 )
 # columns added after the first release: added to an existing table when it is opened
-ADDED_COLUMNS = {"features": "TEXT"}
+ADDED_COLUMNS = {"features": "TEXT", "embedding": "TEXT"}
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,7 @@ class AuditRow:
     latency_ms: float
     study: str | None
     features: str | None = None
+    embedding: str | None = None
     at: str = ""
 
 
@@ -260,7 +264,7 @@ def export(url: str, out: Path, fmt: str, since: str | None) -> int:
 
 def read_rows(url: str, since: str | None, model_version: str, most: int) -> list[dict[str, Any]]:
     """The rows of one model version at or after ``since``, oldest first: time,
-    probabilities, refer, features, request id and input sha256 (what ``medclf monitor``
+    probabilities, refer, features, embedding, request id and input sha256 (what ``medclf monitor``
     compares, and what labels name); more than ``most``
     is refused (``monitor.max_images``) before they are held in memory."""
     from sqlalchemy import select
@@ -268,7 +272,7 @@ def read_rows(url: str, since: str | None, model_version: str, most: int) -> lis
     if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
         raise MedclfError(f"audit={url}: no audit log there (nothing served yet?)")
     engine = open_engine(url)
-    names = ("at", "probabilities", "refer", "features", "request_id", "input_sha256")
+    names = ("at", "probabilities", "refer", "features", "embedding", "request_id", "input_sha256")
     columns = [PREDICTIONS.c[n] for n in names]
     query = (
         select(*columns)

@@ -35,12 +35,14 @@ class Answer:
     queue_s: float  # waiting for the batch to form and the previous batch to finish
     inference_s: float  # the model call of the batch this image was in
     batch_size: int
+    embedding: np.ndarray | None = None  # the monitoring embedding, when the model gives one
 
 
 class MicroBatcher(ThreadWorker):
     def __init__(
         self,
-        run_batch: Callable[[np.ndarray], np.ndarray],
+        # N x C x H x W -> the probabilities, or (probabilities, embeddings or None)
+        run_batch: Callable[[np.ndarray], Any],
         max_batch: int,
         max_wait_ms: float,
         on_batch: Callable[[int, float], None] | None = None,
@@ -98,7 +100,7 @@ class MicroBatcher(ThreadWorker):
                 continue
             started = time.perf_counter()
             try:
-                probs = await self.in_thread(self.run_batch, np.stack([item.x for item in batch]))
+                out = await self.in_thread(self.run_batch, np.stack([item.x for item in batch]))
             except Exception as exc:  # the model's own error reaches each waiting request
                 for item in batch:
                     if not item.future.done():
@@ -107,7 +109,9 @@ class MicroBatcher(ThreadWorker):
             took = time.perf_counter() - started
             if self.on_batch:
                 self.on_batch(len(batch), took)
-            for row, item in zip(probs, batch, strict=True):
+            probs, embeddings = out if isinstance(out, tuple) else (out, None)
+            for i, item in enumerate(batch):
                 if not item.future.done():
-                    answer = Answer(row, started - item.queued_at, took, len(batch))
+                    embedded = None if embeddings is None else embeddings[i]
+                    answer = Answer(probs[i], started - item.queued_at, took, len(batch), embedded)
                     item.future.set_result(answer)

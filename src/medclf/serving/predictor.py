@@ -61,10 +61,41 @@ class Predictor(ABC):
 
     def predict_batch(self, x: np.ndarray) -> np.ndarray:
         """NCHW float32 model input -> N x classes calibrated probabilities."""
-        logits = self.logits_batch(x).astype(np.float64) / self.decision.temperature
-        logits -= logits.max(axis=1, keepdims=True)
-        e = np.exp(logits)
+        return self._calibrated(self.logits_batch(x))
+
+    def _calibrated(self, logits: np.ndarray) -> np.ndarray:
+        scaled = logits.astype(np.float64) / self.decision.temperature
+        scaled -= scaled.max(axis=1, keepdims=True)
+        e = np.exp(scaled)
         return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+
+    def predict_embedded(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """``predict_batch`` and the N x ``monitoring.embedding.SIZE`` monitoring embeddings
+        of the images as given (not of test-time augmentation views); None for a model that
+        has no embedding output (exported by an earlier medclf)."""
+        return self.predict_batch(x), None
+
+    def predict_embedded_arrays(
+        self, inputs: Sequence[np.ndarray], batch_size: int = 32
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """``predict_embedded`` over normalized C x H x W inputs, in batches."""
+        parts = [
+            self.predict_embedded(np.stack(inputs[i : i + batch_size]).astype(np.float32))
+            for i in range(0, len(inputs), batch_size)
+        ]
+        if not parts:
+            return np.zeros((0, len(self.class_names)), np.float32), None
+        embeddings = [e for _, e in parts]
+        return (
+            np.concatenate([p for p, _ in parts]),
+            None if any(e is None for e in embeddings) else np.concatenate(embeddings),
+        )
+
+    def embeddings_arrays(
+        self, inputs: Sequence[np.ndarray], batch_size: int = 32
+    ) -> np.ndarray | None:
+        """The monitoring embeddings of normalized C x H x W inputs, or None (see above)."""
+        return self.predict_embedded_arrays(inputs, batch_size)[1]
 
     def _batched(self, fn, inputs: Sequence[np.ndarray], batch_size: int) -> np.ndarray:
         out = [
@@ -163,6 +194,7 @@ class TorchPredictor(Predictor):
         if threads:
             torch.set_num_threads(threads)
         self._torch = torch
+        self._with_embedding: Any = None  # built when first asked (models.embedding)
 
     @property  # type: ignore[override]
     def release(self) -> dict[str, Any] | None:
@@ -184,6 +216,21 @@ class TorchPredictor(Predictor):
 
     def _raw_logits(self, x: np.ndarray) -> np.ndarray:
         return self._logits(x).numpy()
+
+    def predict_embedded(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        torch = self._torch
+        if self._with_embedding is None:
+            from medclf.models.embedding import WithEmbedding
+
+            self._with_embedding = WithEmbedding(self.model, self.prep.input_shape).eval()
+        batch = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+        with torch.inference_mode():
+            logits, embedding = self._with_embedding(
+                batch.contiguous(memory_format=torch.channels_last)
+            )
+        if self.decision.tta != "none":  # the views' logits; the embedding of the image itself
+            return self.predict_batch(x), embedding.numpy()
+        return self._calibrated(logits.float().numpy()), embedding.numpy()
 
     def explain(self, chw: np.ndarray, class_index: int) -> np.ndarray:
         """The Grad-CAM heat map (H x W in [0, 1]) of one fitted image for one class."""
@@ -252,6 +299,8 @@ class OnnxPredictor(Predictor):
                 f"model={path}: expected outputs 'logits' and 'probabilities', found {outputs}; "
                 "export it with 'medclf export model=RUN'"
             )
+        # exports before the monitoring embedding have no such output: monitored without it
+        self.has_embedding = "embedding" in outputs
 
     @staticmethod
     def _verified_metadata(path: Path, data: bytes) -> dict[str, str]:
@@ -290,6 +339,15 @@ class OnnxPredictor(Predictor):
         if self.decision.tta != "none":  # the views are averaged outside the graph
             return super().predict_batch(x)
         return self.session.run(["probabilities"], {self.input_name: x.astype(np.float32)})[0]
+
+    def predict_embedded(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        if not self.has_embedding:
+            return self.predict_batch(x), None
+        feed = {self.input_name: x.astype(np.float32)}
+        if self.decision.tta != "none":
+            return self.predict_batch(x), self.session.run(["embedding"], feed)[0]
+        probabilities, embedding = self.session.run(["probabilities", "embedding"], feed)
+        return probabilities, embedding
 
 
 def load_run_decision(run: Any, version: str, class_names: tuple[str, ...]) -> DecisionRecord:

@@ -22,6 +22,7 @@ from starlette.exceptions import HTTPException
 from medclf.data.io import ImageTooLargeError
 from medclf.data.pseudonym import Pseudonymizer
 from medclf.errors import MedclfError
+from medclf.monitoring import embedding
 from medclf.monitoring.features import intensity_features
 from medclf.monitoring.live import LiveWindow
 from medclf.serving.audit import AuditLog, AuditRow, row_for
@@ -88,6 +89,7 @@ class Prepared:
     preprocess_s: float | None = None
     # intensity features for input-drift monitoring (None for an already normalized tensor)
     features: np.ndarray | None = None
+    embedding: np.ndarray | None = None  # the model's monitoring embedding, once predicted
 
 
 class Service:
@@ -96,7 +98,7 @@ class Service:
         self.settings = settings
         self.telemetry = Telemetry(predictor.info())
         self.batcher = MicroBatcher(
-            predictor.predict_batch,
+            predictor.predict_embedded,
             settings.max_batch,
             settings.max_wait_ms,
             on_batch=self.telemetry.batch,
@@ -194,6 +196,7 @@ class Service:
     async def predict(self, prepared: Prepared) -> dict[str, Any]:
         """The prediction record of one prepared image (its warnings included)."""
         answer = await self.batcher.submit(prepared.x)
+        prepared.embedding = answer.embedding
         record = self.predictor.describe(answer.probabilities)
         decision = record["decision"]
         stages = {"queue": answer.queue_s, "inference": answer.inference_s}
@@ -232,7 +235,13 @@ class Service:
         model = self.predictor.info()
         rows: list[AuditRow] = [
             row_for(
-                record, model, item=i, input_sha256=p.sha256, features=_json(p.features), **common
+                record,
+                model,
+                item=i,
+                input_sha256=p.sha256,
+                features=_json(p.features),
+                embedding=embedding.encode(p.embedding),
+                **common,
             )
             for i, p, record in answered
         ]
