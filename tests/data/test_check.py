@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from medclf.config import compose
-from medclf.data.check import near_duplicate_pairs
+from medclf.data.check import _every_pair, _hash_words, near_duplicate_pairs
 from medclf.data.prepare import prepare_data
 from tests.conftest import CHEST_CT, medclf, printed_run
 
@@ -169,6 +169,17 @@ def test_chest_ct_check_reports_the_public_release_problems(tmp_path: Path):
     assert len({f["label"] for f in conflict["files"]}) == 2
     assert report["formats"]["mode"].keys() >= {"RGBA", "RGB", "L"}
     assert "adenocarcinoma" in proc.stdout and "LABEL CONFLICT" in proc.stdout
+    # the near-duplicate index finds what comparing every pair finds, at every distance
+    scanned = pd.read_csv(tmp_path / "cache" / "scan.csv", dtype=str, keep_default_na=False)
+    split = pd.Series(np.random.default_rng(0).choice(["train", "val", "test"], len(scanned)))
+    words = _hash_words(scanned["phash"])
+    rows = np.arange(len(scanned))
+    for distance in range(16):
+        indexed = near_duplicate_pairs(scanned["phash"], split, scanned["sha256"], distance)
+        compared = _every_pair(words, rows, split.to_numpy(), scanned["sha256"].to_numpy(),
+                               distance, across_splits_only=True)  # fmt: skip
+        assert indexed == compared, distance
+    assert len(indexed) > 100  # chest_ct has many near-duplicates at 15 bits
 
 
 def test_a_manifest_listing_one_file_under_two_labels_is_a_reported_conflict(tmp_path: Path):
