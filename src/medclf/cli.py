@@ -28,6 +28,7 @@ from medclf.cli_registry import (
     registry_app,
     registry_settings,
 )
+from medclf.cli_tune import tune
 from medclf.errors import MedclfError
 
 app = typer.Typer(
@@ -45,6 +46,7 @@ app.add_typer(registry_app, name="registry")
 app.add_typer(audit_app, name="audit")
 app.command(name="monitor")(monitor)
 app.command(name="init-pipeline")(init_pipeline)
+app.command(name="tune")(tune)
 app.command("register")(register)
 
 

@@ -70,10 +70,13 @@ def quiet_lightning() -> None:
         warnings.filterwarnings("ignore", message=message)
 
 
-def train(cfg: DictConfig, keep: tuple[str, ...] = ()) -> TrainResult:
+def train(
+    cfg: DictConfig, keep: tuple[str, ...] = (), extra_callbacks: tuple[Any, ...] = ()
+) -> TrainResult:
     """A new run from ``cfg``. With ``recipe: auto`` the recipe sets every key it chooses
-    except those under ``keep`` (the command line's own keys; ``medclf.words.keys``)."""
-    return _fit(cfg, resume_from=None, keep=keep)
+    except those under ``keep`` (the command line's own keys; ``medclf.words.keys``).
+    ``extra_callbacks``: Lightning callbacks of the caller (``medclf tune``'s pruning)."""
+    return _fit(cfg, resume_from=None, keep=keep, extra_callbacks=extra_callbacks)
 
 
 def plan_recipe(cfg: DictConfig, keep: tuple[str, ...] = ()) -> str | None:
@@ -148,7 +151,12 @@ def resume(run_path: str | Path, overrides: list[str] | None = None) -> TrainRes
     return _fit(cfg, resume_from=run)
 
 
-def _fit(cfg: DictConfig, resume_from: RunDir | None, keep: tuple[str, ...] = ()) -> TrainResult:
+def _fit(
+    cfg: DictConfig,
+    resume_from: RunDir | None,
+    keep: tuple[str, ...] = (),
+    extra_callbacks: tuple[Any, ...] = (),
+) -> TrainResult:
     """check and plan -> model, loss, cache -> the run folder (new, or the resumed one) -> train."""
     prepared, stages, device_flags, model_defaults = _check_and_plan(cfg, resume_from, keep)
     parts = _ingredients(cfg, prepared, stages, device_flags, resume_from)
@@ -161,7 +169,7 @@ def _fit(cfg: DictConfig, resume_from: RunDir | None, keep: tuple[str, ...] = ()
     run = RunDir.create(cfg.runs_root, str(cfg.run_group), str(cfg.model.name), cfg.run_name)
     try:
         _write_inputs(cfg, run, parts)
-        return _run_trainer(cfg, run, parts)
+        return _run_trainer(cfg, run, parts, extra_callbacks)
     except BaseException:
         _discard_unstarted(run)
         raise
@@ -341,7 +349,9 @@ class Ingredients:
     device_flags: tuple[str, bool, bool]  # precision, channels_last, compile
 
 
-def _run_trainer(cfg: DictConfig, run: RunDir, parts: Ingredients) -> TrainResult:
+def _run_trainer(
+    cfg: DictConfig, run: RunDir, parts: Ingredients, extra_callbacks: tuple[Any, ...] = ()
+) -> TrainResult:
     """batches -> module -> callbacks and loggers -> trainer -> fit -> summary."""
     from medclf.training import trainer as build
     from medclf.training.loggers import build_loggers, log_run_files
@@ -353,6 +363,7 @@ def _run_trainer(cfg: DictConfig, run: RunDir, parts: Ingredients) -> TrainResul
         cfg, parts.model, prep, parts.stages, parts.loss, monitor, parts.device_flags
     )
     callbacks, epoch_log = build.build_callbacks(cfg, run, parts.stages, monitor)
+    callbacks += list(extra_callbacks)
     loggers = build_loggers(cfg, run)
     for lg in loggers:  # each Lightning logger flattens nested keys itself (train/lr)
         lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
