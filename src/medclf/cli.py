@@ -105,6 +105,16 @@ def train(
     dry_run: bool = typer.Option(
         False, "--dry-run", help="Print the recipe and the resolved config; train nothing."
     ),
+    multirun: bool = typer.Option(
+        False,
+        "--multirun",
+        "-m",
+        help="One run per combination of comma-separated values (model=a,b train.lr=x,y), "
+        "each evaluated, then one comparison.",
+    ),
+    metric: str = typer.Option(
+        "macro_auc", "--metric", help="With -m: rank the runs by this test metric."
+    ),
 ) -> None:
     """Train a model; prints the run folder and the best epoch's metrics.
 
@@ -118,6 +128,9 @@ def train(
     from medclf.words import keys as override_keys
     from medclf.words import split_words
 
+    if multirun:
+        _multirun(list(overrides or []), dry_run, metric)
+        return
     found, rest, _ = split_words(overrides, {"resume"})
     if "resume" in found:
         from medclf.training.run import resume
@@ -175,6 +188,33 @@ def evaluate(
     result = run_eval(target, split=found.get("split"), overrides=rest, backend=backend)
     print_summary(result)
     if fail_on_gate and not result.gates["passed"]:
+        raise typer.Exit(1)
+
+
+def _multirun(overrides: list[str], dry_run: bool, metric: str) -> None:
+    """``medclf train -m``: every combination composed (checked) first, then trained and
+    evaluated one after another, then compared (``medclf.multirun``)."""
+    from medclf.config import compose_for_training
+    from medclf.evaluation.metrics import resolve_metric
+    from medclf.multirun import combinations, run_all, swept
+
+    if any(w.startswith("resume=") for w in overrides):
+        raise MedclfError("resume=RUN continues one run; it does not combine with -m")
+    resolve_metric(metric)  # an unknown metric name is refused before any training
+    runs = combinations(overrides)
+    configs = [compose_for_training(words) for words in runs]
+    for i, words in enumerate(swept(runs), 1):
+        typer.echo(f"run {i}/{len(runs)}: {' '.join(words) or '(no sweep)'}")
+    if dry_run:
+        return
+    result = run_all(runs, configs, metric)
+    for entry in result.runs:
+        status = f"failed: {entry['error']}" if entry.get("error") else entry["run"]
+        typer.echo(f"{' '.join(entry['swept']) or '(no sweep)'}: {status}")
+    if result.comparison is not None:
+        typer.echo(f"comparison: {result.comparison.html}")
+    typer.echo(f"multirun: {result.folder / 'multirun.json'}")
+    if result.failed:
         raise typer.Exit(1)
 
 
