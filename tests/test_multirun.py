@@ -14,7 +14,7 @@ from medclf.multirun import MAX_RUNS, combinations, swept
 from tests.conftest import medclf
 
 TINY = ["recipe=none", "data.image_size=32", "train.max_epochs=2", "train.progress_bar=false",
-        "logger=[]", "model.pretrained=false"]  # fmt: skip
+        "model.pretrained=false"]  # fmt: skip
 
 
 def test_sweeps_expand_into_the_product_in_order():
@@ -45,9 +45,12 @@ def test_a_bad_value_in_any_combination_is_refused_before_training(tmp_path: Pat
 
 @pytest.mark.slow
 def test_three_models_train_evaluate_and_end_in_one_comparison(tiny_synth: Path, tmp_path):
-    proc = medclf("train", "-m", f"data.path={tiny_synth}", *TINY,
-                  "model=custom_cnn,resnet18,medical_cnn", f"runs_root={tmp_path / 'runs'}",
-                  "--metric", "accuracy", cwd=tmp_path)  # fmt: skip
+    """... and log to MLflow as three children of one parent run (one tree in the UI)."""
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    proc = medclf("train", "-m", f"data.path={tiny_synth}", *TINY, "logger=[mlflow]",
+                  f"mlflow.tracking_uri={tracking}", "model=custom_cnn,resnet18,medical_cnn",
+                  f"runs_root={tmp_path / 'runs'}", "--metric", "accuracy",
+                  cwd=tmp_path)  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
     summary_path = next((tmp_path / "runs" / "default").glob("multirun-*/multirun.json"))
     summary = json.loads(summary_path.read_text())
@@ -59,3 +62,15 @@ def test_three_models_train_evaluate_and_end_in_one_comparison(tiny_synth: Path,
     table = pd.read_csv(summary_path.parent / "compare.csv")
     assert len(table) == 3 and (summary_path.parent / "compare.html").is_file()
     assert "comparison: " in proc.stdout and "run 3/3: model=medical_cnn" in proc.stdout
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking)
+    experiment = client.get_experiment_by_name("default")
+    logged = client.search_runs([experiment.experiment_id])
+    parent = summary["mlflow_parent_run"]
+    children = [r for r in logged if r.data.tags.get("mlflow.parentRunId") == parent]
+    assert len(logged) == 4 and len(children) == 3
+    assert {Path(r.data.tags["medclf.run_dir"]).name for r in children} == {
+        Path(entry["run"]).name for entry in runs
+    }
+    assert client.get_run(parent).info.status == "FINISHED"

@@ -59,8 +59,9 @@ def test_a_trial_worse_than_the_pruner_allows_stops_early(tiny_synth: Path, tmp_
     import optuna
 
     study = Study("pruned", str(tmp_path / "journal.log"), tmp_path / "study")
-    base = [f"data.path={tiny_synth}", *TINY, "train.max_epochs=5",
-            f"runs_root={tmp_path / 'runs'}"]  # fmt: skip
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    base = [f"data.path={tiny_synth}", *TINY, "train.max_epochs=5", "logger=[mlflow]",
+            f"mlflow.tracking_uri={tracking}", f"runs_root={tmp_path / 'runs'}"]  # fmt: skip
     pruner = optuna.pruners.ThresholdPruner(upper=0.0, n_warmup_steps=1)
     opened = work(study, read_search("default"), base, 1, 0, None, pruner)
     (trial,) = opened.get_trials()
@@ -70,6 +71,13 @@ def test_a_trial_worse_than_the_pruner_allows_stops_early(tiny_synth: Path, tmp_
     assert record["pruned_at"] == 1
     summary = json.loads((tmp_path / "runs/tune-pruned/trial-0000/train_summary.json").read_text())
     assert summary["epochs"] <= 2
+    from mlflow.tracking import MlflowClient  # the trial is a child of the study's run
+
+    client = MlflowClient(tracking_uri=tracking)
+    parent = opened.user_attrs["mlflow_parent_run"]
+    (child,) = client.search_runs([client.get_run(parent).info.experiment_id],
+                                  f"tags.mlflow.parentRunId = '{parent}'")  # fmt: skip
+    assert child.data.tags["medclf.run_dir"].endswith("trial-0000")
 
 
 def test_search_files_are_checked_before_any_trial(tmp_path: Path):

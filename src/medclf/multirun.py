@@ -71,8 +71,11 @@ class MultirunResult:
 
 def run_all(runs: list[list[str]], configs: list[Any], metric: str) -> MultirunResult:
     """Train and evaluate each configuration, then compare the evaluated runs."""
+    from omegaconf import open_dict
+
     from medclf.evaluation.compare import compare_runs
     from medclf.evaluation.evaluate import evaluate
+    from medclf.tracking import close_parent, open_parent
     from medclf.training.run import train
     from medclf.words import keys
 
@@ -81,8 +84,12 @@ def run_all(runs: list[list[str]], configs: list[Any], metric: str) -> MultirunR
     folder = Path(str(first.runs_root)) / str(first.run_group) / f"multirun-{stamp}"
     result = MultirunResult(folder)
     names = swept(runs)
+    parent = open_parent(first, folder.name, {"medclf.multirun": str(folder.resolve())})
     for i, (words, cfg) in enumerate(zip(runs, configs, strict=True)):
         entry: dict[str, Any] = {"words": words, "swept": names[i]}
+        if parent and not cfg.mlflow.parent_run:  # each run a child of the sweep's
+            with open_dict(cfg):
+                cfg.mlflow.parent_run = parent
         log.info("multirun %d/%d: %s", i + 1, len(runs), " ".join(names[i]) or "(no sweep)")
         try:
             trained = train(cfg, keys(words))
@@ -92,9 +99,11 @@ def run_all(runs: list[list[str]], configs: list[Any], metric: str) -> MultirunR
             log.error("multirun %d/%d failed: %s", i + 1, len(runs), exc)
             entry["error"] = str(exc)
         result.runs.append(entry)
+    close_parent(first, parent, failed=bool(result.failed))
     evaluated = [Path(r["run"]) for r in result.runs if "run" in r and not r.get("error")]
     folder.mkdir(parents=True, exist_ok=True)
     if evaluated:
         result.comparison = compare_runs(evaluated, metric=metric, split="test", out=folder)
-    write_json(folder / "multirun.json", {"metric": metric, "runs": result.runs})
+    record = {"metric": metric, "mlflow_parent_run": parent, "runs": result.runs}
+    write_json(folder / "multirun.json", record)
     return result

@@ -355,6 +355,7 @@ class Monitor(Section):
 class Mlflow(Section):
     tracking_uri: str
     experiment: OptText
+    parent_run: OptText
 
 
 class Wandb(Section):

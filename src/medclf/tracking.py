@@ -71,3 +71,41 @@ def client(uri: str) -> Any:
 
     prepare_uri(uri)
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def open_parent(cfg: Any, name: str, tags: dict[str, str]) -> str | None:
+    """A parent MLflow run for the runs of a study or a sweep (they log under it as children,
+    ``mlflow.parent_run``), in the experiment they log to; None when MLflow is not among the
+    loggers, or fails (the runs then log on their own, as any tracker failure is handled)."""
+    from medclf.training.loggers import logger_names
+
+    if "mlflow" not in logger_names(cfg.logger):
+        return None
+    uri = str(cfg.mlflow.tracking_uri)
+    name_of_experiment = str(cfg.mlflow.experiment or cfg.run_group)
+    try:
+        mlflow_client = client(uri)
+        experiment = mlflow_client.get_experiment_by_name(name_of_experiment)
+        experiment_id = (
+            experiment.experiment_id
+            if experiment is not None
+            else mlflow_client.create_experiment(
+                name_of_experiment, artifact_location=artifact_location(uri, cfg.runs_root)
+            )
+        )
+        return mlflow_client.create_run(experiment_id, run_name=name, tags=tags).info.run_id
+    except Exception as exc:  # MLflow's own errors; a tracker never stops the work
+        logging.getLogger("medclf").warning("mlflow: no parent run (%s)", str(exc)[:200])
+        return None
+
+
+def close_parent(cfg: Any, run_id: str | None, failed: bool = False) -> None:
+    """End the parent run (FINISHED, or FAILED when some child failed)."""
+    if run_id is None:
+        return
+    try:
+        client(str(cfg.mlflow.tracking_uri)).set_terminated(
+            run_id, "FAILED" if failed else "FINISHED"
+        )
+    except Exception as exc:  # as above
+        logging.getLogger("medclf").warning("mlflow: parent run not closed (%s)", str(exc)[:200])

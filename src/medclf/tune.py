@@ -218,7 +218,14 @@ def _quiet_training(first: bool) -> Iterator[None]:
         trainer_log.setLevel(level)
 
 
-def run_trial(study: Study, trial: Any, search: Search, base: list[str], objective: str) -> float:
+def run_trial(
+    study: Study,
+    trial: Any,
+    search: Search,
+    base: list[str],
+    objective: str,
+    parent: str | None = None,
+) -> float:
     """One trial: its config, a training run tagged with the study and trial, the value."""
     import optuna
 
@@ -229,8 +236,9 @@ def run_trial(study: Study, trial: Any, search: Search, base: list[str], objecti
     words = [override(p.key, p.suggest(trial)) for p in search.params]
     group = f"tune-{study.name}"
     name = f"trial-{trial.number:04d}"
+    tracked = [f"mlflow.parent_run={parent}"] if parent else []
     cfg = compose([*base, *words, f"train.monitor={objective}", f"run_group={group}",
-                   f"run_name={name}"])  # fmt: skip
+                   f"run_name={name}", *tracked])  # fmt: skip
     key, _ = resolve_monitor(objective, "auto")
     callback = _pruning_callback(trial, key)
     log.info("trial %d: %s", trial.number, " ".join(_short(w) for w in words))
@@ -269,6 +277,7 @@ def work(
     _, direction = resolve_monitor(objective, "auto")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     opened = study.open(seed, direction, pruner)
+    parent = _parent_run(study, opened, base)
     started = time.monotonic()
     while budget_s is None or time.monotonic() - started < budget_s:
         if len(opened.get_trials(deepcopy=False)) - _surplus_before(opened, None) >= trials:
@@ -282,8 +291,33 @@ def work(
         # the trial's own seed: workers asking at once draw different values, and one
         # worker's study is reproducible trial by trial
         opened.sampler = optuna.samplers.TPESampler(seed=seed + trial.number)
-        _told(opened, trial, lambda t: run_trial(study, t, search, base, objective))
+        _told(opened, trial, lambda t: run_trial(study, t, search, base, objective, parent))
+    from medclf.tracking import close_parent
+
+    close_parent(_group_config(study, base), parent)
     return opened
+
+
+def _group_config(study: Study, base: list[str]) -> Any:
+    from medclf.config import compose
+
+    return compose([*base, f"run_group=tune-{study.name}"])
+
+
+def _parent_run(study: Study, opened: Any, base: list[str]) -> str | None:
+    """The study's parent MLflow run: made by its first worker, kept in the study's user
+    attributes for the others, so every trial of every worker is a child of one run."""
+    from medclf.tracking import open_parent
+
+    known = opened.user_attrs.get("mlflow_parent_run")
+    if known:
+        return str(known)
+    parent = open_parent(
+        _group_config(study, base), f"study {study.name}", {"medclf.study": study.name}
+    )
+    if parent:
+        opened.set_user_attr("mlflow_parent_run", parent)
+    return parent
 
 
 def _told(opened: Any, trial: Any, fn: Any) -> None:

@@ -109,7 +109,10 @@ def _mlflow(cfg: Any, run: RunDir) -> Logger:
         tracking_uri=uri,
         artifact_location=tracking.artifact_location(uri, cfg.runs_root),
         run_id=run_id,
-        tags={"medclf.run_dir": str(run.root.resolve())},
+        tags={
+            "medclf.run_dir": str(run.root.resolve()),
+            **({"mlflow.parentRunId": str(cfg.mlflow.parent_run)} if cfg.mlflow.parent_run else {}),
+        },
     )
     _ = logger.experiment  # connect now: a bad URI is reported before training starts
     write_json(record, {"tracking_uri": uri, "run_id": logger.run_id})
