@@ -55,7 +55,7 @@ def key_help(model_file: str = "timm.yaml") -> dict[str, str]:
     model group's file whose comments come first (the chosen architecture's)."""
     root = resources.files(CONF_MODULE)
     found = _comments((root / "config.yaml").read_text(), "")
-    for group in ("data", "model", "train", "eval", "export"):
+    for group in ("data", "model", "train", "eval", "export", "serve", "monitor"):
         files = sorted(
             (p for p in (root / group).iterdir() if p.name.endswith(".yaml")),
             key=lambda p: (p.name not in (*_PREFERRED, model_file), p.name),
