@@ -43,7 +43,7 @@ def test_a_bad_value_in_any_combination_is_refused_before_training(tmp_path: Pat
     assert not (tmp_path / "runs").exists()
 
 
-@pytest.mark.slow
+@pytest.mark.heavy  # ~50-75 s: three trainings and evaluations; CI runs it
 def test_three_models_train_evaluate_and_end_in_one_comparison(tiny_synth: Path, tmp_path):
     """... and log to MLflow as three children of one parent run (one tree in the UI)."""
     tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"

@@ -26,6 +26,7 @@ def _trials(storage: Path, name: str):
     return optuna.load_study(study_name=name, storage=journal).get_trials()
 
 
+@pytest.mark.heavy  # ~25-40 s of two processes: make test measured 22 min, CI runs this
 def test_two_workers_share_one_study_and_run_exactly_the_trials(tiny_synth: Path, tmp_path):
     storage = tmp_path / "shared" / "journal.log"
     words = [f"data.path={tiny_synth}", *TINY, "trials=4", "study=shared",
