@@ -122,9 +122,11 @@ def _print(result: dict[str, Any], out: Path) -> None:
         f"{result['reference_images']} reference image(s)"
     )
     inputs = ", ".join(f"{n} (PSI {drift[n]['psi']:.2f})" for n in shifted) or "none"
+    embedded = result["embedding_drift"]
+    embedding = f"p={embedded['p_value']:.3f}" if embedded else "not recorded"
     typer.echo(
-        f"input drift: {inputs if drift else 'no features recorded'}; "
-        f"class-share PSI {pred['class_psi']:.2f}"
+        f"input drift: {inputs if drift else 'no features recorded'}; embedding MMD "
+        f"{embedding}; class-share PSI {pred['class_psi']:.2f}"
     )
     typer.echo(
         f"label-free accuracy {acc['value']:.3f} [{acc['low']:.3f}, {acc['high']:.3f}] "

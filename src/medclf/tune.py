@@ -206,12 +206,13 @@ def _short(word: str) -> str:
 
 @contextlib.contextmanager
 def _quiet_training(first: bool) -> Iterator[None]:
-    """Training's info lines (the data check, the cache, the data summary: the same for
-    every trial) only for the study's first trial; warnings always."""
+    """Training's log (the data check and its warnings, the cache, the data summary: the
+    same for every trial) only for the study's first trial; later trials log errors, and
+    the tune's own lines say how each ended."""
     trainer_log = logging.getLogger("medclf")
     level = trainer_log.level
     if not first:
-        trainer_log.setLevel(logging.WARNING)
+        trainer_log.setLevel(logging.ERROR)
     try:
         yield
     finally:
