@@ -32,6 +32,7 @@ from medclf.cli_tune import tune
 from medclf.errors import MedclfError
 
 app = typer.Typer(
+    rich_markup_mode=None,
     name="medclf",
     help="Medical image classification: data -> train -> evaluate -> export -> serve.",
     no_args_is_help=True,
@@ -39,7 +40,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-config_app = typer.Typer(help="Inspect the packaged configuration.", no_args_is_help=True)
+config_app = typer.Typer(
+    rich_markup_mode=None, help="Inspect the packaged configuration.", no_args_is_help=True
+)
 app.add_typer(config_app, name="config")
 app.add_typer(data_app, name="data")
 app.add_typer(registry_app, name="registry")

@@ -9,7 +9,9 @@ import typer
 from medclf.cli_common import handles_errors
 from medclf.errors import MedclfError
 
-audit_app = typer.Typer(help="The prediction service's audit log.", no_args_is_help=True)
+audit_app = typer.Typer(
+    rich_markup_mode=None, help="The prediction service's audit log.", no_args_is_help=True
+)
 
 
 @audit_app.command("export")

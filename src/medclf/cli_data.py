@@ -10,6 +10,7 @@ import typer
 from medclf.cli_common import DATA_PATH_HELP, OVERRIDES_HELP, handles_errors
 
 data_app = typer.Typer(
+    rich_markup_mode=None,
     help="Inspect, check and cache a dataset (same data.* options as train).",
     no_args_is_help=True,
 )

@@ -16,6 +16,7 @@ from medclf.errors import MedclfError
 
 REGISTRY_WORDS = "[mlflow.tracking_uri=URI] [runs_root=DIR]"
 registry_app = typer.Typer(
+    rich_markup_mode=None,
     help="Registered model versions: list, show, promote and roll back (MLflow aliases).",
     no_args_is_help=True,
 )

@@ -31,6 +31,13 @@ def test_help_does_not_import_heavy_libraries():
         assert command in helped
 
 
+def test_argument_help_shows_the_optional_words_in_brackets():
+    """Rich markup would read "[split=test]" as a style tag and drop it from the help."""
+    for command, word in [("tune", "[study=NAME]"), ("monitor", "[since=7d]"),
+                          ("evaluate", "[split=test]"), ("serve", "[port=8000]")]:  # fmt: skip
+        assert word in medclf(command, "--help", check=True).stdout, command
+
+
 def test_config_show_applies_overrides():
     out = medclf("config", "show", "model=resnet18", "train.lr=0.5", check=True).stdout
     assert "name: resnet18" in out and "lr: 0.5" in out
