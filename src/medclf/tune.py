@@ -16,6 +16,7 @@ run whatever the race between workers.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import time
@@ -207,7 +208,7 @@ def _short(word: str) -> str:
 @contextlib.contextmanager
 def _quiet_training(first: bool) -> Iterator[None]:
     """Training's log (the data check and its warnings, the cache, the data summary: the
-    same for every trial) only for the study's first trial; later trials log errors, and
+    same for every trial) only for a worker's first trial; later trials log errors, and
     the tune's own lines say how each ended."""
     trainer_log = logging.getLogger("medclf")
     level = trainer_log.level
@@ -226,8 +227,10 @@ def run_trial(
     base: list[str],
     objective: str,
     parent: str | None = None,
+    first: bool = True,
 ) -> float:
-    """One trial: its config, a training run tagged with the study and trial, the value."""
+    """One trial: its config, a training run tagged with the study and trial, the value.
+    ``first``: this worker's first trial, the one that logs what training logs."""
     import optuna
 
     from medclf.config import compose
@@ -243,7 +246,7 @@ def run_trial(
     key, _ = resolve_monitor(objective, "auto")
     callback = _pruning_callback(trial, key)
     log.info("trial %d: %s", trial.number, " ".join(_short(w) for w in words))
-    with _quiet_training(first=trial.number == 0):
+    with _quiet_training(first):
         result = train(cfg, extra_callbacks=(callback,))
     trial.set_user_attr("run", str(result.run.root))
     write_json(
@@ -272,14 +275,21 @@ def work(
     or ``budget_s`` seconds have passed; returns the Optuna study."""
     import optuna
 
+    from medclf.config import compose
+    from medclf.tracking import close_parent, open_parent
     from medclf.training.monitor import resolve_monitor
 
-    objective = search.objective or _default_objective(base)
+    objective = search.objective or str(compose(base).train.monitor)
     _, direction = resolve_monitor(objective, "auto")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     opened = study.open(seed, direction, pruner)
-    parent = _parent_run(study, opened, base)
-    started = time.monotonic()
+    group_cfg = compose([*base, f"run_group=tune-{study.name}"])  # where the trials log
+    parent = opened.user_attrs.get("mlflow_parent_run")  # made by the study's first worker
+    if not parent:  # kept for the others: every worker's trials are children of one run
+        parent = open_parent(group_cfg, f"study {study.name}", {"medclf.study": study.name})
+        if parent:
+            opened.set_user_attr("mlflow_parent_run", parent)
+    started, first = time.monotonic(), True
     while budget_s is None or time.monotonic() - started < budget_s:
         if len(opened.get_trials(deepcopy=False)) - _surplus_before(opened, None) >= trials:
             break  # the study has its trials (the next ask would only make a surplus one)
@@ -292,33 +302,12 @@ def work(
         # the trial's own seed: workers asking at once draw different values, and one
         # worker's study is reproducible trial by trial
         opened.sampler = optuna.samplers.TPESampler(seed=seed + trial.number)
-        _told(opened, trial, lambda t: run_trial(study, t, search, base, objective, parent))
-    from medclf.tracking import close_parent
-
-    close_parent(_group_config(study, base), parent)
+        run = functools.partial(run_trial, study, search=search, base=base,
+                                objective=objective, parent=parent, first=first)  # fmt: skip
+        _told(opened, trial, run)
+        first = False
+    close_parent(group_cfg, parent)
     return opened
-
-
-def _group_config(study: Study, base: list[str]) -> Any:
-    from medclf.config import compose
-
-    return compose([*base, f"run_group=tune-{study.name}"])
-
-
-def _parent_run(study: Study, opened: Any, base: list[str]) -> str | None:
-    """The study's parent MLflow run: made by its first worker, kept in the study's user
-    attributes for the others, so every trial of every worker is a child of one run."""
-    from medclf.tracking import open_parent
-
-    known = opened.user_attrs.get("mlflow_parent_run")
-    if known:
-        return str(known)
-    parent = open_parent(
-        _group_config(study, base), f"study {study.name}", {"medclf.study": study.name}
-    )
-    if parent:
-        opened.set_user_attr("mlflow_parent_run", parent)
-    return parent
 
 
 def _told(opened: Any, trial: Any, fn: Any) -> None:
@@ -350,12 +339,6 @@ def _surplus_before(opened: Any, number: int | None) -> int:
     return sum(
         1 for t in failed if (number is None or t.number < number) and t.user_attrs.get(SURPLUS)
     )
-
-
-def _default_objective(base: list[str]) -> str:
-    from medclf.config import compose
-
-    return str(compose(base).train.monitor)
 
 
 def summarize(study: Study, opened: Any) -> dict[str, Any]:

@@ -38,7 +38,7 @@ MAX_ROWS = 2000  # per sample: ~40 bytes per feature row, ~10 per class per prob
 MAX_PROFILE_BYTES = 16 * 2**20  # a larger file is refused before it is parsed
 SAMPLES = ("validation", "test")
 # the MMD's kernel matrix grows with the square of reference + current rows: 500 + 500 rows
-# and 500 permutations take about half a second
+# of 32 numbers and 500 permutations took 0.12-0.16 s on this project's 2-core machine
 MAX_EMBEDDING_ROWS = 500
 
 

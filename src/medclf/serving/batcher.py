@@ -41,8 +41,8 @@ class Answer:
 class MicroBatcher(ThreadWorker):
     def __init__(
         self,
-        # N x C x H x W -> the probabilities, or (probabilities, embeddings or None)
-        run_batch: Callable[[np.ndarray], Any],
+        # N x C x H x W -> (probabilities, embeddings or None): Predictor.predict_embedded
+        run_batch: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray | None]],
         max_batch: int,
         max_wait_ms: float,
         on_batch: Callable[[int, float], None] | None = None,
@@ -100,7 +100,9 @@ class MicroBatcher(ThreadWorker):
                 continue
             started = time.perf_counter()
             try:
-                out = await self.in_thread(self.run_batch, np.stack([item.x for item in batch]))
+                probs, embeddings = await self.in_thread(
+                    self.run_batch, np.stack([item.x for item in batch])
+                )
             except Exception as exc:  # the model's own error reaches each waiting request
                 for item in batch:
                     if not item.future.done():
@@ -109,7 +111,6 @@ class MicroBatcher(ThreadWorker):
             took = time.perf_counter() - started
             if self.on_batch:
                 self.on_batch(len(batch), took)
-            probs, embeddings = out if isinstance(out, tuple) else (out, None)
             for i, item in enumerate(batch):
                 if not item.future.done():
                     embedded = None if embeddings is None else embeddings[i]

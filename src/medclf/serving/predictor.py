@@ -11,7 +11,7 @@ import hashlib
 import json
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -79,10 +79,7 @@ class Predictor(ABC):
         self, inputs: Sequence[np.ndarray], batch_size: int = 32
     ) -> tuple[np.ndarray, np.ndarray | None]:
         """``predict_embedded`` over normalized C x H x W inputs, in batches."""
-        parts = [
-            self.predict_embedded(np.stack(inputs[i : i + batch_size]).astype(np.float32))
-            for i in range(0, len(inputs), batch_size)
-        ]
+        parts = [self.predict_embedded(x) for x in _batches(inputs, batch_size)]
         if not parts:
             return np.zeros((0, len(self.class_names)), np.float32), None
         embeddings = [e for _, e in parts]
@@ -98,10 +95,7 @@ class Predictor(ABC):
         return self.predict_embedded_arrays(inputs, batch_size)[1]
 
     def _batched(self, fn, inputs: Sequence[np.ndarray], batch_size: int) -> np.ndarray:
-        out = [
-            fn(np.stack(inputs[i : i + batch_size]).astype(np.float32))
-            for i in range(0, len(inputs), batch_size)
-        ]
+        out = [fn(x) for x in _batches(inputs, batch_size)]
         return np.concatenate(out) if out else np.zeros((0, len(self.class_names)), np.float32)
 
     def logits_arrays(self, inputs: Sequence[np.ndarray], batch_size: int = 32) -> np.ndarray:
@@ -163,6 +157,12 @@ class Predictor(ABC):
             "conformal": self.decision.conformal or None,
             **({"registered": self.registered} if self.registered else {}),
         }
+
+
+def _batches(inputs: Sequence[np.ndarray], batch_size: int) -> Iterator[np.ndarray]:
+    """C x H x W inputs stacked into float32 batches of at most ``batch_size``."""
+    for i in range(0, len(inputs), batch_size):
+        yield np.stack(inputs[i : i + batch_size]).astype(np.float32)
 
 
 class TorchPredictor(Predictor):
