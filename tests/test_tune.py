@@ -110,6 +110,7 @@ def test_the_command_refuses_bad_words_in_one_line(tmp_path: Path):
         (["trials=2", "search=nope"], "search=nope: no such preset"),
         (["trials=2", "study=a/b"], "study=a/b"),
         ([], "trials=N is required"),
+        (["trials=2", "cv=3"], "cv=3: a tune trial is one run"),
     ]:
         proc = medclf("tune", "data.path=x", *words, cwd=tmp_path)
         assert proc.returncode == 2 and proc.stderr.startswith("error: "), proc.stderr

@@ -124,6 +124,8 @@ def train(
     With recipe=auto (the default) the architecture, input handling, epochs for
     train.time_budget and the rest are chosen from the data for every key not given here.
     resume=RUN continues an interrupted run from its last checkpoint, exactly.
+    cv=K trains K patient-grouped folds of the train and val images and makes their
+    ensemble, a run folder that evaluate, export, predict and serve take like one model.
     """
     from omegaconf import OmegaConf
 
@@ -150,11 +152,32 @@ def train(
             typer.echo(OmegaConf.to_yaml(cfg, resolve=True), nl=False)
             typer.echo(line or "recipe: none (the packaged defaults and the command line)")
             return
+        if int(cfg.cv):
+            _cross_validate(cfg, override_keys(rest))
+            return
         result = run_training(cfg, override_keys(rest))
     typer.echo(f"run: {result.run.root}")
     from medclf.formatting import metrics_line
 
     typer.echo("best epoch: " + metrics_line(result.best_metrics))
+
+
+def _cross_validate(cfg, keep: tuple[str, ...]) -> None:
+    """``medclf train cv=K``: the folds' runs, their validation mean and spread, and the
+    ensemble folder (``medclf.training.cv``)."""
+    from medclf.formatting import metrics_line
+    from medclf.training.cv import summary_lines, train_cv
+
+    result = train_cv(cfg, keep)
+    for fold in result.folds:
+        typer.echo(f"fold {fold.run.name}: {metrics_line(fold.best_metrics)}")
+    folds = len(result.folds)
+    typer.echo(f"cv ({folds} folds, mean +/- sd): " + "; ".join(summary_lines(result.summary)))
+    typer.echo(f"run: {result.run.root}")
+    typer.echo(
+        "  the fold ensemble: evaluate, export, predict and serve take it like one model; "
+        "'medclf evaluate' fits its calibration on the out-of-fold predictions"
+    )
 
 
 @app.command()

@@ -35,6 +35,11 @@ def tune(
     trials = _trials(found.get("trials"))
     search = read_search(found.get("search", "default"))
     cfg = compose(base)  # the words themselves, then every bound with them
+    if int(cfg.cv):
+        raise MedclfError(
+            f"cv={cfg.cv}: a tune trial is one run scored on its validation split; tune "
+            "without cv, then train the chosen settings with cv="
+        )
     check_search(search, base)
     budget = found.get("time_budget")
     budget_s = parse_duration(budget, key="time_budget") if budget else None

@@ -76,6 +76,7 @@ def run_all(runs: list[list[str]], configs: list[Any], metric: str) -> MultirunR
     from medclf.evaluation.compare import compare_runs
     from medclf.evaluation.evaluate import evaluate
     from medclf.tracking import close_parent, open_parent
+    from medclf.training.cv import train_cv
     from medclf.training.run import train
     from medclf.words import keys
 
@@ -92,7 +93,7 @@ def run_all(runs: list[list[str]], configs: list[Any], metric: str) -> MultirunR
                 cfg.mlflow.parent_run = parent
         log.info("multirun %d/%d: %s", i + 1, len(runs), " ".join(names[i]) or "(no sweep)")
         try:
-            trained = train(cfg, keys(words))
+            trained = (train_cv if int(cfg.cv) else train)(cfg, keys(words))
             entry["run"] = str(trained.run.root)
             evaluate(trained.run.root, progress=False)
         except MedclfError as exc:

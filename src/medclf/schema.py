@@ -84,6 +84,12 @@ def _folder_name(v: Any) -> None:
         raise ValueError("not a plain folder name")
 
 
+def _folds(v: Any) -> None:
+    # the ensemble's bound (models.ensemble.MAX_FOLDS), named here without importing torch
+    if isinstance(v, bool) or not isinstance(v, int) or not (v == 0 or 2 <= v <= 20):
+        raise ValueError("not 0 or 2..20")
+
+
 def _pretrained(v: Any) -> None:
     if v not in (True, False, "auto"):
         raise ValueError("not true, false or auto")
@@ -372,6 +378,7 @@ class Config(Section):
     run_name: checked(_folder_name, "null or a folder name (letters, digits, . _ -)")
     runs_root: str
     seed: integer()
+    cv: checked(_folds, "0 (no cross-validation) or a number of folds from 2 to 20")
     logger: (
         checked(
             _loggers,

@@ -99,13 +99,17 @@ def open_parent(cfg: Any, name: str, tags: dict[str, str]) -> str | None:
         return None
 
 
-def close_parent(cfg: Any, run_id: str | None, failed: bool = False) -> None:
-    """End the parent run (FINISHED, or FAILED when some child failed)."""
+def close_parent(
+    cfg: Any, run_id: str | None, failed: bool = False, metrics: dict[str, float] | None = None
+) -> None:
+    """End the parent run (FINISHED, or FAILED when some child failed), logging ``metrics``
+    on it first (a cross-validation's mean over its folds)."""
     if run_id is None:
         return
     try:
-        client(str(cfg.mlflow.tracking_uri)).set_terminated(
-            run_id, "FAILED" if failed else "FINISHED"
-        )
+        tracker = client(str(cfg.mlflow.tracking_uri))
+        for key, value in (metrics or {}).items():
+            tracker.log_metric(run_id, key, float(value))
+        tracker.set_terminated(run_id, "FAILED" if failed else "FINISHED")
     except Exception as exc:  # as above
         logging.getLogger("medclf").warning("mlflow: parent run not closed (%s)", str(exc)[:200])

@@ -27,6 +27,7 @@ from medclf.data.split import (
     NEAR_GROUP,
     check_splits,
     connected_groups,
+    group_keys,
     load_split,
     make_splits,
 )
@@ -44,6 +45,9 @@ class PreparedData:
     dataset: str
     memo: Path | None = None
     fresh_scan: pd.DataFrame | None = None
+    # the group of each row of ``table`` (``split.group_keys``: patients, identical and
+    # near-duplicate images, guessed patients): what k-fold assignment keeps together
+    groups: pd.Series | None = None
 
     def build_cache(
         self, cache_dir: str | Path, prep: Preprocessing, progress: bool = True
@@ -119,7 +123,7 @@ def prepare_data(data: Any, progress: bool = True, save_memo: bool = True) -> Pr
         near_distance,
         across_splits_only=False,
     )
-    readable, names_kept = _split(data, readable, near_pairs, bool(split_file))
+    readable, names_kept, groups = _split(data, readable, near_pairs, bool(split_file))
     if bad.any():
         log.warning(
             "%d unreadable file(s) excluded (listed in the data check); first: %s",
@@ -134,7 +138,9 @@ def prepare_data(data: Any, progress: bool = True, save_memo: bool = True) -> Pr
         near_pairs=near_pairs,
         names_kept_together=names_kept,
     )
-    prepared = PreparedData(readable, scanned_ok, report, dataset, memo, fresh_scan=scanned)
+    prepared = PreparedData(
+        readable, scanned_ok, report, dataset, memo, fresh_scan=scanned, groups=groups
+    )
     if save_memo:
         prepared.save_memo()
     return prepared
@@ -170,13 +176,13 @@ def _readable(table: pd.DataFrame, scanned: pd.DataFrame, bad: Any) -> pd.DataFr
 
 def _split(
     data: Any, readable: pd.DataFrame, near_pairs: list, saved: bool
-) -> tuple[pd.DataFrame, bool]:
+) -> tuple[pd.DataFrame, bool, pd.Series]:
     """The splits: a saved split is checked as it is; otherwise missing splits are made with
     patients, identical images, near-duplicate clusters and guessed patients kept together.
-    Returns (table, whether guessed patients were kept together)."""
+    Returns (table, whether guessed patients were kept together, each row's group)."""
     if saved:
         check_splits(readable, sorted(readable["label"].unique()))
-        return readable, False
+        return readable, False, group_keys(_with_near_groups(readable, near_pairs))
     grouped, names_kept = _with_name_groups(
         _with_near_groups(readable, near_pairs), data.patient_pattern
     )
@@ -185,8 +191,9 @@ def _split(
         list(data.split_ratios),
         int(data.split_seed),
         min_per_class=int(data.min_images_per_class),
-    ).drop(columns=[NEAR_GROUP, NAME_GROUP], errors="ignore")
-    return table, names_kept
+    )
+    groups = group_keys(table)
+    return table.drop(columns=[NEAR_GROUP, NAME_GROUP], errors="ignore"), names_kept, groups
 
 
 def provisional_preprocessing(data: Any, table: pd.DataFrame) -> Preprocessing:

@@ -36,7 +36,7 @@ def connected_groups(n: int, pairs: Iterable[tuple[int, int]]) -> np.ndarray:
     return connected_components(graph, directed=False)[1]
 
 
-def _groups(df: pd.DataFrame) -> pd.Series:
+def group_keys(df: pd.DataFrame) -> pd.Series:
     """Group key per row: rows sharing a patient id, identical content (``sha256``), a
     near-duplicate cluster (``_near_group``) or a patient guessed from file names
     (``_name_group``), when known, are one group, transitively, so neither a patient nor a
@@ -63,18 +63,18 @@ def assign_splits(
         raise MedclfError("data.split_ratios must be non-negative with at least one positive")
     weights = weights / weights.sum()
     class_idx = {c: i for i, c in enumerate(classes)}
-    groups = _groups(df)
+    groups = group_keys(df)
     table = pd.crosstab(groups, df["label"].map(class_idx)).reindex(
         columns=range(len(classes)), fill_value=0
     )
     counts = table.to_numpy(dtype=float)
-    group_keys = table.index.to_numpy()
+    group_names = table.index.to_numpy()
     totals = counts.sum(axis=0)
     targets = weights[:, None] * totals[None, :]
     current = np.zeros_like(targets)
 
     rng = np.random.default_rng(seed)
-    order = rng.permutation(len(group_keys))
+    order = rng.permutation(len(group_names))
     order = order[np.argsort(-counts[order].sum(axis=1), kind="stable")]
     assignment: dict[str, str] = {}
     safe_totals = np.where(totals > 0, totals, 1.0)
@@ -82,7 +82,7 @@ def assign_splits(
         need = ((targets - current) * counts[g][None, :] / safe_totals).sum(axis=1)
         best = int(np.argmax(need + 1e-9 * weights))  # ties -> the larger split
         current[best] += counts[g]
-        assignment[group_keys[g]] = names[best]
+        assignment[group_names[g]] = names[best]
     return groups.map(assignment)
 
 
@@ -115,7 +115,7 @@ def make_splits(
             _check_class_sizes(train, classes, made, min_per_class)
             carve = {"train": by_name["train"], **{s: by_name[s] for s in missing}}
             df.loc[train.index, "split"] = assign_splits(train, carve, seed, classes)
-    check_splits(df, classes, _groups(df).value_counts().iloc[0])
+    check_splits(df, classes, group_keys(df).value_counts().iloc[0])
     _check_class_sizes(df, classes, made, min_per_class, assigned=True)
     return df
 

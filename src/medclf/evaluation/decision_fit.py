@@ -7,6 +7,7 @@ import logging
 import re
 from typing import Any
 
+from medclf.data.folds import FOLD_COLUMN
 from medclf.decision import DecisionRecord
 from medclf.errors import MedclfError
 
@@ -64,7 +65,13 @@ def fit_decision(val: Any, classes: tuple[str, ...], ev_cfg: Any, version: str) 
         rule=str(rule),
         thresholds=thresholds,
         positive_class=None if positive is None else classes[positive],
-        fitted_on={"split": "val", "images": len(val.y), "model_version": version},
+        fitted_on={
+            "split": "val",
+            "images": len(val.y),
+            "model_version": version,
+            # a fold ensemble's validation: each image predicted by the fold that left it out
+            **({"out_of_fold": True} if FOLD_COLUMN in val.table else {}),
+        },
         tta=str(ev_cfg.tta),
         conformal=conformal,
     )

@@ -23,6 +23,7 @@ import pandas as pd
 
 from medclf.atomic import atomic_dir, atomic_path, dumps_json, write_text
 from medclf.choices import BACKENDS
+from medclf.data.folds import FOLD_COLUMN, training_rows
 from medclf.data.split import metadata_columns
 from medclf.decision import DecisionRecord
 from medclf.errors import MedclfError
@@ -241,7 +242,37 @@ def _predict_validation(job: Job, evaluating_val: bool, progress: bool) -> Evalu
     elif not evaluating_val:
         return None
     rows = job.split_table[job.split_table["split"] == "val"].reset_index(drop=True)
-    return _predict(job, rows, progress, "reading val") if len(rows) else None
+    if not len(rows):
+        return None
+    if FOLD_COLUMN in rows:
+        return _predict_out_of_fold(job, rows, progress)
+    return _predict(job, rows, progress, "reading val")
+
+
+def _predict_out_of_fold(job: Job, rows: pd.DataFrame, progress: bool) -> Evaluated:
+    """A fold ensemble's validation: each image predicted by the one fold network that did
+    not train on it (``cv_fold``), so the decision is fitted on honest out-of-fold
+    predictions. An exported graph holds only the averaged output: refused."""
+    model = getattr(job.predictor, "model", None)
+    if not hasattr(model, "single_fold"):
+        raise MedclfError(
+            f"{job.run.root}: a fold ensemble's validation images were each trained on by "
+            "the other folds; evaluate its validation split with backend=torch (the "
+            "out-of-fold predictions), or another split with backend=onnx"
+        )
+    parts = []
+    for k, fold_rows in rows.groupby(rows[FOLD_COLUMN].astype(int), sort=True):
+        with model.single_fold(int(k) - 1):
+            parts.append(_predict(job, fold_rows, progress, f"reading val (fold {k})"))
+    return Evaluated(
+        pd.concat([p.table for p in parts], ignore_index=True),
+        np.concatenate([p.y for p in parts]),
+        np.concatenate([p.logits for p in parts]),
+        [image for p in parts for image in p.images],
+        None
+        if parts[0].logits_single is None
+        else np.concatenate([p.logits_single for p in parts]),
+    )
 
 
 def _decide(job: Job, val: Evaluated | None) -> DecisionRecord:
@@ -292,7 +323,7 @@ def _measure(job: Job, ev: Evaluated, scores: Scores) -> dict[str, Any]:
         if latency.get(key) is not None:
             scores.values[key] = {"value": float(latency[key])}
     split_table = job.split_table
-    train_counts = split_table.loc[split_table["split"] == "train", "label"].value_counts()
+    train_counts = training_rows(split_table)["label"].value_counts()
     imbalance = float(train_counts.max() / train_counts.min()) if len(train_counts) else None
     if imbalance is not None:
         scores.values["train_imbalance_ratio"] = {"value": imbalance}

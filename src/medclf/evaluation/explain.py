@@ -38,9 +38,12 @@ def gradcam_maps(model: nn.Module, inputs: np.ndarray, classes: list[int]) -> np
     from pytorch_grad_cam import GradCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-    layer, reshape = cam_target(model)
+    # a fold ensemble (models.ensemble): every fold's layer, maps averaged by grad-cam
+    networks = list(model.folds) if hasattr(model, "single_fold") else [model]
+    targets = [cam_target(network) for network in networks]
+    layers, reshape = [layer for layer, _ in targets], targets[0][1]
     x = torch.from_numpy(np.ascontiguousarray(inputs, dtype=np.float32))
-    with GradCAM(model=model, target_layers=[layer], reshape_transform=reshape) as cam:
+    with GradCAM(model=model, target_layers=layers, reshape_transform=reshape) as cam:
         return cam(input_tensor=x, targets=[ClassifierOutputTarget(int(c)) for c in classes])
 
 

@@ -68,8 +68,9 @@ def limitations(metrics: dict[str, Any], values: dict[str, Any]) -> list[str]:
     if cal["fitted_on"]:
         out.append(
             f"Temperature and thresholds were fitted on {cal['fitted_on'].get('images')} "
-            "validation images from the training source; refit them on local data before use "
-            "at a new site."
+            + ("out-of-fold " if cal["fitted_on"].get("out_of_fold") else "")
+            + "validation images from the training source; refit them on local data before "
+            "use at a new site."
         )
     out.append(
         "Not a medical device. Intended for research and as decision support reviewed by a "

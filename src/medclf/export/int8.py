@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from medclf.atomic import atomic_path, dumps_json, write_json
+from medclf.data.folds import training_rows
 from medclf.data.transform import model_input
 from medclf.errors import MedclfError
 from medclf.export import records
@@ -176,7 +177,7 @@ def export_int8(
     -> keep ``model.int8.onnx`` only when no drop exceeds ``export.int8_max_drop``.
     ``reference`` is the fp32 file, loaded; ``entries`` the records embedded in it."""
     table = pd.read_csv(run.split, dtype=str, keep_default_na=False)
-    train, test = table[table["split"] == "train"], table[table["split"] == "test"]
+    train, test = training_rows(table), table[table["split"] == "test"]
     if train.empty or test.empty:
         raise MedclfError(
             f"{run.split}: INT8 export needs training images to calibrate on and test images "

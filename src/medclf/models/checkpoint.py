@@ -36,12 +36,16 @@ def model_from_checkpoint(path: Path) -> tuple[nn.Module, dict[str, Any]]:
     # The checkpoint holds every weight: never re-read model.weights or contact the hub here.
     model_cfg = upgraded({"model": meta["model"]}).model
     model_cfg.pretrained, model_cfg.weights = False, None
-    model = build_model(
-        model_cfg,
-        num_classes=int(meta["num_classes"]),
-        in_chans=int(meta["in_chans"]),
-        image_size=int(meta["preprocessing"]["image_size"]),
-    )
+
+    def network() -> nn.Module:
+        return build_model(
+            model_cfg,
+            num_classes=int(meta["num_classes"]),
+            in_chans=int(meta["in_chans"]),
+            image_size=int(meta["preprocessing"]["image_size"]),
+        )
+
+    model = _ensemble(meta, network, path) if meta.get("ensemble") else network()
     # With train.ema the averaged weights are the ones validated, selected and deployed.
     prefix = "ema.module." if meta.get("ema") else "model."
     state = {
@@ -50,6 +54,16 @@ def model_from_checkpoint(path: Path) -> tuple[nn.Module, dict[str, Any]]:
     model.load_state_dict(state, strict=True)
     model.eval()
     return model, meta
+
+
+def _ensemble(meta: dict[str, Any], network: Any, path: Path) -> nn.Module:
+    """The fold ensemble a k-fold run saved (``models.ensemble``), its size bounded first."""
+    from medclf.models.ensemble import MAX_FOLDS, FoldEnsemble
+
+    folds = meta["ensemble"].get("folds") if isinstance(meta["ensemble"], dict) else None
+    if not isinstance(folds, int) or not 2 <= folds <= MAX_FOLDS:
+        raise MedclfError(f"{path}: an ensemble checkpoint with {folds!r} folds (2 to {MAX_FOLDS})")
+    return FoldEnsemble([network() for _ in range(folds)], channels=int(meta["in_chans"]))
 
 
 SUMMARY_DIGEST_KEY = "best_ckpt_sha256"
