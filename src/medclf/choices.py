@@ -14,6 +14,7 @@ SCHEDULERS = ("cosine", "step", "multistep", "onecycle", "plateau", "none")  # s
 LOSSES = ("ce", "focal")  # train.loss.name
 SAMPLERS = ("weighted",)  # train.sampler (or null)
 PROFILERS = ("simple", "advanced", "pytorch")  # train.profiler (or null)
+STRATEGIES = ("auto", "ddp")  # train.strategy
 PRECISIONS = ("32", "32-true", "bf16-mixed", "16-mixed")  # train.precision
 MONITOR_MODES = ("auto", "min", "max")  # train.monitor_mode
 NAME_ID_MODES = ("auto", "none")  # data.patient_pattern words (anything else is a regex)

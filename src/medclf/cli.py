@@ -130,9 +130,21 @@ def train(
     from omegaconf import OmegaConf
 
     from medclf.config import compose_for_training
+    from medclf.training import ddp
     from medclf.words import keys as override_keys
     from medclf.words import split_words
 
+    joining = ddp.joining_folder()
+    if joining is not None:  # a DDP rank Lightning started: rank 0's run, whatever the words
+        from medclf.training.run import join
+
+        join(joining)
+        return
+    if ddp.launched_together() and (multirun or any(w.startswith("cv=") for w in overrides or [])):
+        raise MedclfError(
+            "-m and cv= train several runs: launch them with train.devices=N (Lightning starts "
+            "the other ranks for each run), not under torchrun or srun"
+        )
     if multirun:
         _multirun(list(overrides or []), dry_run, metric)
         return
@@ -156,6 +168,8 @@ def train(
             _cross_validate(cfg, override_keys(rest))
             return
         result = run_training(cfg, override_keys(rest))
+    if ddp.rank() != 0:  # rank 0 reports (torchrun, srun)
+        return
     typer.echo(f"run: {result.run.root}")
     from medclf.formatting import metrics_line
 

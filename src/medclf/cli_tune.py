@@ -27,6 +27,7 @@ def tune(
     best trial and Optuna's history and importance plots in runs/tune/<study>/."""
     from medclf.config import compose
     from medclf.schema_kinds import parse_duration
+    from medclf.training.ddp import distributed
     from medclf.tune import check_search, read_search, study_of, summarize, work
     from medclf.words import split_words
 
@@ -35,6 +36,11 @@ def tune(
     trials = _trials(found.get("trials"))
     search = read_search(found.get("search", "default"))
     cfg = compose(base)  # the words themselves, then every bound with them
+    if distributed(cfg):
+        raise MedclfError(
+            "train.devices/num_nodes: tune trials train in one process each (the pruner stops "
+            "a trial on one process); run more workers instead (the same command again)"
+        )
     if int(cfg.cv):
         raise MedclfError(
             f"cv={cfg.cv}: a tune trial is one run scored on its validation split; tune "

@@ -287,6 +287,8 @@ class Train(Section):
     early_stopping: EarlyStopping
     accelerator: str
     devices: checked(_devices, "a device count, auto, or a list of device indices")
+    num_nodes: integer(lo=1)
+    strategy: choice(choices.STRATEGIES)
     precision: choice(choices.PRECISIONS)
     channels_last: bool
     compile: bool

@@ -73,6 +73,23 @@ def test_reused_when_unchanged_rebuilt_when_files_or_settings_change(tmp_path: P
     assert built4 and changed.root not in (first.root, resized.root)
 
 
+def test_added_files_are_the_only_ones_decoded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A data set that grew: the new cache copies the earlier one's rows and decodes only
+    the new files; its pixels equal a cache built from nothing."""
+    import medclf.data.cache as cache_module
+
+    paths = _images(tmp_path / "img", n=8)
+    _build(tmp_path / "cache", paths[:6], _prep())
+    _build(tmp_path / "cache", paths[:6], _prep(size=24))  # other settings: never a donor
+    decoded: list[str] = []
+    monkeypatch.setattr(cache_module, "load", lambda p, path: decoded.append(path) or load(p, path))
+    (grown, built), shas = _build(tmp_path / "cache", paths, _prep())
+    assert built and sorted(decoded) == sorted(paths[6:])
+    monkeypatch.setattr(cache_module, "load", load)
+    (fresh, _), _ = _build(tmp_path / "fresh", paths, _prep())
+    assert np.array_equal(grown.images()[grown.rows(shas)], fresh.images()[fresh.rows(shas)])
+
+
 def test_duplicate_contents_are_decoded_and_stored_once(tmp_path: Path):
     paths = _images(tmp_path / "img", n=3)
     copy = tmp_path / "img" / "copy.png"

@@ -8,7 +8,9 @@ most, is below the source's own precision), uint16 otherwise (16-bit PNG/TIFF, D
 The cache folder name is a hash of the content hashes of all images and of the settings that
 change the pixels (image size, channels, window, resize, trim, format version), so a changed file or
 setting builds a new cache and an unchanged one is reused by every run and every DataLoader
-worker process (each maps the same file read-only). A cache is built in a temporary folder
+worker process (each maps the same file read-only). A new cache copies the rows an earlier
+cache of the same settings already holds (the data set before files were added) and decodes
+only the images that are new. A cache is built in a temporary folder
 and renamed into place when complete: a killed build leaves nothing that looks valid.
 """
 
@@ -129,15 +131,17 @@ def build_cache(
     shape = (len(unique), *prep.input_shape)
 
     sweep_stale(root.parent, recursive=False)  # builds killed mid-way
+    donor = _donor(root, pixel_settings(prep), dtype, unique)
     tmp = staging_dir(root)
     try:
         images = np.lib.format.open_memmap(tmp / IMAGES_FILE, mode="w+", dtype=dtype, shape=shape)
+        missing = _copy_known(images, unique, donor)
 
         def fill(i: int) -> None:
             arr = load(prep, first_path[unique[i]])
             images[i] = np.round(np.clip(arr, 0.0, 1.0) * scale).astype(dtype)
 
-        map_images(fill, range(len(unique)), "caching images", progress)
+        map_images(fill, missing, "caching images", progress)
         images.flush()
         pd.DataFrame({"sha256": unique, "row": range(len(unique))}).to_csv(
             tmp / INDEX_FILE, index=False
@@ -162,3 +166,50 @@ def build_cache(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return ImageCache.open(root), True
+
+
+# Earlier caches looked at for rows to reuse (newest first): bounds the index files read.
+MAX_DONORS = 8
+
+
+def _donor(root: Path, settings: dict[str, object], dtype: np.dtype, unique: list[str]):
+    """The newest complete cache of the same pixel settings and dtype that shares images
+    with this one (the data set before files were added or removed), or None."""
+    if not root.parent.is_dir():
+        return None
+    wanted = set(unique)
+    candidates = [d for d in root.parent.iterdir() if d != root and _is_complete(d)]
+    candidates.sort(key=lambda d: d.stat().st_mtime, reverse=True)
+    best, best_shared = None, 0
+    for folder in candidates[:MAX_DONORS]:
+        try:
+            meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
+            same = all(meta.get(k) == v for k, v in settings.items())
+            if not same or meta.get("dtype") != dtype.name:
+                continue
+            cache = ImageCache.open(folder)
+        except (OSError, ValueError, KeyError):
+            continue  # a damaged cache is no donor
+        shared = len(wanted.intersection(cache.row_of))
+        if shared > best_shared:
+            best, best_shared = cache, shared
+    return best
+
+
+def _copy_known(images: np.ndarray, unique: list[str], donor: ImageCache | None) -> list[int]:
+    """Copy the rows ``donor`` already decoded (same settings, same content hash) into the
+    new array; returns the indices still to decode. A data set that grew by a few files
+    decodes only those."""
+    if donor is None:
+        return list(range(len(unique)))
+    source = donor.images()
+    if tuple(source.shape[1:]) != tuple(images.shape[1:]):
+        return list(range(len(unique)))
+    known = [(i, donor.row_of[s]) for i, s in enumerate(unique) if s in donor.row_of]
+    for start in range(0, len(known), 1024):  # bounded memory: 1024 rows at a time
+        part = known[start : start + 1024]
+        rows = np.array([r for _, r in part])
+        order = np.argsort(rows)  # sequential reads of the donor's memory map
+        images[np.array([i for i, _ in part])[order]] = source[rows[order]]
+    done = {i for i, _ in known}
+    return [i for i in range(len(unique)) if i not in done]

@@ -89,6 +89,58 @@ class DecodedBatches(Dataset):
         return torch.from_numpy(x), torch.from_numpy(self.labels[idx])
 
 
+class RankBatches(Sampler[list[int]]):
+    """One process's share of an epoch under DDP (``train.devices=N``): every rank draws the
+    same order from a generator seeded by (seed, epoch) and takes every N-th image, so the
+    ranks see disjoint images. Training orders are padded (wrapping around) to a multiple of
+    N, so every rank takes the same number of optimizer steps (a rank with one step fewer
+    would hang the others' gradient all-reduce); validation is split exactly, unpadded, and
+    its metrics are gathered across ranks by torchmetrics and ``sync_dist``. Lightning's own
+    DistributedSampler wrapper would re-draw our batch sampler per rank from each rank's
+    global RNG state, which differs between ranks, so the shares could overlap."""
+
+    def __init__(
+        self,
+        size: int,
+        batch_size: int,
+        rank: int,
+        world: int,
+        seed: int,
+        shuffle: bool,
+        weights: Sequence[float] | None = None,
+    ) -> None:
+        self.size, self.batch_size, self.rank, self.world = size, batch_size, rank, world
+        self.seed, self.shuffle, self.epoch = seed, shuffle, 0
+        self.weights = None if weights is None else torch.as_tensor(weights, dtype=torch.double)
+
+    def set_epoch(self, epoch: int) -> None:  # called by Lightning at each epoch start
+        self.epoch = epoch
+
+    def _share(self) -> list[int]:
+        if not self.shuffle:
+            return list(range(self.rank, self.size, self.world))
+        g = torch.Generator().manual_seed(self.seed + self.epoch)
+        if self.weights is not None:  # class-balanced draws, as WeightedRandomSampler
+            order = torch.multinomial(self.weights, self.size, True, generator=g).tolist()
+        else:
+            order = torch.randperm(self.size, generator=g).tolist()
+        order += order[: -len(order) % self.world]
+        return order[self.rank :: self.world]
+
+    def _batches(self) -> list[list[int]]:
+        share = self._share()
+        batches = [share[i : i + self.batch_size] for i in range(0, len(share), self.batch_size)]
+        if self.shuffle and len(batches) > 1 and len(batches[-1]) == 1:
+            batches.pop()  # a training batch of one breaks BatchNorm (as below)
+        return batches
+
+    def __iter__(self):
+        return iter(self._batches())
+
+    def __len__(self) -> int:
+        return len(self._batches())
+
+
 class ImageDataModule(L.LightningDataModule):
     def __init__(
         self,
@@ -96,15 +148,24 @@ class ImageDataModule(L.LightningDataModule):
         batch_size: int,
         num_workers: int = 0,
         train_weights: Sequence[float] | None = None,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         self.datasets = datasets
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.train_weights = train_weights
+        self.seed = seed
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+    def _sampler(self, split: str, shuffle: bool) -> Sampler:
+        """Batches of indices: this rank's share under DDP, else one process's draws."""
         ds = self.datasets[split]
+        trainer = self.trainer
+        world = trainer.world_size if trainer is not None else 1
+        if world > 1:
+            weights = self.train_weights if shuffle else None
+            rank = trainer.global_rank
+            return RankBatches(len(ds), self.batch_size, rank, world, self.seed, shuffle, weights)
         base: Sampler
         if shuffle and self.train_weights is not None:
             # Class-balanced draws (with replacement), one epoch = as many draws as images.
@@ -113,10 +174,13 @@ class ImageDataModule(L.LightningDataModule):
             base = RandomSampler(ds) if shuffle else SequentialSampler(ds)
         # A training batch of one breaks BatchNorm; drop a last batch only in that case.
         drop_last = shuffle and len(ds) > self.batch_size and len(ds) % self.batch_size == 1
+        return BatchSampler(base, batch_size=self.batch_size, drop_last=drop_last)
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
         return DataLoader(
-            ds,
+            self.datasets[split],
             batch_size=None,  # the dataset returns whole batches
-            sampler=BatchSampler(base, batch_size=self.batch_size, drop_last=drop_last),
+            sampler=self._sampler(split, shuffle),
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )

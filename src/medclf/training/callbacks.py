@@ -152,12 +152,15 @@ class EpochMetricsCSV(L.Callback):
             **_machine_load(pl_module.device),
         }
         perf.update(self._lrs)
-        pl_module.log_dict(perf, on_step=False, on_epoch=True)
+        # this process's own speed and load: rank 0's under DDP, which alone writes the row
+        pl_module.log_dict(perf, on_step=False, on_epoch=True, rank_zero_only=True)
         row: dict[str, Any] = {"epoch": trainer.current_epoch, "stage": pl_module.stage.name}
         for key, value in sorted(trainer.callback_metrics.items()):
             row[key] = round(float(value), 6)
         row.update(perf)
         self.rows.append(row)
+        if not trainer.is_global_zero:
+            return
         fields = list(dict.fromkeys(k for r in self.rows for k in r))
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=fields)

@@ -135,7 +135,15 @@ class Classifier(L.LightningModule):
             logits = self(x)
             loss = self.hard_loss(logits, y)
         self.train_acc(logits, y)
-        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y))
+        self.log(
+            "train/loss",
+            loss,
+            on_step=False,
+            on_epoch=True,
+            prog_bar=True,
+            batch_size=len(y),
+            sync_dist=True,  # the mean over every DDP rank's images (a no-op in one process)
+        )
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, batch_size=len(y))
         return loss
 
@@ -158,7 +166,7 @@ class Classifier(L.LightningModule):
         self.val_acc.update(logits, y)
         self.val_f1.update(logits, y)
         self.val_auc.update(logits.float().softmax(1), y)
-        self.log("val/loss", loss, on_epoch=True, prog_bar=True, batch_size=len(y))
+        self.log("val/loss", loss, on_epoch=True, prog_bar=True, batch_size=len(y), sync_dist=True)
         self.log("val/acc", self.val_acc, on_epoch=True, prog_bar=True, batch_size=len(y))
         self.log("val/f1_macro", self.val_f1, on_epoch=True, batch_size=len(y))
         self.log("val/auc_macro", self.val_auc, on_epoch=True, batch_size=len(y))

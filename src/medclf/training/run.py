@@ -66,6 +66,8 @@ def quiet_lightning() -> None:
         ".*is smaller than the logging interval.*",
         # intentional: the EMA copy and frozen batch-norm layers stay in eval mode
         ".*module\\(s\\) in eval mode.*",
+        # under DDP the epoch's speed and load figures are rank 0's own (it writes the row)
+        ".*when logging on epoch level in distributed setting.*",
     ):
         warnings.filterwarnings("ignore", message=message)
 
@@ -75,8 +77,28 @@ def train(
 ) -> TrainResult:
     """A new run from ``cfg``. With ``recipe: auto`` the recipe sets every key it chooses
     except those under ``keep`` (the command line's own keys; ``medclf.words.keys``).
-    ``extra_callbacks``: Lightning callbacks of the caller (``medclf tune``'s pruning)."""
+    ``extra_callbacks``: Lightning callbacks of the caller (``medclf tune``'s pruning).
+    Under DDP a rank > 0 joins rank 0's run instead (``training.ddp``)."""
+    from medclf.training import ddp
+
+    folder = ddp.joining_folder(cfg)
+    if folder is not None:
+        return join(folder)
     return _fit(cfg, resume_from=None, keep=keep, extra_callbacks=extra_callbacks)
+
+
+def join(folder: Path) -> TrainResult:
+    """A DDP rank > 0: train rank 0's run with its config, split and preprocessing, writing
+    nothing (``training.ddp``)."""
+    from medclf.training import ddp
+
+    ddp.quiet_other_ranks()
+    run = ddp.wait_for_run(folder)
+    cfg = upgraded(OmegaConf.load(run.config))
+    with open_dict(cfg):
+        cfg.data.split_file = str(run.split)  # rank 0's split, not a re-split
+    OmegaConf.set_struct(cfg, True)
+    return _fit(cfg, resume_from=run)
 
 
 def plan_recipe(cfg: DictConfig, keep: tuple[str, ...] = ()) -> str | None:
@@ -158,17 +180,21 @@ def _fit(
     extra_callbacks: tuple[Any, ...] = (),
 ) -> TrainResult:
     """check and plan -> model, loss, cache -> the run folder (new, or the resumed one) -> train."""
+    from medclf.training import ddp
+
     prepared, stages, device_flags, model_defaults = _check_and_plan(cfg, resume_from, keep)
     parts = _ingredients(cfg, prepared, stages, device_flags, resume_from)
     if resume_from is not None:
         parts.prep = Preprocessing.load_file(resume_from.preprocessing)
-        log.info("resuming %s from %s", resume_from.root, resume_from.last_ckpt)
+        if resume_from.last_ckpt.is_file():
+            log.info("resuming %s from %s", resume_from.root, resume_from.last_ckpt)
         _log_data_summary(prepared.table, list(parts.prep.class_names))
         return _run_trainer(cfg, resume_from, parts)
     parts.prep = _with_statistics(cfg, parts, model_defaults)
     run = RunDir.create(cfg.runs_root, str(cfg.run_group), str(cfg.model.name), cfg.run_name)
     try:
         _write_inputs(cfg, run, parts)
+        ddp.announce(cfg, run)
         return _run_trainer(cfg, run, parts, extra_callbacks)
     except BaseException:
         _discard_unstarted(run)
@@ -217,6 +243,7 @@ def _ingredients(
     import lightning as L
 
     from medclf.models import build_model
+    from medclf.training import ddp
     from medclf.training.losses import build_loss
 
     quiet_lightning()
@@ -238,7 +265,8 @@ def _ingredients(
         in_chans=provisional.channels,
         image_size=provisional.image_size,
     )
-    prepared.save_memo()
+    if ddp.rank() == 0:  # a DDP rank > 0 reads what rank 0 scanned and cached
+        prepared.save_memo()
     cache = None
     if cfg.data.cache:
         cache, built = prepared.build_cache(cfg.data.cache_dir, provisional)
@@ -353,6 +381,7 @@ def _run_trainer(
     cfg: DictConfig, run: RunDir, parts: Ingredients, extra_callbacks: tuple[Any, ...] = ()
 ) -> TrainResult:
     """batches -> module -> callbacks and loggers -> trainer -> fit -> summary."""
+    from medclf.training import ddp
     from medclf.training import trainer as build
     from medclf.training.loggers import build_loggers, log_run_files
 
@@ -364,7 +393,8 @@ def _run_trainer(
     )
     callbacks, epoch_log = build.build_callbacks(cfg, run, parts.stages, monitor)
     callbacks += list(extra_callbacks)
-    loggers = build_loggers(cfg, run)
+    writer = ddp.rank() == 0  # under DDP only rank 0 writes the run and its trackers
+    loggers = build_loggers(cfg, run) if writer else []
     for lg in loggers:  # each Lightning logger flattens nested keys itself (train/lr)
         lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     _log_stages(parts.stages)
@@ -374,6 +404,8 @@ def _run_trainer(
     # weights_only: a planted last.ckpt must not run code (already read once by resume()).
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume_ckpt, weights_only=True)
     epochs = trainer.current_epoch
+    if not trainer.is_global_zero:
+        return TrainResult(run=run, best_metrics={}, epochs=epochs)
     best = build.summarize(run, epochs, parts.stages, monitor, epoch_log.rows, loggers)
     log_run_files(loggers, run)
     return TrainResult(run=run, best_metrics=best, epochs=epochs)

@@ -42,7 +42,11 @@ def build_datamodule(
         per_class = [1.0 / max(n, 1) for n in train_counts]
         train_weights = [per_class[i] for i in datasets["train"].labels]
     return ImageDataModule(
-        datasets, int(cfg.data.batch_size), int(cfg.data.num_workers), train_weights=train_weights
+        datasets,
+        int(cfg.data.batch_size),
+        int(cfg.data.num_workers),
+        train_weights=train_weights,
+        seed=int(cfg.seed),
     )
 
 
@@ -159,6 +163,10 @@ def build_trainer(
         max_epochs=sum(s.epochs for s in stages),
         accelerator=str(cfg.train.accelerator),
         devices=cfg.train.devices,
+        num_nodes=int(cfg.train.num_nodes),
+        strategy=_strategy(cfg),
+        # under DDP each rank's share of the batches comes from ImageDataModule (RankBatches)
+        use_distributed_sampler=False,
         precision=precision,
         deterministic=bool(cfg.train.deterministic),
         logger=loggers or False,
@@ -175,6 +183,20 @@ def build_trainer(
         num_sanity_val_steps=0,
         log_every_n_steps=1,
     )
+
+
+def _strategy(cfg: DictConfig) -> Any:
+    """Lightning's DDP (gloo on CPUs, NCCL on GPUs) whenever there is more than one training
+    process, with a bounded collective timeout so a dead rank fails the others."""
+    import datetime
+
+    from medclf.training import ddp
+
+    if str(cfg.train.strategy) == "auto" and not ddp.distributed(cfg):
+        return "auto"
+    from lightning.pytorch.strategies import DDPStrategy
+
+    return DDPStrategy(timeout=datetime.timedelta(seconds=ddp.COLLECTIVE_TIMEOUT_S))
 
 
 def _profiler(name: str | None, run: RunDir) -> Any:
