@@ -88,3 +88,32 @@ def test_two_cpu_processes_train_one_run(tiny_synth: Path, tmp_path: Path):
     assert len(logged) == 1  # rank 0's tracker only
     medclf("evaluate", f"model={run}", cwd=tmp_path, check=True)
     assert (run / "eval" / "test" / "metrics.json").is_file()
+
+
+def test_stages_that_change_what_trains_are_refused_under_ddp():
+    """DDP syncs the gradients of what was trainable when it wrapped the model."""
+    from medclf.training.run import _check_stages_for_ddp
+    from medclf.training.stages import resolve_stages
+
+    two = compose(["train=two_stage", "model=resnet18", "train.devices=2"])
+    with pytest.raises(MedclfError, match="every stage must train the same parameters"):
+        _check_stages_for_ddp(two, resolve_stages(two.train))
+    one = compose(["model=resnet18", "train.devices=2", "model.freeze_backbone=true"])
+    _check_stages_for_ddp(one, resolve_stages(one.train, freeze_backbone=True))
+    alone = compose(["train=two_stage", "model=resnet18"])
+    _check_stages_for_ddp(alone, resolve_stages(alone.train))
+
+
+@pytest.mark.heavy  # ~60 s: two folds of two training processes each; CI runs it
+def test_consecutive_ddp_fits_in_one_process_start_their_own_ranks(tiny_synth: Path, tmp_path):
+    """cv=2 with train.devices=2: the second fold's ranks start anew (the first fold's
+    process group and launcher variables are gone), and the ensemble is assembled."""
+    proc = medclf("train", f"data.path={tiny_synth}", "cv=2", "data.image_size=32",
+                  "train.max_epochs=1", "train.progress_bar=false", "train.devices=2",
+                  "train.accelerator=cpu", "logger=[]", "runs_root=runs", cwd=tmp_path,
+                  timeout=300, check=True)  # fmt: skip
+    run = printed_run(proc, tmp_path)
+    for fold in ("fold-1", "fold-2"):
+        assert (run / fold / "train_summary.json").is_file()
+    assert sorted(p.name for p in (tmp_path / "runs" / "default").iterdir()) == [run.name]
+    assert (run / "weights" / "best.ckpt").is_file()

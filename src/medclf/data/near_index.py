@@ -63,21 +63,37 @@ def _sharing(key: np.ndarray) -> np.ndarray:
     return np.concatenate(found) if found else np.zeros(0, np.int64)
 
 
-def candidate_pairs(words: np.ndarray, max_distance: int) -> tuple[np.ndarray, np.ndarray]:
-    """Row pairs (a, b), a < b, sorted, that agree on at least one of the ranges: every pair
-    within ``max_distance`` bits is among them."""
-    n, width = words.shape
-    pieces = max(max_distance + 1, width)  # a range spans at most one word's 64 bits
-    edges = np.linspace(0, width * 64, pieces + 1).astype(int)
-    codes = np.zeros(0, np.int64)
-    for start, stop in pairwise(edges):
-        codes = np.union1d(codes, _sharing(_bit_range(words, int(start), int(stop))))
-    return codes // n, codes % n
+# Candidate pairs whose distance is computed at once: bounds the memory of the XOR (about
+# 70 MB for 256-bit hashes) whatever the number of candidates.
+CHUNK_PAIRS = 1 << 20
+
+
+def _close(words: np.ndarray, codes: np.ndarray, max_distance: int) -> np.ndarray:
+    """The encoded pairs of ``codes`` within ``max_distance`` bits."""
+    n = len(words)
+    kept = []
+    for start in range(0, len(codes), CHUNK_PAIRS):
+        part = codes[start : start + CHUNK_PAIRS]
+        distance = np.bitwise_count(words[part // n] ^ words[part % n]).sum(axis=-1)
+        kept.append(part[distance <= max_distance])
+    return np.concatenate(kept) if kept else np.zeros(0, np.int64)
 
 
 def pairs_within(words: np.ndarray, max_distance: int) -> tuple[np.ndarray, ...]:
-    """(a, b, distance) of all row pairs a < b within ``max_distance`` bits, sorted."""
-    a, b = candidate_pairs(words, max_distance)
+    """(a, b, distance) of all row pairs a < b within ``max_distance`` bits, sorted.
+
+    Each range's candidates are checked as soon as they are found and only the close pairs
+    are kept: a pair sharing several ranges is checked several times, which is cheaper than
+    merging the candidate sets (11 M candidates of 10^5 smooth synthetic images: merging
+    took 172 s, checking per range a few seconds)."""
+    n, width = words.shape
+    pieces = max(max_distance + 1, width)  # a range spans at most one word's 64 bits
+    edges = np.linspace(0, width * 64, pieces + 1).astype(int)
+    close = [
+        _close(words, _sharing(_bit_range(words, int(start), int(stop))), max_distance)
+        for start, stop in pairwise(edges)
+    ]
+    codes = np.unique(np.concatenate(close)) if close else np.zeros(0, np.int64)
+    a, b = codes // n, codes % n
     distance = np.bitwise_count(words[a] ^ words[b]).sum(axis=-1)
-    close = distance <= max_distance
-    return a[close], b[close], distance[close]
+    return a, b, distance

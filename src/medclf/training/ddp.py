@@ -17,9 +17,11 @@ built, and writes nothing. How a rank finds the folder:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -106,3 +108,26 @@ def quiet_other_ranks() -> None:
     """Ranks > 0 log only errors: rank 0 already reports the data, the cache and progress."""
     if rank() != 0:
         logging.getLogger("medclf").setLevel(logging.ERROR)
+
+
+# What Lightning's launcher sets in rank 0's environment for the ranks it starts.
+LAUNCHER_ENV = ("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
+@contextlib.contextmanager
+def one_fit() -> Iterator[None]:
+    """Around one ``trainer.fit``: afterwards the process group is destroyed and the
+    launcher's variables removed again, so the next fit of this process (the next fold of a
+    cv, the next run of a -m) starts its own ranks instead of waiting for the finished
+    ones (Lightning reads a ``LOCAL_RANK`` left behind as "started by someone else")."""
+    before = {var for var in LAUNCHER_ENV if var in os.environ}
+    try:
+        yield
+    finally:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+        for var in LAUNCHER_ENV:
+            if var not in before:
+                os.environ.pop(var, None)

@@ -224,12 +224,26 @@ def _check_and_plan(
     check_model_name(cfg.model)
     model_defaults = resolve_input_config(cfg)
     stages = resolve_stages(cfg.train, bool(cfg.model.get("freeze_backbone")))
+    _check_stages_for_ddp(cfg, stages)
     # Every value was checked against the schema at compose (medclf.schema); what needs the
     # data or the machine is
     # checked here, before the run folder exists: a typo never leaves a half-written run.
     device_flags = _device_flags(cfg)
     check_or_refuse(prepared.report, bool(cfg.data.strict))
     return prepared, stages, device_flags, model_defaults
+
+
+def _check_stages_for_ddp(cfg: DictConfig, stages: list[Any]) -> None:
+    """DDP all-reduces the gradients of the parameters trainable when it wraps the model:
+    a later stage that unfreezes more would train them apart on every rank, silently."""
+    from medclf.training import ddp
+
+    if ddp.distributed(cfg) and len({str(s.trainable) for s in stages}) > 1:
+        plan = ", ".join(f"{s.name}: trains {s.trainable}" for s in stages)
+        raise MedclfError(
+            f"train.stages ({plan}): under DDP (train.devices/num_nodes) every stage must train "
+            "the same parameters; train the stages with train.devices=1, or give one stage"
+        )
 
 
 def _ingredients(
@@ -402,7 +416,8 @@ def _run_trainer(
     trainer = build.build_trainer(cfg, run, parts.stages, callbacks, loggers, precision)
     resume_ckpt = str(run.last_ckpt) if run.last_ckpt.is_file() else None
     # weights_only: a planted last.ckpt must not run code (already read once by resume()).
-    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_ckpt, weights_only=True)
+    with ddp.one_fit():
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_ckpt, weights_only=True)
     epochs = trainer.current_epoch
     if not trainer.is_global_zero:
         return TrainResult(run=run, best_metrics={}, epochs=epochs)
