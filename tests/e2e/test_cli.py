@@ -291,6 +291,7 @@ def test_debug_flag_shows_the_traceback(tmp_path: Path):
     assert proc.returncode != 0 and "Traceback" in proc.stderr
 
 
+@pytest.mark.heavy  # ~55 s: a DICOM training and prediction; CI runs it (make test-heavy)
 def test_dicom_train_then_predict_uses_the_stored_window(tmp_path: Path):
     dicom_dir = SHARED_DATASETS / "ct_contrast_dicom" / "dicom_dir"
     proc = medclf(

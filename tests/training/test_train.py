@@ -53,6 +53,7 @@ def _same_weights(a: dict, b: dict) -> bool:
 
 
 @pytest.mark.slow
+@pytest.mark.heavy  # ~55 s: three trainings and a SIGKILL; CI runs it (make test-heavy)
 def test_deterministic_twins_and_sigkill_resume_match(synth40: Path, tmp_path: Path):
     args = [*_common(synth40), "train.max_epochs=5", "train.early_stopping.enabled=false"]
     twin_a = printed_run(medclf("train", *args, "run_group=a", cwd=tmp_path, check=True), tmp_path)
