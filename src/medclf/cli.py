@@ -184,7 +184,7 @@ def _cross_validate(cfg, keep: tuple[str, ...]) -> None:
 
     result = train_cv(cfg, keep)
     for fold in result.folds:
-        typer.echo(f"fold {fold.run.name}: {metrics_line(fold.best_metrics)}")
+        typer.echo(f"{fold.run.name}: {metrics_line(fold.best_metrics)}")
     folds = len(result.folds)
     typer.echo(f"cv ({folds} folds, mean +/- sd): " + "; ".join(summary_lines(result.summary)))
     typer.echo(f"run: {result.run.root}")
