@@ -140,11 +140,6 @@ def train(
 
         join(joining)
         return
-    if ddp.launched_together() and (multirun or any(w.startswith("cv=") for w in overrides or [])):
-        raise MedclfError(
-            "-m and cv= train several runs: launch them with train.devices=N (Lightning starts "
-            "the other ranks for each run), not under torchrun or srun"
-        )
     if multirun:
         _multirun(list(overrides or []), dry_run, metric)
         return
@@ -237,9 +232,15 @@ def _multirun(overrides: list[str], dry_run: bool, metric: str) -> None:
     from medclf.config import compose_for_training
     from medclf.evaluation.metrics import resolve_metric
     from medclf.multirun import combinations, run_all, swept
+    from medclf.training.ddp import launched_together
 
     if any(w.startswith("resume=") for w in overrides):
         raise MedclfError("resume=RUN continues one run; it does not combine with -m")
+    if launched_together():
+        raise MedclfError(
+            "-m trains several runs: launch it with train.devices=N (Lightning starts the "
+            "other ranks for each run), not under torchrun or srun"
+        )
     resolve_metric(metric)  # an unknown metric name is refused before any training
     runs = combinations(overrides)
     configs = [compose_for_training(words) for words in runs]

@@ -74,3 +74,29 @@ def test_a_class_with_fewer_patients_than_folds_is_named():
     with pytest.raises(MedclfError, match="cv=5: class a has 4 patient"):
         assign_folds(table, 5, seed=0)
     assert set(assign_folds(table, 4, seed=0)[pool]) == {1, 2, 3, 4}
+
+
+def test_prepared_groups_join_near_duplicates_of_different_patients(tmp_path):
+    """What the folds keep together comes from the split's own grouping, near-duplicate
+    clusters included (a re-saved copy filed under another patient)."""
+    import numpy as np
+    from PIL import Image
+
+    from medclf.config import compose
+    from medclf.data.prepare import prepare_data
+    from medclf.data.synth import generate
+
+    data = tmp_path / "ct"
+    generate(data, per_class=12, size=48, seed=1)
+    files = sorted((data / "normal").glob("*.png"))
+    original, copy = files[0], files[-1]  # two patients' images
+    assert original.name.split("_")[0] != copy.name.split("_")[0]
+    pixels = np.array(Image.open(original))
+    pixels[0, 0] = 255 - pixels[0, 0]  # one pixel changed: a near-duplicate, not identical
+    Image.fromarray(pixels).save(copy)
+    cfg = compose([f"data.path={data}", f"data.cache_dir={tmp_path / 'cache'}"])
+    prepared = prepare_data(cfg.data, progress=False, save_memo=False)
+    paths = prepared.table["path"].tolist()
+    groups = prepared.groups()
+    assert groups[paths.index(str(original))] == groups[paths.index(str(copy))]
+    assert groups.nunique() < len(groups)

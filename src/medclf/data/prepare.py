@@ -45,9 +45,15 @@ class PreparedData:
     dataset: str
     memo: Path | None = None
     fresh_scan: pd.DataFrame | None = None
-    # the group of each row of ``table`` (``split.group_keys``: patients, identical and
-    # near-duplicate images, guessed patients): what k-fold assignment keeps together
-    groups: pd.Series | None = None
+    # near-duplicate clusters and guessed patients of ``table``'s rows (aligned with it),
+    # which the split kept together; ``groups()`` joins them with patients and contents
+    group_columns: pd.DataFrame | None = None
+
+    def groups(self) -> pd.Series:
+        """Each row's group (``split.group_keys``): what k-fold assignment keeps together.
+        Computed when asked (only ``train cv=K`` asks), not by every command."""
+        extra = self.group_columns if self.group_columns is not None else pd.DataFrame()
+        return group_keys(pd.concat([self.table, extra], axis=1))
 
     def build_cache(
         self, cache_dir: str | Path, prep: Preprocessing, progress: bool = True
@@ -123,7 +129,7 @@ def prepare_data(data: Any, progress: bool = True, save_memo: bool = True) -> Pr
         near_distance,
         across_splits_only=False,
     )
-    readable, names_kept, groups = _split(data, readable, near_pairs, bool(split_file))
+    readable, names_kept, group_columns = _split(data, readable, near_pairs, bool(split_file))
     if bad.any():
         log.warning(
             "%d unreadable file(s) excluded (listed in the data check); first: %s",
@@ -139,7 +145,7 @@ def prepare_data(data: Any, progress: bool = True, save_memo: bool = True) -> Pr
         names_kept_together=names_kept,
     )
     prepared = PreparedData(
-        readable, scanned_ok, report, dataset, memo, fresh_scan=scanned, groups=groups
+        readable, scanned_ok, report, dataset, memo, fresh_scan=scanned, group_columns=group_columns
     )
     if save_memo:
         prepared.save_memo()
@@ -176,13 +182,14 @@ def _readable(table: pd.DataFrame, scanned: pd.DataFrame, bad: Any) -> pd.DataFr
 
 def _split(
     data: Any, readable: pd.DataFrame, near_pairs: list, saved: bool
-) -> tuple[pd.DataFrame, bool, pd.Series]:
+) -> tuple[pd.DataFrame, bool, pd.DataFrame]:
     """The splits: a saved split is checked as it is; otherwise missing splits are made with
     patients, identical images, near-duplicate clusters and guessed patients kept together.
-    Returns (table, whether guessed patients were kept together, each row's group)."""
+    Returns (table, whether guessed patients were kept together, the near-duplicate and
+    guessed-patient group columns, aligned with the table)."""
     if saved:
         check_splits(readable, sorted(readable["label"].unique()))
-        return readable, False, group_keys(_with_near_groups(readable, near_pairs))
+        return readable, False, _with_near_groups(readable, near_pairs)[[NEAR_GROUP]]
     grouped, names_kept = _with_name_groups(
         _with_near_groups(readable, near_pairs), data.patient_pattern
     )
@@ -192,8 +199,8 @@ def _split(
         int(data.split_seed),
         min_per_class=int(data.min_images_per_class),
     )
-    groups = group_keys(table)
-    return table.drop(columns=[NEAR_GROUP, NAME_GROUP], errors="ignore"), names_kept, groups
+    group_cols = [c for c in (NEAR_GROUP, NAME_GROUP) if c in table]
+    return table.drop(columns=group_cols), names_kept, table[group_cols]
 
 
 def provisional_preprocessing(data: Any, table: pd.DataFrame) -> Preprocessing:

@@ -28,12 +28,12 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from medclf.atomic import atomic_path, write_json, write_text
 from medclf.data.folds import assign_folds, ensemble_table, fold_table
-from medclf.data.prepare import PreparedData, prepare_data
+from medclf.data.prepare import PreparedData
 from medclf.data.split import save_split
 from medclf.errors import MedclfError
 from medclf.models.checkpoint import SUMMARY_DIGEST_KEY
 from medclf.rundir import RunDir
-from medclf.training.run import TrainResult, _choose_recipe, check_or_refuse, resolve_pretrained
+from medclf.training.run import TrainResult, check_and_plan
 
 log = logging.getLogger("medclf")
 CV_FILE = "cv.json"  # in the ensemble's run folder: folds, their metrics, mean and spread
@@ -46,18 +46,23 @@ class CvResult:
     folds: list[TrainResult]
     summary: dict[str, Any]  # cv.json
 
-    @property
-    def best_metrics(self) -> dict[str, float]:
-        return self.summary["mean"]
-
 
 def train_cv(cfg: DictConfig, keep: tuple[str, ...] = ()) -> CvResult:
     """Plan once -> K fold runs -> the ensemble run folder around them."""
     from medclf.tracking import close_parent, open_parent
+    from medclf.training import ddp
 
     folds = int(cfg.cv)
-    prepared = _plan(cfg, keep)
-    assigned = assign_folds(prepared.table, folds, int(cfg.seed), prepared.groups)
+    if ddp.launched_together():
+        raise MedclfError(
+            f"cv={folds} trains one run per fold: launch it with train.devices=N (Lightning "
+            "starts the other ranks for each fold), not under torchrun or srun"
+        )
+    # everything that can refuse (data, recipe, model, stages, device), once for all folds;
+    # the recipe is resolved into cfg and the folds train it with recipe=none
+    prepared = check_and_plan(cfg, None, keep)[0]
+    prepared.save_memo()
+    assigned = assign_folds(prepared.table, folds, int(cfg.seed), prepared.groups())
     model_name = f"cv{folds}-{str(cfg.model.name).replace('/', '_')}"
     ensemble = RunDir.create(cfg.runs_root, str(cfg.run_group), model_name, cfg.run_name)
     parent = open_parent(cfg, ensemble.name, {"medclf.cv": str(ensemble.root.resolve())})
@@ -77,20 +82,6 @@ def train_cv(cfg: DictConfig, keep: tuple[str, ...] = ()) -> CvResult:
         raise
     close_parent(cfg, parent, metrics=summary["mean"])
     return CvResult(ensemble, results, summary)
-
-
-def _plan(cfg: DictConfig, keep: tuple[str, ...]) -> PreparedData:
-    """What every fold shares, settled before the first trains: the weights, the checked
-    data and the recipe (resolved into ``cfg``; the folds then train with ``recipe=none``)."""
-    if cfg.run_name:
-        RunDir.check_name_free(Path(cfg.runs_root) / str(cfg.run_group) / cfg.run_name)
-    resolve_pretrained(cfg.model)
-    prepared = prepare_data(cfg.data, save_memo=False)
-    if line := _choose_recipe(cfg, prepared, keep):
-        log.info("%s", line)
-    check_or_refuse(prepared.report, bool(cfg.data.strict))
-    prepared.save_memo()
-    return prepared
 
 
 def _train_fold(
@@ -120,7 +111,7 @@ class _RepeatedCheck(logging.Filter):
 
 @contextlib.contextmanager
 def _checked_once() -> Iterator[None]:
-    """The data check was logged once for all folds (``_plan``); a fold's training repeats
+    """The data check was logged once for all folds (``train_cv``); a fold's training repeats
     it on its own split (and still refuses what fails it), without the lines."""
     quiet = _RepeatedCheck()
     log.addFilter(quiet)
@@ -146,8 +137,10 @@ def _assemble(
     first = preps[0]
     for r, p in zip(results[1:], preps[1:], strict=True):
         if dataclasses.replace(p, mean=first.mean, std=first.std) != first:
-            raise MedclfError(f"{r.run.root}: its preprocessing differs from fold 1's beyond "
-                              "normalization; the folds cannot form one ensemble")  # fmt: skip
+            raise MedclfError(
+                f"{r.run.root}: its preprocessing differs from fold 1's beyond normalization; "
+                "the folds cannot form one ensemble"
+            )
     write_text(ensemble.config, OmegaConf.to_yaml(cfg, resolve=True))
     save_split(ensemble_table(prepared.table, assigned), ensemble.split)
     first.save(ensemble.preprocessing)
@@ -173,13 +166,13 @@ def _save_ensemble_checkpoint(ensemble: RunDir, results: list[TrainResult], prep
     that ``models.checkpoint`` loads as a ``FoldEnsemble``."""
     import torch
 
-    from medclf.models.checkpoint import load_checkpoint, model_from_checkpoint
+    from medclf.models.checkpoint import model_from_checkpoint
     from medclf.models.ensemble import FoldEnsemble
 
-    networks = [model_from_checkpoint(r.run.best_ckpt)[0] for r in results]
-    model = FoldEnsemble(networks, channels=preps[0].channels)
+    loaded = [model_from_checkpoint(r.run.best_ckpt) for r in results]
+    model = FoldEnsemble([network for network, _ in loaded], channels=preps[0].channels)
     model.set_normalization((preps[0].mean, preps[0].std), [(p.mean, p.std) for p in preps])
-    meta = dict(load_checkpoint(results[0].run.best_ckpt)["medclf"])
+    meta = dict(loaded[0][1])
     meta["ema"] = False
     meta["ensemble"] = {"folds": len(results), "runs": [r.run.name for r in results]}
     state = {f"model.{k}": v.detach().clone() for k, v in model.state_dict().items()}

@@ -37,8 +37,9 @@ COLLECTIVE_TIMEOUT_S = 900.0
 
 
 def rank() -> int:
-    """This process's global rank: torchrun's ``RANK``, srun's ``SLURM_PROCID``, or for a
-    rank Lightning started, ``NODE_RANK`` and ``LOCAL_RANK`` (0 for a plain process)."""
+    """0 exactly for the global rank-0 process: torchrun's ``RANK``, srun's
+    ``SLURM_PROCID``, or for a rank Lightning started, ``LOCAL_RANK`` + ``NODE_RANK`` (not the
+    global number, which needs the devices per node; callers only ask whether it is 0)."""
     for var in ("RANK", "SLURM_PROCID"):
         if os.environ.get(var, "").isdigit():
             return int(os.environ[var])

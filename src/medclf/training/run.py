@@ -182,7 +182,7 @@ def _fit(
     """check and plan -> model, loss, cache -> the run folder (new, or the resumed one) -> train."""
     from medclf.training import ddp
 
-    prepared, stages, device_flags, model_defaults = _check_and_plan(cfg, resume_from, keep)
+    prepared, stages, device_flags, model_defaults = check_and_plan(cfg, resume_from, keep)
     parts = _ingredients(cfg, prepared, stages, device_flags, resume_from)
     if resume_from is not None:
         parts.prep = Preprocessing.load_file(resume_from.preprocessing)
@@ -201,7 +201,7 @@ def _fit(
         raise
 
 
-def _check_and_plan(
+def check_and_plan(
     cfg: DictConfig, resume_from: RunDir | None, keep: tuple[str, ...]
 ) -> tuple[PreparedData, list[Any], tuple[str, bool, bool], Any]:
     """Everything that can refuse, before the run folder exists and before the heavy imports:
