@@ -81,6 +81,30 @@ def test_a_trial_worse_than_the_pruner_allows_stops_early(tiny_synth: Path, tmp_
     assert child.data.tags["medclf.run_dir"].endswith("trial-0000")
 
 
+def _verdicts(tmp_path: Path, epochs: int, steps: int) -> list[bool]:
+    """The default pruner's verdicts on a third trial scoring far below two earlier ones."""
+    study = Study(f"warm{epochs}", str(tmp_path / f"j{epochs}.log"), tmp_path / "study")
+    opened = study.open(0, "max", epochs=epochs)
+    for _ in range(2):  # the median rule starts with the third trial
+        done = opened.ask()
+        for epoch in range(epochs):
+            done.report(0.9, step=epoch)
+        opened.tell(done, 0.9)
+    late = opened.ask()
+    verdicts = []
+    for epoch in range(steps):
+        late.report(0.1, step=epoch)
+        verdicts.append(late.should_prune())
+    return verdicts
+
+
+def test_the_default_pruner_waits_a_quarter_of_the_epochs(tmp_path: Path):
+    """Median pruning spares a trial's first quarter of epochs (early epochs of a run from
+    scratch say little), and at least its first epoch in short trials."""
+    assert _verdicts(tmp_path, epochs=12, steps=4) == [False, False, False, True]
+    assert _verdicts(tmp_path, epochs=3, steps=2) == [False, True]
+
+
 def test_search_files_are_checked_before_any_trial(tmp_path: Path):
     bad_key = tmp_path / "bad_key.yaml"
     bad_key.write_text("params:\n  train.lrr: {type: float, low: 0.001, high: 0.1}\n")

@@ -174,6 +174,18 @@ def test_dry_run_prints_the_recipe_and_writes_no_run(tiny_synth: Path, tmp_path:
     assert "training from scratch" in proc.stderr
 
 
+def test_named_epochs_keep_a_schedule_scaled_to_them(tiny_synth: Path, tmp_path: Path):
+    """train.max_epochs=40 on the command line: the budget does not choose the epochs, but
+    warm-up, patience and minimum epochs still fit 40 (not the packaged 0 and 5)."""
+    proc = medclf("train", "--dry-run", "recipe=auto", f"data.path={tiny_synth}",
+                  "train.max_epochs=40", "train.early_stopping.patience=7", "data.batch_size=8",
+                  "runs_root=runs", cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    cfg = OmegaConf.create(proc.stdout.rsplit("recipe: ", 1)[0]).train
+    assert (cfg.max_epochs, cfg.scheduler.warmup_epochs, cfg.min_epochs) == (40, 2, 20)
+    assert cfg.early_stopping.patience == 7  # named: kept
+
+
 def test_input_shrinks_until_the_budget_affords_enough_epochs():
     cfg = compose(["data.path=x"])
     recipe = plan(_profile(), on_gpu=False, pretrained=False)

@@ -217,6 +217,13 @@ def fit_epochs(r: Recipe, seconds_per_epoch: float, budget_s: float) -> None:
         )
     epochs = int(min(MAX_EPOCHS, max(MIN_EPOCHS, epochs)))
     r.values["train.max_epochs"] = epochs
+    scale_to_epochs(r, epochs)
+
+
+def scale_to_epochs(r: Recipe, epochs: int) -> None:
+    """Warm-up (5%), early-stopping patience (a quarter) and minimum epochs (half) for a run
+    of ``epochs``: chosen by the budget, or named by the user (``train.max_epochs=100``
+    still warms up for 5 epochs and is not stopped after 5 flat ones)."""
     r.values["train.scheduler.warmup_epochs"] = max(1, round(0.05 * epochs))
     r.values["train.early_stopping.patience"] = max(5, epochs // 4)
     r.values["train.min_epochs"] = epochs // 2
@@ -362,4 +369,7 @@ def choose(
     budget = parse_duration(cfg.train.time_budget)
     if budget is not None and not any(k in keep for k in ("train", "train.max_epochs")):
         fit_budget(cfg, recipe, keep, budget, probe, profile.n_train)
+    else:  # the epochs were named (or no budget): the schedule still fits them
+        scale_to_epochs(recipe, int(cfg.train.max_epochs))
+        apply(cfg, recipe, keep)
     return recipe
