@@ -145,7 +145,7 @@ class Study:
     storage: str  # a journal file path, or a database URL
     folder: Path
 
-    def open(self, seed: int, direction: str, pruner: Any = None, epochs: int = 4) -> Any:
+    def open(self, seed: int, direction: str, pruner: Any = None, *, epochs: int) -> Any:
         """The study (created, or joined when it exists); ``pruner`` defaults to the median
         rule: a trial stops when its epoch's objective is worse than the median of earlier
         trials at that epoch, from the third trial on and after the first quarter of a
@@ -283,12 +283,11 @@ def work(
     from medclf.tracking import close_parent, open_parent
     from medclf.training.monitor import resolve_monitor
 
-    base_cfg = compose(base)
-    objective = search.objective or str(base_cfg.train.monitor)
+    group_cfg = compose([*base, f"run_group=tune-{study.name}"])  # where the trials log
+    objective = search.objective or str(group_cfg.train.monitor)
     _, direction = resolve_monitor(objective, "auto")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    opened = study.open(seed, direction, pruner, epochs=int(base_cfg.train.max_epochs))
-    group_cfg = compose([*base, f"run_group=tune-{study.name}"])  # where the trials log
+    opened = study.open(seed, direction, pruner, epochs=int(group_cfg.train.max_epochs))
     parent = opened.user_attrs.get("mlflow_parent_run")  # made by the study's first worker
     if not parent:  # kept for the others: every worker's trials are children of one run
         parent = open_parent(group_cfg, f"study {study.name}", {"medclf.study": study.name})
