@@ -159,6 +159,7 @@ class Data(Section):
     strict: bool
     max_pixels: integer(lo=1)
     min_images_per_class: integer(lo=1)
+    ordinal: choice(("auto", True, False))
     pseudonym_key_file: str
     near_duplicate_distance: integer(lo=-1, hi=256)
     cache: bool
@@ -187,6 +188,7 @@ class Timm(Section):
     head: choice(choices.HEADS)
     head_hidden: integer(lo=1)
     head_dropout: number(ge=0, lt=1)
+    stem: choice(("standard", "small"))
     freeze_backbone: bool
 
 
@@ -311,7 +313,7 @@ class Eval(Section):
     calibration_bins: integer(lo=1)
     tta: choice(TTA_MODES)
     conformal_alpha: number(gt=0, lt=1) | None
-    temperature_scaling: bool
+    temperature_scaling: choice(("auto", True, False))
     threshold: str
     positive_class: OptText
     latency_runs: integer(lo=0)

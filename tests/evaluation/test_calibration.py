@@ -10,6 +10,7 @@ from medclf.evaluation.calibration import (
     apply_temperature,
     brier_score,
     calibration_errors,
+    cross_fitted_temperature,
     fit_temperature,
     nll,
     reliability_bins,
@@ -64,3 +65,41 @@ def test_brier_matches_sklearn(k: int) -> None:
         brier_score_loss(y, probs[:, 1]) if k == 2 else brier_score_loss(y, probs, labels=range(k))
     )
     assert brier_score(probs, y) == pytest.approx(expected)
+
+
+def test_cross_fitting_keeps_a_temperature_that_generalizes() -> None:
+    """A clearly overconfident model on 300 validation images: T is kept."""
+    logits, y = _overconfident(300, seed=4, scale=3.0)
+    fit = cross_fitted_temperature(logits, y)
+    assert fit.kept and fit.temperature == fit.fitted == pytest.approx(3.0, rel=0.3)
+    assert fit.nll_cross_fitted < fit.nll_at_1 and fit.improvement_low > 0
+
+
+def test_cross_fitting_refuses_a_temperature_fitted_on_noise() -> None:
+    """A calibrated model on 40 validation images: the fitted T differs from 1 by chance
+    and does not lower the held-out NLL, so T = 1 is applied and the reason is given."""
+    logits, y = _overconfident(40, seed=5, scale=1.0)
+    fit = cross_fitted_temperature(logits, y)
+    assert fit.fitted != pytest.approx(1.0, abs=0.02)
+    assert not fit.kept and fit.temperature == 1.0
+    assert "T = 1 kept" in fit.reason
+
+
+def test_cross_fitting_keeps_patients_in_one_fold() -> None:
+    """Slices of one patient are held out together: a patient whose 10 slices are all wrong
+    cannot be both fitted and scored."""
+    logits, y = _overconfident(60, seed=6, scale=1.0)
+    groups = np.repeat(np.arange(6), 10)
+    fit = cross_fitted_temperature(logits, y, groups)
+    assert fit.folds == 5
+    from medclf.evaluation.calibration import _fold_of
+
+    fold = _fold_of(y, groups, 5, 0)
+    for g in range(6):
+        assert len(set(fold[groups == g])) == 1
+
+
+def test_too_few_images_keep_t_at_one() -> None:
+    logits, y = _overconfident(6, seed=7, scale=4.0)
+    fit = cross_fitted_temperature(logits, y)
+    assert fit.temperature == 1.0 and not fit.kept and fit.folds == 0

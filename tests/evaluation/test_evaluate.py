@@ -77,7 +77,12 @@ def test_outputs_and_metrics_agree_with_predictions(trained_run: Path) -> None:
     assert 0 < lat["latency_p50_ms"] <= lat["latency_p95_ms"] and lat["throughput_images_per_s"] > 0
     # the decision column follows the stored thresholds
     record = json.loads((trained_run / "calibration.json").read_text())
-    assert record["temperature"] != 1.0 and set(record["thresholds"]) == set(CLASSES)
+    assert set(record["thresholds"]) == set(CLASSES)
+    # eval.temperature_scaling=auto: the fitted T only where cross-fitting kept it
+    t_fit = record["fitted_on"]["temperature_fit"]
+    assert t_fit["fitted"] != 1.0 and t_fit["reason"]
+    assert record["temperature"] == (t_fit["fitted"] if t_fit["kept"] else 1.0)
+    assert m["calibration"]["after"]["temperature"] == record["temperature"]
     for _, row in preds.iterrows():
         flagged = [c for c in CLASSES if row[f"prob_{c}"] >= record["thresholds"][c]]
         assert set(filter(None, row["flagged"].split("|"))) == set(flagged)

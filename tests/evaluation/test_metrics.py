@@ -144,3 +144,45 @@ def test_named_values_put_every_computed_value_in_its_section_once() -> None:
     )
     assert placed == len(values)  # each once; latency is not the suite's, so left out
     assert "latency_p95_ms" not in named["overall"]
+
+
+def test_ordered_grades_match_sklearn_kappa_and_mae() -> None:
+    """Knee-OA-like grades named out of order ("10" sorts before "2"): the quadratic kappa
+    and grade error follow the grades, not the class order."""
+    from medclf.data.ordinal import class_grades
+
+    names = ("0", "1", "10", "2", "3")  # class index order as a string sort gives it
+    grades = class_grades(names)
+    assert grades == (0.0, 1.0, 10.0, 2.0, 3.0)
+    y, probs = _fixture(211, 5, seed=11)
+    pred = probs.argmax(1)
+    v = _values(MetricSuite(names, grades=grades), y, probs)
+    g = np.asarray(grades)
+    order = sorted(set(g))
+    assert v["quadratic_kappa"] == pytest.approx(
+        skm.cohen_kappa_score(g[y], g[pred], weights="quadratic", labels=order)
+    )
+    assert v["mean_absolute_error"] == pytest.approx(skm.mean_absolute_error(g[y], g[pred]))
+    assert resolve_metric("qwk").name == "quadratic_kappa"
+    assert not resolve_metric("mae").higher_is_better
+    # unordered tasks do not report them
+    assert "quadratic_kappa" not in set(MetricSuite(names).keys())
+
+
+@pytest.mark.parametrize(
+    ("names", "setting", "expected"),
+    [
+        (("0", "1", "2", "3", "4"), "auto", (0.0, 1.0, 2.0, 3.0, 4.0)),
+        (("KL0", "KL1", "KL2"), "auto", (0.0, 1.0, 2.0)),
+        (("grade_1", "grade_3", "grade_2"), "auto", (1.0, 3.0, 2.0)),
+        (("0", "1"), "auto", None),  # binary: nothing to order
+        (("cat1", "dog2", "x3"), "auto", None),  # different prefixes
+        (("normal", "glioma", "meningioma"), "auto", None),
+        (("mild", "moderate", "severe"), True, (0.0, 1.0, 2.0)),
+        (("0", "1", "2"), False, None),
+    ],
+)
+def test_which_class_names_are_grades(names, setting, expected) -> None:
+    from medclf.data.ordinal import class_grades
+
+    assert class_grades(names, setting) == expected

@@ -6,15 +6,25 @@ positive class; multiclass: summed over classes). Temperature scaling (Guo et al
 divides the logits by one scalar T fitted on the validation split by minimizing the negative
 log-likelihood: it keeps every argmax (accuracy is unchanged) and, for binary tasks, every
 ranking (AUC too).
+
+A temperature fitted on a small or easy validation split can make the test worse: on three
+chest X-ray and brain MRI sets the fitted T (0.58-0.86) sharpened already-overconfident
+predictions and raised test ECE every time. ``cross_fitted_temperature`` therefore fits T on
+part of the validation images and scores it on the rest, and keeps it only when that held-out
+score improves beyond its own noise; otherwise T stays 1 and the report says why.
 """
 
 from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax, softmax
 
 LOG_T_BOUNDS = (np.log(0.05), np.log(20.0))
+CROSS_FIT_FOLDS = 5
 
 
 def calibration_errors(probs: np.ndarray, y_true: np.ndarray, bins: int) -> tuple[float, float]:
@@ -83,3 +93,89 @@ def fit_temperature(logits: np.ndarray, y_true: np.ndarray) -> float:
 
 def apply_temperature(logits: np.ndarray, temperature: float) -> np.ndarray:
     return softmax(np.asarray(logits, np.float64) / temperature, axis=1)
+
+
+@dataclass(frozen=True)
+class TemperatureFit:
+    """The temperature evaluate applies and the evidence for it (saved in the decision
+    record's ``fitted_on``, shown in the report)."""
+
+    temperature: float  # the one applied: ``fitted`` when kept, else 1
+    fitted: float  # T fitted on every validation image
+    kept: bool
+    # None when there were too few images to cross-fit:
+    nll_at_1: float | None  # mean held-out NLL at T = 1 over the cross-fitting folds
+    nll_cross_fitted: float | None  # mean held-out NLL at each fold's own T
+    improvement_low: float | None  # one-sided 95% lower bound of the mean improvement
+    folds: int
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _fold_of(y: np.ndarray, groups: np.ndarray | None, folds: int, seed: int) -> np.ndarray:
+    """Each image's cross-fitting fold: patients (or images) dealt round-robin per class in a
+    seeded order, so every fold sees every class and no patient straddles two folds."""
+    keys = np.asarray(groups if groups is not None else np.arange(len(y))).astype(str)
+    rng = np.random.default_rng(seed)
+    out = np.empty(len(y), dtype=int)
+    frame: dict[str, int] = {}
+    for cls in np.unique(y):
+        members = list(dict.fromkeys(keys[y == cls]))
+        for i, k in enumerate(rng.permutation(np.array(members, dtype=object))):
+            frame.setdefault(str(k), i % folds)
+    for i, k in enumerate(keys):
+        out[i] = frame[k]
+    return out
+
+
+def _per_image_nll(logits: np.ndarray, y: np.ndarray, temperature: float) -> np.ndarray:
+    logp = log_softmax(np.asarray(logits, np.float64) / temperature, axis=1)
+    return -logp[np.arange(len(y)), np.asarray(y)]
+
+
+def cross_fitted_temperature(
+    logits: np.ndarray,
+    y_true: np.ndarray,
+    groups: np.ndarray | None = None,
+    folds: int = CROSS_FIT_FOLDS,
+    seed: int = 0,
+) -> TemperatureFit:
+    """T fitted on every validation image, kept only when fitting it on the other folds
+    lowers each held-out fold's NLL: the paired per-image improvement's one-sided 95% lower
+    bound (mean - 1.645 standard errors) must be above 0. Below ``2 * folds`` images there is
+    nothing to cross-fit and T stays 1."""
+    y = np.asarray(y_true)
+    fitted = fit_temperature(logits, y)
+    n = len(y)
+    k = min(folds, len(np.unique(groups)) if groups is not None else n)
+    if n < 2 * folds or k < 2:
+        reason = f"too few validation images ({n}) to cross-fit a temperature; T = 1 kept"
+        return TemperatureFit(1.0, fitted, False, None, None, None, 0, reason)
+    fold = _fold_of(y, groups, k, seed)
+    base = _per_image_nll(logits, y, 1.0)
+    crossed = np.empty(n)
+    for f in range(k):
+        held = fold == f
+        t = fit_temperature(logits[~held], y[~held])
+        crossed[held] = _per_image_nll(logits[held], y[held], t)
+    gain = base - crossed
+    low = float(gain.mean() - 1.645 * gain.std(ddof=1) / np.sqrt(n))
+    kept = low > 0
+    reason = (
+        f"cross-fitted validation NLL {crossed.mean():.4f} < {base.mean():.4f} at T = 1"
+        if kept
+        else f"T = {fitted:.2f} did not lower the cross-fitted validation NLL "
+        f"({crossed.mean():.4f} vs {base.mean():.4f} at T = 1, {k} folds); T = 1 kept"
+    )
+    return TemperatureFit(
+        temperature=fitted if kept else 1.0,
+        fitted=fitted,
+        kept=kept,
+        nll_at_1=float(base.mean()),
+        nll_cross_fitted=float(crossed.mean()),
+        improvement_low=low,
+        folds=k,
+        reason=reason,
+    )

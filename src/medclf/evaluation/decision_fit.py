@@ -7,6 +7,8 @@ import logging
 import re
 from typing import Any
 
+import numpy as np
+
 from medclf.data.folds import FOLD_COLUMN
 from medclf.decision import DecisionRecord
 from medclf.errors import MedclfError
@@ -36,7 +38,7 @@ def positive_class(classes: tuple[str, ...], wanted: str | None) -> int | None:
 def fit_decision(val: Any, classes: tuple[str, ...], ev_cfg: Any, version: str) -> DecisionRecord:
     """Temperature (NLL on validation) then thresholds on the calibrated validation probs.
     ``val`` is the validation split run through the model (``evaluate.Evaluated``) or None."""
-    from medclf.evaluation.calibration import apply_temperature, fit_temperature
+    from medclf.evaluation.calibration import apply_temperature
     from medclf.evaluation.thresholds import choose_threshold, parse_rule
 
     rule = parse_rule(ev_cfg.threshold)
@@ -46,7 +48,7 @@ def fit_decision(val: Any, classes: tuple[str, ...], ev_cfg: Any, version: str) 
         return DecisionRecord(positive_class=None if positive is None else classes[positive])
     from medclf.conformal import fit_lac
 
-    temperature = fit_temperature(val.logits, val.y) if ev_cfg.temperature_scaling else 1.0
+    temperature, t_fit = _temperature(val, ev_cfg.temperature_scaling)
     probs = apply_temperature(val.logits, temperature)
     alpha = ev_cfg.get("conformal_alpha")
     conformal = fit_lac(probs, val.y, float(alpha)).to_dict() if alpha is not None else {}
@@ -71,7 +73,26 @@ def fit_decision(val: Any, classes: tuple[str, ...], ev_cfg: Any, version: str) 
             "model_version": version,
             # a fold ensemble's validation: each image predicted by the fold that left it out
             **({"out_of_fold": True} if FOLD_COLUMN in val.table else {}),
+            **({"temperature_fit": t_fit} if t_fit else {}),
         },
         tta=str(ev_cfg.tta),
         conformal=conformal,
     )
+
+
+def _temperature(val: Any, mode: Any) -> tuple[float, dict[str, Any]]:
+    """(T, the cross-fitting evidence) for ``eval.temperature_scaling`` = auto | true | false."""
+    from medclf.evaluation.calibration import cross_fitted_temperature, fit_temperature
+
+    if mode is False:
+        return 1.0, {}
+    if mode is True:
+        return fit_temperature(val.logits, val.y), {}
+    pid = val.table["patient_id"].astype(str).to_numpy() if "patient_id" in val.table else None
+    groups = None
+    if pid is not None and (pid != "").any():
+        # images without a patient id are their own group
+        groups = np.where(pid != "", pid, [f"image-{i}" for i in range(len(pid))])
+    fit = cross_fitted_temperature(val.logits, val.y, groups)
+    log.info("temperature: %s", fit.reason)
+    return fit.temperature, fit.to_dict()

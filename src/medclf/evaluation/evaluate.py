@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from omegaconf import OmegaConf
 
 from medclf.atomic import atomic_dir, atomic_path, dumps_json, write_text
 from medclf.choices import BACKENDS
@@ -30,9 +31,11 @@ from medclf.errors import MedclfError
 from medclf.evaluation.decision_fit import fit_decision
 from medclf.evaluation.scoring import (
     calibration_summary,
+    class_shares,
     conformal_summary,
     interval_values,
     tta_comparison,
+    validation_gap,
 )
 from medclf.rundir import RunDir
 from medclf.words import keys
@@ -146,6 +149,13 @@ def evaluate(
         job.cfg.eval.gates, scores.values, job.classes, on=str(job.cfg.eval.gates_on)
     )
     metrics = _record(job, ev, decision, scores, calibration, measured, gates)
+    if val is not None and ev is not val:
+        metrics["validation_gap"] = validation_gap(val, scores.values["accuracy"], job.name)
+    shares = class_shares(
+        job.split_table, job.name, ev.table["label"], job.classes, metrics["operating_point"]
+    )
+    if shares:
+        metrics["class_shares"] = shares
     decisions = [decision.decide(p, job.classes) for p in scores.probs]
     result = _write(job, metrics, scores, gates, ev, decisions)
     if job.name == "test" and not job.external and val is not None:
@@ -296,6 +306,7 @@ class Scores:
 
 def _score(job: Job, ev: Evaluated, decision: DecisionRecord) -> Scores:
     """Calibrated probabilities and every metric with its bootstrap interval."""
+    from medclf.data.ordinal import class_grades
     from medclf.evaluation.calibration import apply_temperature
     from medclf.evaluation.metrics import MetricSuite
 
@@ -307,6 +318,7 @@ def _score(job: Job, ev: Evaluated, decision: DecisionRecord) -> Scores:
         positive=positive,
         thresholds={classes.index(c): t for c, t in decision.thresholds.items()},
         calibration_bins=int(job.cfg.eval.calibration_bins),
+        grades=class_grades(classes, OmegaConf.select(job.cfg, "data.ordinal", default="auto")),
     )
     values, ci_info = interval_values(suite, ev, probs, job.cfg.eval, job.seed)
     return Scores(suite, probs, values, ci_info, suite.supports(ev.y))

@@ -73,6 +73,20 @@ METRICS: tuple[Metric, ...] = (
     Metric("macro_pr_auc", ("macro_average_precision",), "overall", True, "mean PR-AUC"),
     Metric("top2_accuracy", ("top_2_accuracy",), "overall", True, "true class among top 2"),
     Metric("top3_accuracy", ("top_3_accuracy",), "overall", True, "true class among top 3"),
+    Metric(
+        "quadratic_kappa",
+        ("qwk", "quadratic_weighted_kappa"),
+        "overall",
+        True,
+        "Cohen's kappa with quadratic weights (ordered grades only)",
+    ),
+    Metric(
+        "mean_absolute_error",
+        ("mae", "grade_mae"),
+        "overall",
+        False,
+        "mean |predicted - true grade| in grades (ordered grades only)",
+    ),
     Metric("ece", ("expected_calibration_error",), "overall", False, "binned |conf - acc|"),
     Metric("mce", ("max_calibration_error",), "overall", False, "worst bin |conf - acc|"),
     Metric("brier", ("brier_score",), "overall", False, "mean squared probability error"),
@@ -174,6 +188,24 @@ def overall_from_confusion(cm: np.ndarray) -> dict[str, float]:
     }
 
 
+ORDINAL_KEYS = ("quadratic_kappa", "mean_absolute_error")
+
+
+def ordinal_from_confusion(cm: np.ndarray, grades: Sequence[float]) -> dict[str, float]:
+    """Quadratic weighted kappa as sklearn's ``cohen_kappa_score(weights="quadratic")``
+    computes it over the grades in order (weights from the grades' ranks, 0..K-1), and the
+    mean absolute error in grade units."""
+    g = np.asarray(grades, float)
+    rank = np.argsort(np.argsort(g)).astype(float)
+    n = cm.sum()
+    w = (rank[:, None] - rank[None, :]) ** 2
+    expected = np.outer(cm.sum(axis=1), cm.sum(axis=0)) / n if n else np.zeros_like(w)
+    den = float((w * expected).sum())
+    qwk = 1.0 - float((w * cm).sum()) / den if den else 0.0
+    mae = float((np.abs(g[:, None] - g[None, :]) * cm).sum() / n) if n else 0.0
+    return {"quadratic_kappa": qwk, "mean_absolute_error": mae}
+
+
 def roc_auc_ovr(is_pos: np.ndarray, score: np.ndarray) -> float:
     """Mann-Whitney U / (P * N) with averaged tie ranks: exactly sklearn's trapezoidal AUC."""
     n_pos = int(is_pos.sum())
@@ -235,6 +267,7 @@ class MetricSuite:
     positive: int | None = None
     thresholds: dict[int, float] | None = None
     calibration_bins: int = 15
+    grades: tuple[float, ...] | None = None  # ordered tasks: each class's grade
 
     @property
     def n_classes(self) -> int:
@@ -286,6 +319,8 @@ class MetricSuite:
         return out
 
     def _has(self, name: str) -> bool:
+        if name in ORDINAL_KEYS:
+            return self.grades is not None
         if name.startswith("top") and name.endswith("_accuracy"):
             return int(name[3]) < self.n_classes
         return True
@@ -303,6 +338,8 @@ class MetricSuite:
         y_pred = probs.argmax(axis=1)
         cm = confusion(y_true, y_pred, n_classes)
         values = overall_from_confusion(cm)
+        if self.grades is not None:
+            values.update(ordinal_from_confusion(cm, self.grades))
         onehot = y_true[:, None] == np.arange(n_classes)[None, :]
         aucs = np.array([roc_auc_ovr(onehot[:, i], probs[:, i]) for i in range(n_classes)])
         aps = np.array([average_precision(onehot[:, i], probs[:, i]) for i in range(n_classes)])

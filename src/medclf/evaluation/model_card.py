@@ -64,6 +64,9 @@ def limitations(metrics: dict[str, Any], values: dict[str, Any]) -> list[str]:
                 f"Subgroups of {col} with fewer than {SMALL_GROUP} images ({', '.join(small)}) "
                 "give unreliable estimates."
             )
+    gap = metrics.get("validation_gap") or {}
+    if gap.get("easier"):
+        out.append(gap["note"][0].upper() + gap["note"][1:] + ".")
     cal = metrics["calibration"]
     if cal["fitted_on"]:
         out.append(
@@ -198,6 +201,7 @@ def _decision_section(metrics: dict[str, Any]) -> list[str]:
                 for k in ("before", "after")
             ],
         ),
+        *_temperature_note(cal),
         "## Operating point",
         f"Rule `{op['rule']}` chosen on validation; thresholds on calibrated probabilities.",
         _table(
@@ -208,6 +212,37 @@ def _decision_section(metrics: dict[str, Any]) -> list[str]:
                 if (t := op["thresholds"].get(c)) is not None
             ],
         ),
+        *_shares_section(metrics.get("class_shares")),
+    ]
+
+
+def _shares_section(shares: dict[str, Any] | None) -> list[str]:
+    """PPV and NPV at each split's share of the positive class (sensitivity and specificity
+    stay; the predictive values move with the share)."""
+    if not shares:
+        return []
+    return [
+        f"When the share of {shares['positive_class']} differs, sensitivity "
+        f"{number(shares['sensitivity'], 2)} and specificity {number(shares['specificity'], 2)} "
+        "stay, the predictive values move:",
+        _table(
+            ["split", f"{shares['positive_class']} share", "PPV", "NPV"],
+            [
+                [r["split"], number(r["share"], 2), number(r["ppv"], 2), number(r["npv"], 2)]
+                for r in shares["rows"]
+            ],
+        ),
+    ]
+
+
+def _temperature_note(cal: dict[str, Any]) -> list[str]:
+    """Why the applied temperature is what it is (``eval.temperature_scaling=auto``)."""
+    t_fit = (cal.get("fitted_on") or {}).get("temperature_fit")
+    if not t_fit:
+        return []
+    kept = "applied" if t_fit["kept"] else "not applied"
+    return [
+        f"Temperature fitted on validation: {number(t_fit['fitted'])}, {kept}: {t_fit['reason']}."
     ]
 
 

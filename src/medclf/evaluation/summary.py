@@ -8,7 +8,15 @@ import typer
 from medclf.formatting import estimate as fmt
 from medclf.formatting import number
 
-HEADLINE = ("accuracy", "balanced_accuracy", "macro_f1", "macro_auc", "mcc")
+HEADLINE = (
+    "accuracy",
+    "balanced_accuracy",
+    "macro_f1",
+    "macro_auc",
+    "mcc",
+    "quadratic_kappa",
+    "mean_absolute_error",
+)
 
 
 # Long on purpose: the console summary, printed line by line in the order users read it.
@@ -37,6 +45,12 @@ def print_summary(result) -> None:
         f"{number(cal['before']['ece'])} -> {number(cal['after']['ece'])}, Brier "
         f"{number(cal['before']['brier'])} -> {number(cal['after']['brier'])}"
     )
+    gap = m.get("validation_gap") or {}
+    if gap.get("easier"):
+        echo(f"WARNING {gap['note']}")
+    t_fit = (cal.get("fitted_on") or {}).get("temperature_fit")
+    if t_fit and not t_fit["kept"]:
+        echo(f"  {t_fit['reason']}")
     op = m["operating_point"]
     if op["thresholds"]:
         parts = [
@@ -45,6 +59,16 @@ def print_summary(result) -> None:
             for c, t in op["thresholds"].items()
         ]
         echo(f"operating point ({op['rule']}): " + "; ".join(parts))
+    shares = m.get("class_shares")
+    if shares:
+        echo(
+            f"{shares['positive_class']} share -> PPV / NPV at this operating point: "
+            + "; ".join(
+                f"{r['split']} {number(r['share'], 2)} -> {number(r['ppv'], 2)} / "
+                f"{number(r['npv'], 2)}"
+                for r in shares["rows"]
+            )
+        )
     lat = m["latency"]
     if lat.get("runs"):
         echo(
