@@ -260,3 +260,43 @@ def test_patient_coded_names_are_kept_together_warned_and_the_pattern_makes_them
     assert sum(report["patients"].values()) == 10  # each patient in exactly one split
     assert table.groupby("patient_id")["split"].nunique().max() == 1
     assert any(ln.startswith("patients per split: train") for ln in summary_lines(report))
+
+
+def test_dihedral_hashes_are_the_phashes_of_the_flipped_and_rotated_image():
+    import imagehash
+
+    from medclf.data.scan import dihedral_hashes
+
+    img = _phantom(7, size=96)[:, :80].astype(float) / 255  # not square: rotation swaps sides
+    own, orbit = dihedral_hashes(img)
+    assert len(own) == 64 and len(orbit) == 7 * 64
+    views = [orbit[k * 64 : (k + 1) * 64] for k in range(7)]
+    transforms = [np.flipud, np.fliplr, lambda a: np.flipud(np.fliplr(a)), np.transpose,
+                  lambda a: np.flipud(a.T), lambda a: np.fliplr(a.T),
+                  lambda a: np.flipud(np.fliplr(a.T))]  # fmt: skip
+    for view, transform in zip(views, transforms, strict=True):
+        assert view == dihedral_hashes(transform(img))[0]  # exactly: the resize is float
+    assert len({own, *views}) == 8  # a generic image differs from each of its views
+    # the same DCT pHash as imagehash's, up to imagehash's 8-bit resize rounding
+    pil = Image.fromarray(np.round(img * 255).astype(np.uint8), mode="L")
+    assert imagehash.hex_to_hash(own) - imagehash.phash(pil, hash_size=16) <= 32
+
+
+def test_a_rotated_copy_across_splits_is_a_near_duplicate():
+    """An augmented release: a rotated and a flipped copy filed in other splits."""
+    from medclf.data.scan import dihedral_hashes
+
+    images = [_phantom(300 + i).astype(float) / 255 for i in range(6)]
+    images += [np.rot90(images[0]), np.fliplr(images[1])]
+    hashes = [dihedral_hashes(a) for a in images]
+    phash = pd.Series([h[0] for h in hashes])
+    orbit = pd.Series([h[1] for h in hashes])
+    split = pd.Series(["train"] * 6 + ["test", "val"])
+    sha = pd.Series([str(i) for i in range(8)])
+    assert near_duplicate_pairs(phash, split, sha, 10) == []  # plain pHash misses them
+    pairs = near_duplicate_pairs(phash, split, sha, 10, orbit=orbit)
+    assert [(i, j) for i, j, _ in pairs] == [(0, 6), (1, 7)]
+    assert all(d <= 4 for *_, d in pairs)
+    # brute force (distances the index cannot prune) finds the same pairs
+    brute = near_duplicate_pairs(phash, split, sha, 40, orbit=orbit)
+    assert {(i, j) for i, j, _ in pairs} <= {(i, j) for i, j, _ in brute}

@@ -164,7 +164,9 @@ def test_dry_run_prints_the_recipe_and_writes_no_run(tiny_synth: Path, tmp_path:
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     line = proc.stdout.strip().splitlines()[-1]
-    assert line.startswith("recipe: resnet18 from scratch, 64 px 1-channel"), line
+    # the 48 px phantoms are thumbnails: their own size, not trimmed, the small stem
+    assert line.startswith("recipe: resnet18 from scratch, 48 px 1-channel"), line
+    assert "trim none" in line and "small stem" in line
     assert "batch 8" in line and "epochs (~" in line
     cfg = OmegaConf.create(proc.stdout.rsplit("recipe: ", 1)[0])
     assert cfg.data.batch_size == 8 and cfg.model.name == "resnet18"
@@ -253,11 +255,114 @@ def test_named_precision_is_kept_by_the_numerics_choice():
 def test_fast_probe_times_bf16_channels_last_steps():
     import torch
 
-    from medclf.training.hardware import probe_seconds_per_epoch
+    from medclf.training.hardware import epoch_seconds, probe_step_seconds
 
     model = torch.nn.Sequential(
         torch.nn.Conv2d(1, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()
     )
-    fast = probe_seconds_per_epoch(model, None, 4, (1, 16, 16), 8, 4, fast=True)
+    fast = probe_step_seconds(model, None, 4, (1, 16, 16), fast=True)
     assert fast > 0 and model[0].weight.dtype == torch.float32  # autocast, weights stay fp32
     assert model[0].weight.is_contiguous(memory_format=torch.channels_last)
+    # 2 training steps of 4 images, one validation batch at a third of a step plus the EMA
+    assert epoch_seconds(1.0, 4, 8, 4) == pytest.approx(2 + 2 / 3)
+
+
+# Recipe decisions on the data profiles of the development suite's kinds of data.
+
+
+def test_28_px_thumbnails_train_at_their_own_size_untrimmed_with_a_small_stem():
+    thumbs = _profile(
+        n_train=4708,
+        class_counts={"normal": 1214, "pneumonia": 3494},
+        short_side=28,
+        aspect_spread=0.0,
+        framed=True,  # a dark border on a thumbnail is no scanner frame
+    )
+    v = plan(thumbs, on_gpu=False, pretrained=False).values
+    assert (v["data.image_size"], v["model.stem"], v["data.trim"]) == (32, "small", "none")
+    pre = plan(thumbs, on_gpu=False, pretrained=True).values
+    assert (pre["data.image_size"], pre["model.stem"]) == (64, "standard")
+
+
+def test_224_px_xrays_keep_128_px_when_the_budget_is_tight():
+    """5000 X-rays on a slow machine: epochs give way before pixels below 128 px do."""
+    cfg = compose(["data.path=x"])
+    xrays = _profile(
+        n_train=5000,
+        short_side=224,
+        aspect_spread=0.0,
+        framed=False,
+        class_counts={"normal": 1300, "pneumonia": 3700},
+    )
+    recipe = plan(xrays, on_gpu=False, pretrained=False)
+    assert recipe.values["data.image_size"] == 224 and recipe.values["model.stem"] == "standard"
+    apply(cfg, recipe, ())
+    seconds = {224: 300.0, 192: 220.0, 160: 150.0, 128: 100.0, 96: 60.0, 64: 30.0}
+    fit_budget(cfg, recipe, (), 900, lambda: seconds[int(cfg.data.image_size)], n_train=5000)
+    assert cfg.data.image_size == 128  # the old rule went on to 64 px for 27 epochs
+    assert cfg.train.max_epochs == 8
+
+
+def test_512_px_mri_and_rgb_microscopy():
+    mri = plan(
+        _profile(n_train=2870, short_side=512, aspect_spread=0.3, framed=True, grayscale=True),
+        on_gpu=False,
+        pretrained=False,
+    ).values
+    assert (mri["data.image_size"], mri["data.channels"]) == (224, 1)
+    assert (mri["data.trim"], mri["data.resize"]) == ("foreground", "letterbox")
+    cells = plan(
+        _profile(
+            n_train=12000,
+            short_side=360,
+            aspect_spread=0.0,
+            framed=False,
+            grayscale=False,
+            class_counts={c: 3000 for c in "abcd"},
+        ),
+        on_gpu=False,
+        pretrained=False,
+    ).values
+    assert (cells["data.image_size"], cells["data.channels"], cells["data.trim"]) == (
+        224,
+        3,
+        "none",
+    )
+    assert cells["data.augment"]["scale"] == [0.95, 1.05]  # light: many images
+
+
+def test_a_chosen_non_resnet_model_keeps_its_stem(tmp_path: Path):
+    """The small stem is a ResNet change: the recipe leaves other families alone."""
+    from medclf.models.factory import build_model, has_resnet_stem
+
+    assert has_resnet_stem("resnet18") and has_resnet_stem("resnet50.a1_in1k")
+    assert not has_resnet_stem("efficientnet_b0") and not has_resnet_stem("custom_cnn")
+    small = compose(["data.path=x", "model=resnet18", "model.stem=small"]).model
+    model = build_model(small, num_classes=2, in_chans=1)
+    import torch
+
+    assert model.conv1.stride == (1, 1) and isinstance(model.maxpool, torch.nn.Identity)
+    out = model.forward_features(torch.zeros(1, 1, 32, 32))
+    assert out.shape[-2:] == (4, 4)  # the standard stem leaves 1x1 at 32 px
+    effnet = compose(
+        ["data.path=x", "model=timm", "model.name=efficientnet_b0", "model.stem=small"]
+    )
+    effnet = effnet.model
+    with pytest.raises(MedclfError, match="no ResNet stem"):
+        build_model(effnet, num_classes=2, in_chans=1)
+
+
+def test_the_probe_is_measured_once_per_kind_of_hardware(tmp_path: Path):
+    """The same key gives the same seconds an hour later, however loaded the machine is."""
+    from medclf.training.probe_cache import ProbeCache
+
+    key = {"hardware": "cpu x", "shape": [32, 1, 128, 128], "fast": True}
+    first = ProbeCache(tmp_path).step_seconds(key, lambda: 0.25)
+    again = ProbeCache(tmp_path).step_seconds(key, lambda: 0.75)  # a busier hour
+    assert first == again == 0.25
+    other = ProbeCache(tmp_path).step_seconds({**key, "fast": False}, lambda: 0.5)
+    assert other == 0.5
+    (tmp_path / "probe.json").write_text('{"' + ProbeCache.digest(key) + '": -1, "x": "y"}')
+    assert ProbeCache(tmp_path).step_seconds(key, lambda: 0.3) == 0.3  # bad values re-measured
+    (tmp_path / "probe.json").write_text("[not json")
+    assert ProbeCache(tmp_path).step_seconds(key, lambda: 0.4) == 0.4

@@ -9,7 +9,8 @@ Input is the split table (path, label, patient_id, split) joined with the file s
 - tiny images (a side under ``TINY_SIDE`` px), which are kept but warned about;
 - exact duplicates (same content hash) within and across splits;
 - near-duplicates across splits: pHash Hamming distance <= ``near_duplicate_distance`` bits
-  of 256 (identical content is reported as exact, not again as near);
+  of 256, to the image or to any of its flips and right-angle rotations (augmented releases
+  copy those across splits); identical content is reported as exact, not again as near;
 - label conflicts: identical content filed under two or more labels;
 - patients in more than one split;
 - class imbalance of the training split (largest / smallest class).
@@ -51,11 +52,16 @@ def near_duplicate_pairs(
     sha: pd.Series,
     max_distance: int,
     across_splits_only: bool = True,
+    orbit: pd.Series | None = None,
 ) -> list[tuple[int, int, int]]:
     """(i, j, distance) for images whose pHashes differ by at most ``max_distance`` bits and
     whose contents are not identical (those are exact duplicates), by default only pairs in
     different splits; sorted by (i, j). Multi-index hashing (``data.near_index``) where it
-    prunes, every pair compared otherwise: the same pairs either way."""
+    prunes, every pair compared otherwise: the same pairs either way.
+
+    With ``orbit`` (the scan's ``phash_orbit``), an image also pairs with a flipped or
+    rotated copy of another: each image's pHash is compared with the other's eight dihedral
+    views, and a pair's distance is the smallest over them."""
     from medclf.data.near_index import pairs_within, usable
 
     if max_distance < 0 or len(phash) < 2:
@@ -64,18 +70,47 @@ def near_duplicate_pairs(
     if len(idx) < 2:
         return []
     hashes = _hash_words(phash.to_numpy()[idx])
-    splits = split.to_numpy()[idx]
-    shas = sha.to_numpy()[idx]
-    if usable(hashes.shape[1] * 64, max_distance):
-        a, b, dist = pairs_within(hashes, max_distance)
+    words, owner = _with_views(hashes, None if orbit is None else orbit.to_numpy()[idx])
+    splits = split.to_numpy()[idx][owner]
+    shas = sha.to_numpy()[idx][owner]
+    if usable(words.shape[1] * 64, max_distance):
+        a, b, dist = pairs_within(words, max_distance)
         keep = shas[a] != shas[b]
         if across_splits_only:
             keep &= splits[a] != splits[b]
-        return [
-            (int(idx[i]), int(idx[j]), int(d))
-            for i, j, d in zip(a[keep], b[keep], dist[keep], strict=True)
-        ]
-    return _every_pair(hashes, idx, splits, shas, max_distance, across_splits_only)
+        a, b, dist = a[keep], b[keep], dist[keep]
+    else:
+        found = _every_pair(
+            words, np.arange(len(words)), splits, shas, max_distance, across_splits_only
+        )
+        a, b, dist = (np.array([p[k] for p in found], dtype=np.int64) for k in range(3))
+    n = len(idx)
+    # a view of one image against a view of the other repeats an image-against-view pair
+    keep = (owner[a] != owner[b]) & ((a < n) | (b < n))
+    first, second = np.minimum(owner[a], owner[b])[keep], np.maximum(owner[a], owner[b])[keep]
+    closest: dict[tuple[int, int], int] = {}
+    for i, j, d in zip(first.tolist(), second.tolist(), dist[keep].tolist(), strict=True):
+        pair = (int(idx[i]), int(idx[j]))
+        closest[pair] = min(int(d), closest.get(pair, 257))
+    return [(i, j, d) for (i, j), d in sorted(closest.items())]
+
+
+def _with_views(hashes: np.ndarray, orbit: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """(rows to compare, the image each row belongs to): the pHashes, then each image's seven
+    dihedral views (an image without them repeats its own hash, which pairs with nothing new)."""
+    n = len(hashes)
+    if orbit is None or not any(orbit):
+        return hashes, np.arange(n)
+    hex_len = hashes.shape[1] * 16
+    views = [hashes]
+    for k in range(7):
+        part = [o[k * hex_len : (k + 1) * hex_len] if len(o) == 7 * hex_len else "" for o in orbit]
+        view = hashes.copy()
+        present = np.array([bool(h) for h in part])
+        if present.any():
+            view[present] = _hash_words([h for h in part if h])
+        views.append(view)
+    return np.concatenate(views), np.tile(np.arange(n), 8)
 
 
 def _every_pair(
@@ -172,6 +207,7 @@ def _with_facts(table: pd.DataFrame, scanned: pd.DataFrame) -> pd.DataFrame:
     # A manifest may list one file twice (e.g. under two labels): facts are per path.
     facts = scanned.drop_duplicates("path").set_index("path")
     scan_cols = ("sha256", "error", "kind", "mode", "bits", "width", "height", "phash")
+    scan_cols += ("phash_orbit",)
     for col in (*scan_cols, "intensity_mean", "intensity_std"):
         if col in facts:
             df[col] = df["path"].map(facts[col])
@@ -233,7 +269,10 @@ def _near_duplicates(
     """Near-duplicate pairs across splits, closest first."""
     rpos = readable.reset_index(drop=True)
     if near_pairs is None:
-        near_pairs = near_duplicate_pairs(rpos["phash"], rpos["split"], rpos["sha256"], distance)
+        orbit = rpos.get("phash_orbit")
+        near_pairs = near_duplicate_pairs(
+            rpos["phash"], rpos["split"], rpos["sha256"], distance, orbit=orbit
+        )
     split_of, label_of = rpos["split"].to_numpy(), rpos["label"].to_numpy()
     near = sorted(
         ((i, j, d) for i, j, d in near_pairs if split_of[i] != split_of[j]), key=lambda t: t[2]
@@ -310,7 +349,8 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
         )
     if near["pairs_across_splits"]:
         lines.append(
-            f"LEAKAGE near-duplicates across splits (pHash distance <= {near['max_distance']}): "
+            f"LEAKAGE near-duplicates across splits (pHash distance <= {near['max_distance']}, "
+            "flipped and rotated copies included): "
             f"{near['pairs_across_splits']} pair(s)"
         )
     if report["patients_in_several_splits_count"]:

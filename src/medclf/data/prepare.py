@@ -128,6 +128,7 @@ def prepare_data(data: Any, progress: bool = True, save_memo: bool = True) -> Pr
         readable["sha256"],
         near_distance,
         across_splits_only=False,
+        orbit=scanned_ok["phash_orbit"],
     )
     readable, names_kept, group_columns = _split(data, readable, near_pairs, bool(split_file))
     if bad.any():

@@ -125,6 +125,8 @@ def build_model(
         model = timm.create_model(arch, **kwargs)
     except (OSError, RuntimeError, KeyError, ValueError, AssertionError) as exc:
         raise _creation_error(exc, model_cfg, arch, kwargs, image_size) from exc
+    if not custom and model_cfg.get("stem", "standard") == "small":
+        small_stem(model, name, in_chans)
     overlay = kwargs.get("pretrained_cfg_overlay", {})
     if "state_dict" in overlay:
         from medclf.models.weights import check_coverage
@@ -139,6 +141,28 @@ def build_model(
             dropout=float(model_cfg.head_dropout),
         )
     return model
+
+
+def has_resnet_stem(name: str) -> bool:
+    """timm's ResNet family (``conv1`` then ``maxpool``): the models ``small_stem`` adapts."""
+    return timm_name(name).split(".")[0].startswith(RESNET_PREFIXES)
+
+
+RESNET_PREFIXES = ("resnet", "resnext", "seresnet", "seresnext", "wide_resnet")
+
+
+def small_stem(model: nn.Module, name: str, in_chans: int) -> None:
+    """``model.stem=small``: a 3x3 stride-1 first convolution and no max-pool (4x less
+    downsampling), for thumbnails such as MedMNIST's 28 px images. timm's ResNet has no such
+    option (its ``stem_type`` variants all stride 4), so the two modules are replaced."""
+    conv1 = getattr(model, "conv1", None)
+    if not (isinstance(conv1, nn.Conv2d) and hasattr(model, "maxpool")):
+        raise MedclfError(
+            f"model.stem=small: {name} has no ResNet stem (conv1 + maxpool); use a resnet "
+            "(e.g. model=resnet18) or model.stem=standard"
+        )
+    model.conv1 = nn.Conv2d(in_chans, conv1.out_channels, 3, stride=1, padding=1, bias=False)
+    model.maxpool = nn.Identity()
 
 
 class MLPHead(nn.Sequential):

@@ -6,6 +6,7 @@ import contextlib
 import functools
 import math
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,18 +28,12 @@ def cpu_has_bf16() -> bool:
         return False
 
 
-def probe_seconds_per_epoch(
-    model: Any,
-    augment: Any,
-    batch: int,
-    shape: tuple[int, int, int],
-    n_train: int,
-    n_val: int,
-    fast: bool = False,
+def probe_step_seconds(
+    model: Any, augment: Any, batch: int, shape: tuple[int, int, int], fast: bool = False
 ) -> float:
-    """Seconds for one epoch of ``n_train`` training and ``n_val`` validation images, from a
-    few timed optimizer steps on random tensors of the planned shape (no image decoded).
-    ``fast``: bf16 autocast and channels_last memory, as the recipe's fast numerics train."""
+    """Seconds of one optimizer step on ``batch`` random tensors of ``shape`` (no image
+    decoded): the median of five timed steps after one untimed. ``fast``: bf16 autocast and
+    channels_last memory, as the recipe's fast numerics train."""
     import torch
 
     device = next(model.parameters()).device
@@ -66,7 +61,30 @@ def probe_seconds_per_epoch(
             torch.cuda.synchronize()
         if i:  # the first step pays for allocations and kernel selection
             timings.append(time.perf_counter() - start)
-    step = float(np.median(timings))
     model.zero_grad(set_to_none=True)
-    # validation runs forward only (about a third of a training step), plus the EMA copy
-    return step * (math.ceil(n_train / batch) + math.ceil(n_val / batch) / 3 * 2)
+    return float(np.median(timings))
+
+
+def epoch_seconds(step_seconds: float, batch: int, n_train: int, n_val: int) -> float:
+    """One epoch of ``n_train`` training and ``n_val`` validation images: validation runs
+    forward only (about a third of a training step), plus the EMA copy."""
+    return step_seconds * (math.ceil(n_train / batch) + math.ceil(n_val / batch) / 3 * 2)
+
+
+@functools.cache
+def hardware_id(on_gpu: bool) -> str:
+    """The kind of hardware a timing belongs to: the CPU model and core count (and the GPU's
+    name), with the torch version that ran it."""
+    import os
+    import platform
+
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        info = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+        cpu = next((ln.split(":", 1)[1].strip() for ln in info.splitlines()
+                    if ln.startswith("model name")), cpu)  # fmt: skip
+    threads = torch.get_num_threads()
+    gpu = torch.cuda.get_device_name() if on_gpu else "cpu"
+    return f"{cpu} | {os.cpu_count()} cores, {threads} threads | {gpu} | torch {torch.__version__}"

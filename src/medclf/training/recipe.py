@@ -11,9 +11,18 @@ the README's "Default recipe" section and ``benchmarks/recipes.py``):
 
 - resnet18 from timm: the smallest standard residual network that learned the small real
   sets from scratch; ImageNet weights when ``model.pretrained=auto`` finds them.
-- 224 px, never above the typical image's short side, lowered by 32 px steps (not under 64)
-  while the budget affords fewer than ``wanted_epochs``: more epochs beat more pixels within a
-  fixed budget (fp32 on 2 cores, 96 px x 40 epochs beat 128 px x 24).
+- The input size comes from the images first: 224 px, never above the typical image's short
+  side. The budget then lowers it by 32 px steps while it affords fewer than
+  ``wanted_epochs``, but never below ``PIXEL_FLOOR`` (128 px, or the images' own size when
+  smaller): below that the budget buys fewer epochs instead, since the pixels may carry the
+  finding (64 px chest X-rays found pneumonia's minority class half the time).
+- Thumbnails (short side under 64 px, MedMNIST's 28 px) train at their own size rounded up to
+  8 px, never trimmed, with ``model.stem=small`` (3x3 stride-1 first convolution, no max-pool)
+  when training from scratch: upsampling 28 px to 64 px and trimming its "frame" threw away
+  what a thumbnail has.
+- The timing that sizes the run is measured once per kind of hardware and reused
+  (``probe.json`` in the data cache folder): the same data, budget and hardware give the same
+  recipe line, whatever the machine's load of the hour.
 - bf16 autocast with channels_last where the hardware has bf16 units and the probe finds it
   faster (``FAST_NUMERICS``): on an AMX Xeon that doubles the epochs the budget affords.
 - ``trim=foreground`` when most images sit in a uniform frame, ``resize=letterbox`` when
@@ -52,6 +61,10 @@ MIN_EPOCHS, MAX_EPOCHS = 5, 200
 # many image presentations as the 122 epochs of chest-CT's 613 training images that won, and
 # at least MIN_EPOCHS.
 WANT_EPOCHS, WANT_PRESENTATIONS, SMALLEST_SIZE = 100, 75_000, 64
+# The budget lowers the input no further than this (or the images' own size when smaller).
+PIXEL_FLOOR = 128
+# Short side below which images are thumbnails: their own size, never trimmed, a small stem.
+THUMBNAIL = 64
 # Share of the budget the epochs are planned to fill; validation and logging take the rest.
 BUDGET_FILL = 0.9
 # bf16 autocast with channels_last memory: on a Xeon with AMX, resnet18 trains 2.1x faster
@@ -76,6 +89,10 @@ class DataProfile:
     # a quarter or more of the sampled images (every split: the frame may differ between them,
     # as on chest CT) sit in a uniform frame that trim=foreground removes
     framed: bool
+
+    @property
+    def thumbnail(self) -> bool:
+        return 0 < self.short_side < THUMBNAIL
 
     @property
     def imbalance(self) -> float:
@@ -173,12 +190,11 @@ def plan(profile: DataProfile, on_gpu: bool, pretrained: bool) -> Recipe:
     r = Recipe()
     v = r.values
     v["model"] = "resnet18"
-    base = 224  # lowered by fit_budget while the budget affords too few epochs
-    size = base if profile.short_side <= 0 else min(base, max(64, profile.short_side // 32 * 32))
-    v["data.image_size"] = size
+    v["model.stem"] = "small" if profile.thumbnail and not pretrained else "standard"
+    v["data.image_size"] = input_size(profile, pretrained)
     v["data.channels"] = 3 if (pretrained or not profile.grayscale) else 1
     v["data.normalize"] = "model" if pretrained else "dataset"
-    v["data.trim"] = "foreground" if profile.framed else "none"
+    v["data.trim"] = "foreground" if profile.framed and not profile.thumbnail else "none"
     v["data.resize"] = "letterbox" if profile.aspect_spread > 0.2 else "squash"
     v["data.batch_size"] = int(min(64 if on_gpu else 32, max(8, profile.n_train // 16)))
     strength = "strong" if profile.n_train < 2000 else "light"
@@ -201,9 +217,29 @@ def plan(profile: DataProfile, on_gpu: bool, pretrained: bool) -> Recipe:
     # an average over about two epochs of steps, whatever the data size
     v["train.ema.decay"] = round(min(0.9995, max(0.9, 1 - 1 / (2 * steps))), 4)
     v["train.early_stopping.enabled"] = True
-    if profile.short_side and profile.short_side < base:
+    if profile.thumbnail:
+        r.notes.append(
+            f"{profile.short_side} px thumbnails: trained at {v['data.image_size']} px, not trimmed"
+            + (", small stem" if v["model.stem"] == "small" else "")
+        )
+    elif profile.short_side and profile.short_side < BASE_SIZE:
         r.notes.append(f"input capped at the images' typical short side ({profile.short_side} px)")
     return r
+
+
+BASE_SIZE = 224  # lowered by fit_budget while the budget affords too few epochs
+
+
+def input_size(profile: DataProfile, pretrained: bool) -> int:
+    """The size the images' own resolution asks for: 224 px capped at their short side
+    (in 32 px steps); thumbnails their own size rounded up to 8 px (64 px with ImageNet
+    weights, whose filters expect larger objects and keep the standard stem)."""
+    short = profile.short_side
+    if short <= 0:
+        return BASE_SIZE
+    if profile.thumbnail:
+        return SMALLEST_SIZE if pretrained else max(8, -(-short // 8) * 8)
+    return min(BASE_SIZE, max(SMALLEST_SIZE, short // 32 * 32))
 
 
 def fit_epochs(r: Recipe, seconds_per_epoch: float, budget_s: float) -> None:
@@ -277,15 +313,16 @@ def fit_budget(
     n_train: int,
 ) -> None:
     """Epochs from ``probe()`` (seconds per epoch at the config's current size); first, while
-    the budget affords fewer than ``wanted_epochs``, the input shrinks by 32 px unless the
-    user named ``data.image_size``."""
+    the budget affords fewer than ``wanted_epochs``, the input shrinks by 32 px, not below
+    ``PIXEL_FLOOR``, unless the user named ``data.image_size``."""
     size_is_free = not any(k in keep for k in ("data", "data.image_size"))
     planned = size = int(cfg.data.image_size)
+    floor = min(planned, PIXEL_FLOOR)
     want = wanted_epochs(n_train)
     while True:
         seconds = probe()
         affordable = BUDGET_FILL * budget_s / max(seconds, 1e-3)
-        if not size_is_free or affordable >= want or size - 32 < SMALLEST_SIZE:
+        if not size_is_free or affordable >= want or size - 32 < floor:
             break
         size -= 32
         recipe.values["data.image_size"] = size
@@ -297,26 +334,41 @@ def fit_budget(
 
 
 def _probe(cfg: DictConfig, profile: DataProfile, on_gpu: bool) -> float:
-    """Seconds per epoch of the configured model at the configured size and numerics (see
-    ``hardware.probe_seconds_per_epoch``), on freshly initialized weights."""
-    from medclf.data.augment import build_augmentation
-    from medclf.models import build_model
-    from medclf.training.hardware import probe_seconds_per_epoch
+    """Seconds per epoch of the configured model at the configured size and numerics, from
+    the step time this kind of hardware measured for them (``probe_cache``), or timed now on
+    freshly initialized weights (``hardware.probe_step_seconds``) and remembered."""
+    from medclf.training.hardware import epoch_seconds, hardware_id
+    from medclf.training.probe_cache import ProbeCache
 
     size, channels = int(cfg.data.image_size), int(cfg.data.channels)
     plain = OmegaConf.to_container(cfg.model, resolve=True)
-    probe_cfg = OmegaConf.create({**plain, "pretrained": False, "weights": None})
-    n_classes = len(profile.class_counts)
-    model = build_model(probe_cfg, num_classes=n_classes, in_chans=channels, image_size=size)
-    if on_gpu:
-        model = model.cuda()
-    augment = build_augmentation(OmegaConf.to_container(cfg.data.augment, resolve=True), size)
-    shape = (channels, size, size)
+    augment = OmegaConf.to_container(cfg.data.augment, resolve=True)
     batch = int(cfg.data.batch_size)
     fast = str(cfg.train.precision) == "bf16-mixed" and bool(cfg.train.channels_last)
-    return probe_seconds_per_epoch(
-        model, augment, batch, shape, profile.n_train, profile.n_val, fast=fast
-    )
+    key = {
+        "hardware": hardware_id(on_gpu),
+        "model": {k: plain.get(k) for k in ("name", "stem", "head", "head_hidden")},
+        "classes": len(profile.class_counts),
+        "shape": [batch, channels, size, size],
+        "fast": fast,
+        "augment": augment,
+    }
+
+    def measure() -> float:
+        from medclf.data.augment import build_augmentation
+        from medclf.models import build_model
+        from medclf.training.hardware import probe_step_seconds
+
+        probe_cfg = OmegaConf.create({**plain, "pretrained": False, "weights": None})
+        n_classes = len(profile.class_counts)
+        model = build_model(probe_cfg, num_classes=n_classes, in_chans=channels, image_size=size)
+        if on_gpu:
+            model = model.cuda()
+        shape = (channels, size, size)
+        return probe_step_seconds(model, build_augmentation(augment, size), batch, shape, fast)
+
+    step = ProbeCache(cfg.data.cache_dir).step_seconds(key, measure)
+    return epoch_seconds(step, batch, profile.n_train, profile.n_val)
 
 
 def choose_numerics(
@@ -345,6 +397,7 @@ def choose(
     """Plan, time and apply the recipe to ``cfg`` (in place); returns it for the log line."""
     import torch
 
+    from medclf.models.factory import has_resnet_stem
     from medclf.training.hardware import cpu_has_bf16
 
     keep = tuple(keep)
@@ -353,6 +406,10 @@ def choose(
         table, scanned, _sample_images(table, cfg.data.window, int(cfg.data.max_pixels))
     )
     recipe = plan(profile, on_gpu=on_gpu, pretrained=cfg.model.pretrained is True)
+    if not has_resnet_stem(str(cfg.model.name)):  # a model the user chose keeps its own stem
+        recipe.values.pop("model.stem")
+        if profile.thumbnail:
+            recipe.notes[:] = [n.replace(", small stem", "") for n in recipe.notes]
     apply(cfg, recipe, keep)
     timed: dict[tuple[int, str, bool], float] = {}
 
