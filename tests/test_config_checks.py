@@ -16,7 +16,7 @@ def test_packaged_defaults_pass():
         ("data.split_ratios=[0.5,0.6,0.1]", "three fractions (train, val, test) that sum to 1"),
         ("data.split_ratios=[0.7,0.3]", "data.split_ratios=[0.7, 0.3] is not valid"),
         ("data.max_pixels=-1", "data.max_pixels=-1 is not valid"),
-        ("data.image_size=4", "expected an integer >= 8 (or null)"),
+        ("data.image_size=4", "expected an integer >= 8 and <= 4096 (or null)"),
         ("eval.n_bootstrap=abc", "eval.n_bootstrap=abc is not valid: expected an integer >= 0"),
         ("eval.ci_level=2", "eval.ci_level=2 is not valid: expected a number > 0 and < 1"),
         ("eval.calibration_bins=0", "expected an integer >= 1"),
@@ -74,7 +74,7 @@ def test_evaluation_settings_are_checked_after_merging_the_runs_own(tmp_path):
 
     saved = compose([])
     OmegaConf.update(saved, "eval.ci_level", 1.5, force_add=True)  # a hand-edited run config
-    (tmp_path / "config.yaml").write_text(OmegaConf.to_yaml(saved))
+    (tmp_path / "config.yaml").write_text(OmegaConf.to_yaml(saved, resolve=True))
     with pytest.raises(MedclfError, match=r"eval\.ci_level=1\.5 is not valid"):
         evaluation_config(tmp_path / "config.yaml", [])
 

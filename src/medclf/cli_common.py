@@ -67,6 +67,16 @@ def handles_errors(fn: F) -> F:
                 raise
             typer.echo(f"error: {missing_package(exc.name)}", err=True)
             raise typer.Exit(2) from None
+        except OSError as exc:
+            # a path the user gave that cannot be read or written (data.path=/proc,
+            # runs_root=/proc/x, a storage file in a missing folder): name it, no traceback
+            if state["debug"] or not exc.filename:
+                raise
+            reason = exc.strerror or type(exc).__name__
+            typer.echo(
+                f"error: {exc.filename}: {reason}; check the path and its permissions", err=True
+            )
+            raise typer.Exit(2) from None
         except KeyboardInterrupt:
             typer.echo("interrupted", err=True)
             raise typer.Exit(130) from None

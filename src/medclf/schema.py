@@ -108,6 +108,11 @@ Pair = checked(_pair, "null or a [min, max] pair with 0 <= min <= max")
 WINDOWS = (*WINDOW_MODES, *WINDOW_PRESETS)
 
 
+# Largest square model input: 4096 px holds a full-field mammogram; a larger one would not fit
+# a batch in memory (one 999999999 px input overflowed torch's size arithmetic).
+MAX_IMAGE_SIZE = 4096
+
+
 class Section(BaseModel):
     """A config section: unknown keys are refused, numbers are finite, and a value keeps its
     type (no "3" for 3: Hydra has already typed the command line)."""
@@ -136,6 +141,7 @@ class Data(Section):
     format: choice(choices.FORMATS)
     columns: dict[str, str] | None
     image_root: OptText
+    allow_outside_root: bool
     label_pattern: checked(_regex(()), "a regex with one group") | None
     patient_pattern: checked(
         _regex(choices.NAME_ID_MODES),
@@ -148,7 +154,7 @@ class Data(Section):
         _split_ratios, "three fractions (train, val, test) that sum to 1, e.g. [0.7,0.15,0.15]"
     )
     split_seed: integer()
-    image_size: integer(lo=8) | None
+    image_size: integer(lo=8, hi=MAX_IMAGE_SIZE) | None
     resize: choice(RESIZE_MODES)
     trim: choice(TRIM_MODES)
     channels: choice((1, 3))

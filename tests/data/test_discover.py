@@ -202,3 +202,33 @@ def test_a_wrapper_folder_is_descended_and_said(tmp_path: Path, caplog):
     _img(tmp_path / "only" / "train" / "a" / "1.png")
     _img(tmp_path / "only" / "train" / "b" / "1.png", 7)
     assert set(discover(tmp_path / "only")["split"]) == {"train"}
+
+
+@pytest.mark.parametrize(
+    "row",
+    [
+        "../../../../etc/passwd",
+        "/etc/shadow",
+        "/proc/self/environ",
+        "../outside/a.png",
+        "link/a.png",
+    ],
+    ids=["dotdot-passwd", "absolute-shadow", "proc-environ", "real-image-via-dotdot", "symlink"],
+)
+def test_manifest_rows_stay_inside_the_data_folder(tmp_path: Path, row: str) -> None:
+    """A manifest from someone else cannot reach files outside its folder (#31)."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(outside / "a.png")
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "link").symlink_to(outside)
+    for i in range(4):
+        Image.fromarray(np.full((8, 8), i * 40, np.uint8)).save(data / f"{i}.png")
+    rows = ["path,label", *(f"{i}.png,{'ab'[i % 2]}" for i in range(4)), f"{row},a"]
+    (data / "manifest.csv").write_text("\n".join(rows) + "\n")
+    with pytest.raises(MedclfError, match=r"row 6: path .* resolves outside .*allow_outside_root"):
+        discover(data / "manifest.csv")
+    if row in ("../outside/a.png", "link/a.png"):  # a real image: allowed when asked for
+        table = discover(data / "manifest.csv", DiscoverOptions(allow_outside_root=True))
+        assert str((outside / "a.png").resolve()) in set(table["path"])

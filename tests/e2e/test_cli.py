@@ -267,7 +267,11 @@ def test_bad_input_is_one_clear_line_exit_2(tmp_path: Path, make, args, needle):
 
 ENUMERATED = {**enumerated_keys("custom_cnn"), **enumerated_keys("resnet18")}
 # keys that exist only in some config groups: compose them with one that has the key
-CONTEXT = {"model.head": ["model=resnet18"], "model.pretrained": ["model=resnet18"]}
+CONTEXT = {
+    "model.head": ["model=resnet18"],
+    "model.pretrained": ["model=resnet18"],
+    "model.stem": ["model=resnet18"],
+}
 
 
 @pytest.mark.parametrize("key", sorted(ENUMERATED))

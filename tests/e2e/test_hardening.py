@@ -338,3 +338,25 @@ def test_killed_export_and_evaluation_leave_no_debris(trained_run: Path, tmp_pat
     medclf("predict", f"model={run}", _test_image(run), cwd=tmp_path, check=True)
     assert sorted(p.name for p in run.rglob(".*.tmp")) == []
     assert _tree(run) == _tree(trained_run)
+
+
+# --- 9: paths that cannot be read or written are one error line, not a traceback (#31) -------
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["train", "data.path={data}", "data.image_size=999999999"], "<= 4096"),
+        (["train", "data.path=/dev/null"], "data.path=/dev/null: not a folder or a regular file"),
+        (["train", "data.path={data}", "runs_root=/proc/x"], "/proc/x"),
+        (["train", "data.path={data}", "data.split_file=/etc/passwd"], "not a medclf split.csv"),
+        (["tune", "data.path={data}", "trials=1", "storage=/proc/nope/x.log"], "/proc/nope"),
+    ],
+    ids=["image-size", "dev-null", "runs-root-in-proc", "split-file-passwd", "tune-storage"],
+)
+def test_unusable_paths_and_sizes_are_one_error_line(
+    tiny_synth: Path, tmp_path: Path, args, needle
+):
+    proc = medclf(*(a.format(data=tiny_synth) for a in args), cwd=tmp_path)
+    _one_error(proc, needle)
+    assert list(tmp_path.iterdir()) == []  # nothing half-written

@@ -128,3 +128,24 @@ def test_watched_metrics_are_the_suites() -> None:
     probs = _probs(score)
     full = dict(zip(KEYS, SUITE.compute(y, probs), strict=True))
     assert _watched(y, probs) == pytest.approx([full[k] for k in WATCHED])
+
+
+def test_a_near_degenerate_ppv_falls_back_to_percentile() -> None:
+    """22 of 23 positive predictions correct: a third of the resamples give PPV 1.0, and BCa's
+    tie-driven bias correction stretched the demo's interval down to 0.567. The percentile
+    interval is used instead, and says so."""
+    correct = np.r_[np.ones(22), np.zeros(1)]
+    units = resampling_units(None, len(correct))
+
+    def ppv(rows: np.ndarray) -> np.ndarray:
+        return np.array([correct[rows].mean()])
+
+    (ci,) = bootstrap_intervals(ppv, units, n_resamples=2000, method="bca", seed=0)
+    assert ci.method == "percentile (BCa: tied resamples)"
+    assert 0.8 < ci.low < 0.957 and ci.high == 1.0
+    # a spread-out statistic keeps BCa
+    spread = np.random.default_rng(0).normal(size=200)
+    (mean_ci,) = bootstrap_intervals(
+        lambda rows: np.array([spread[rows].mean()]), resampling_units(None, 200), 500
+    )
+    assert mean_ci.method == "BCa"

@@ -75,6 +75,8 @@ class DiscoverOptions:
     patient_pattern: str | None = None  # regex, one group: the patient from each file name
     # (auto/none arrive here as None: a guess is not a patient id; see data.name_ids)
     pseudonym_key_file: str | None = None  # see medclf.data.pseudonym
+    # manifest rows may name files outside the manifest's folder (or data.image_root)
+    allow_outside_root: bool = False
 
     @classmethod
     def from_cfg(cls, data: Any) -> DiscoverOptions:
@@ -89,6 +91,7 @@ class DiscoverOptions:
             class_map={str(k): str(v) for k, v in dict(data.get("class_map") or {}).items()},
             patient_pattern=None if patient in (None, *NAME_ID_MODES) else str(patient),
             pseudonym_key_file=str(data.get("pseudonym_key_file") or "") or None,
+            allow_outside_root=bool(data.get("allow_outside_root", False)),
         )
 
 
@@ -240,7 +243,7 @@ def _from_manifest(manifest: Path, opts: DiscoverOptions) -> pd.DataFrame:
     if df.empty:
         raise MedclfError(f"{manifest}: manifest has no rows")
     base = Path(opts.image_root).expanduser() if opts.image_root else manifest.parent
-    df["path"] = [str((base / p).resolve()) for p in df["path"]]
+    df["path"] = _inside_root(manifest, base, df["path"].tolist(), opts.allow_outside_root)
     absent = [p for p in df["path"] if not Path(p).is_file()]
     if absent:
         more = f" (and {len(absent) - 1} more)" if len(absent) > 1 else ""
@@ -259,6 +262,25 @@ def _from_manifest(manifest: Path, opts: DiscoverOptions) -> pd.DataFrame:
         c for c in df.columns if c not in COLUMNS and c.strip() and not c.startswith("Unnamed")
     ]
     return df[COLUMNS + extras].copy()
+
+
+def _inside_root(manifest: Path, base: Path, paths: list[str], allowed: bool) -> list[str]:
+    """Each row's path resolved (symlinks too) against ``base``; a manifest from someone else
+    must not reach ``../../etc/passwd``, ``/etc/shadow`` or ``/proc/self/environ``: a path
+    outside ``base`` is refused naming its row, before any file is opened, unless
+    ``data.allow_outside_root=true``."""
+    root = base.resolve()
+    out = []
+    for row, raw in enumerate(paths, start=2):  # line 1 is the header
+        resolved = (base / raw).resolve()
+        if not allowed and not resolved.is_relative_to(root):
+            raise MedclfError(
+                f"{manifest}: row {row}: path {raw!r} resolves outside {root} ({resolved}); "
+                "keep images under the manifest's folder or data.image_root, or set "
+                "data.allow_outside_root=true if that is intended"
+            )
+        out.append(str(resolved))
+    return out
 
 
 def _from_npz(npz: Path) -> pd.DataFrame:
@@ -363,6 +385,11 @@ def discover(path: str | Path | None, options: DiscoverOptions | None = None) ->
     root = Path(path).expanduser()
     if not root.exists():
         raise MedclfError(f"data.path={path}: no such file or folder")
+    if not (root.is_dir() or root.is_file()):  # a device, a socket, a pipe
+        raise MedclfError(
+            f"data.path={path}: not a folder or a regular file; give a folder of images, "
+            "a CSV manifest or an .npz"
+        )
     if root.is_dir() and not any(root.iterdir()):
         raise MedclfError(f"data.path={path}: folder is empty")
     root = descend_wrappers(root)

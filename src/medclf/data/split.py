@@ -193,7 +193,14 @@ def load_split(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise MedclfError(f"data.split_file={path}: file not found")
-    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise MedclfError(
+            f"data.split_file={path}: not a medclf split.csv ({first}); give the split.csv "
+            "of an earlier run"
+        ) from None
     missing = set(SPLIT_COLUMNS) - set(df.columns)
     if missing:
         raise MedclfError(f"{path}: not a medclf split.csv (missing {', '.join(sorted(missing))})")

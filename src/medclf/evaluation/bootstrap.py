@@ -7,7 +7,11 @@ at once, so all metrics share the same resamples.
 
 A resample in which a metric is undefined (no positive of a class, so no AUC) gives NaN for
 that metric; its interval then comes from the defined resamples (percentile), and the number
-used is reported. BCa falls back to percentile where its jackknife is degenerate.
+used is reported. BCa falls back to percentile where its jackknife is degenerate, and where
+the bootstrap distribution is degenerate: when at least ``DEGENERATE_SHARE`` of the resamples
+give one same value (a PPV of 22 of 23 is 1.0 in a third of them), BCa's bias correction is
+driven by ties and its interval swings (the demo's nodule PPV 0.957 got [0.567, 1.000]); the
+percentile interval holds there, and the value's ``ci_method`` says which was used.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import numpy as np
 from scipy.stats import bootstrap
 
 METHODS = {"bca": "BCa", "percentile": "percentile", "basic": "basic"}
+DEGENERATE_SHARE = 0.2
 
 
 @dataclass
@@ -82,11 +87,20 @@ def bootstrap_intervals(
     out = []
     for j in range(dist.shape[0]):
         finite = dist[j][np.isfinite(dist[j])]
-        if np.isfinite(low[j]) and np.isfinite(high[j]):
+        bca_defined = bool(np.isfinite(low[j]) and np.isfinite(high[j]))
+        tied = key == "bca" and len(finite) > 0 and _mode_share(finite) >= DEGENERATE_SHARE
+        if bca_defined and not tied:
             out.append(Interval(float(low[j]), float(high[j]), METHODS[key], len(finite)))
         elif len(finite) == 0:
             out.append(Interval(float("nan"), float("nan"), "undefined", 0))
         else:
             lo, hi = np.quantile(finite, [alpha, 1 - alpha])
-            out.append(Interval(float(lo), float(hi), "percentile", len(finite)))
+            why = " (BCa: tied resamples)" if tied and bca_defined else ""
+            out.append(Interval(float(lo), float(hi), "percentile" + why, len(finite)))
     return out
+
+
+def _mode_share(values: np.ndarray) -> float:
+    """The share of ``values`` equal (to 1e-12) to their most common value."""
+    _, counts = np.unique(np.round(values, 12), return_counts=True)
+    return float(counts.max() / len(values))

@@ -11,12 +11,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from jinja2 import Environment, PackageLoader, select_autoescape
-from omegaconf import OmegaConf
 
 from medclf.atomic import atomic_path
 from medclf.errors import MedclfError
 from medclf.evaluation.metrics import resolve_metric
 from medclf.formatting import estimate as fmt
+from medclf.run_config import load_run_config
 from medclf.rundir import RunDir
 
 
@@ -68,7 +68,7 @@ def _row(path: str, split: str, metric) -> dict[str, Any]:
     return {
         "run": f"models:/{registered['name']}/{registered['version']}" if registered else run.name,
         "path": str(run.root),
-        "model": OmegaConf.load(run.config).model.name,
+        "model": load_run_config(run.config).model.name,
         "_sort": m["overall"][key]["value"],
         key: fmt(m["overall"][key]),
         **{

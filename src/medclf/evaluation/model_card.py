@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from omegaconf import OmegaConf
 
 from medclf.atomic import atomic_path
 from medclf.formatting import estimate as fmt
 from medclf.formatting import number
+from medclf.run_config import load_run_config
 
 SMALL_GROUP = 30
 
@@ -175,7 +175,13 @@ def _evaluation_section(metrics: dict[str, Any], values: dict[str, Any]) -> list
         f"## Evaluation: {ev['name']}",
         f"{ev['images']} images, {ev['patients']} patients, from {ev['source']}. "
         f"{int(ci['level'] * 100)}% intervals: {ci['method']} bootstrap, {ci['resamples']} "
-        f"resamples of {ci['units']} {ci['unit']}s.",
+        f"resamples of {ci['units']} {ci['unit']}s"
+        + (
+            f"; percentile for {', '.join(ci['percentile_fallback'])}, whose resamples were "
+            "too often tied for BCa."
+            if ci.get("percentile_fallback")
+            else "."
+        ),
         _table(["metric", "value (95% CI)"], [[k, fmt(values[k])] for k in metrics["overall"]]),
         "### Per class (one-vs-rest, argmax decision)",
         _table(
@@ -278,7 +284,7 @@ def write_model_card(run, path: Path, metrics, values, gates) -> Path:
     """The card, section by section in the order a reader meets them."""
     from medclf.preprocessing import Preprocessing
 
-    cfg = OmegaConf.load(run.config)
+    cfg = load_run_config(run.config)
     prep = Preprocessing.load_file(run.preprocessing)
     parts = [
         f"# Model card: {run.name}",

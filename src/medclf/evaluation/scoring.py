@@ -58,6 +58,10 @@ def interval_values(
     }
     intervals = _bootstrap(lambda rows: suite.compute(ev.y[rows], probs[rows]), units, ev_cfg, seed)
     _attach(values, names, intervals)
+    # metrics whose BCa interval was replaced by the percentile one (tied resamples)
+    info["percentile_fallback"] = [
+        k for k in names if "tied" in str(values[k].get("ci_method", ""))
+    ]
     return values, info
 
 

@@ -9,9 +9,10 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from medclf.config import compose, upgraded
+from medclf.config import compose
 from medclf.config_checks import check_values
 from medclf.errors import MedclfError
+from medclf.run_config import load_run_config
 from medclf.words import apply_overrides, keys
 
 
@@ -26,7 +27,7 @@ def evaluation_config(run_config: Path, overrides: list[str]) -> DictConfig:
     # validates every key and value; its eval section is the packaged one with the overrides,
     # which are applied again below, on top of the run's own eval section
     packaged = compose(overrides)
-    saved = upgraded(OmegaConf.load(run_config))
+    saved = load_run_config(run_config)
     cfg = OmegaConf.create(
         {
             "eval": OmegaConf.merge(packaged.eval, saved.get("eval") or {}),

@@ -14,13 +14,13 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from medclf.atomic import write_json, write_text
-from medclf.config import upgraded
 from medclf.data.check import summary_lines
 from medclf.data.prepare import PreparedData, prepare_data, provisional_preprocessing
 from medclf.data.split import save_split
 from medclf.errors import MedclfError
 from medclf.models.checkpoint import load_checkpoint
 from medclf.preprocessing import Preprocessing
+from medclf.run_config import load_run_config
 from medclf.rundir import RunDir
 from medclf.training.monitor import resolve_monitor
 from medclf.words import apply_overrides, keys
@@ -94,7 +94,7 @@ def join(folder: Path) -> TrainResult:
 
     ddp.quiet_other_ranks()
     run = ddp.wait_for_run(folder)
-    cfg = upgraded(OmegaConf.load(run.config))
+    cfg = load_run_config(run.config)
     with open_dict(cfg):
         cfg.data.split_file = str(run.split)  # rank 0's split, not a re-split
     OmegaConf.set_struct(cfg, True)
@@ -164,7 +164,7 @@ def resume(run_path: str | Path, overrides: list[str] | None = None) -> TrainRes
         )
     # Refuse a damaged or code-carrying checkpoint with one line, before any other work.
     load_checkpoint(run.last_ckpt)
-    cfg = upgraded(OmegaConf.load(run.config))
+    cfg = load_run_config(run.config)
     apply_overrides(cfg, list(overrides or []))
     with open_dict(cfg):
         # The saved split, not a re-split: refuses if any image changed since.
