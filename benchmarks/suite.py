@@ -24,8 +24,10 @@ someone cites one (``PUBLISHED``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import platform
 import subprocess
 import sys
 import tempfile
@@ -193,16 +195,24 @@ def markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _machine() -> str:
+    """The CPU model and core count. Read here, not from medclf: the suite also runs an
+    earlier medclf (PYTHONPATH=OLD/src) for a before/after table."""
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        info = Path("/proc/cpuinfo").read_text(errors="replace").splitlines()
+        cpu = next((ln.split(":", 1)[1].strip() for ln in info if ln.startswith("model name")), cpu)
+    return f"{cpu}, {os.cpu_count()} cores"
+
+
 def _meta(budget: str) -> dict[str, Any]:
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
     ).stdout.strip()
-    from medclf.training.hardware import hardware_id
-
     return {
         "commit": commit or "unknown",
         "budget": budget,
-        "machine": hardware_id(on_gpu=False),
+        "machine": _machine(),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
 

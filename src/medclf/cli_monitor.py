@@ -128,10 +128,13 @@ def _print(result: dict[str, Any], out: Path) -> None:
         f"input drift: {inputs if drift else 'no features recorded'}; embedding MMD "
         f"{embedding}; class-share PSI {pred['class_psi']:.2f}"
     )
-    typer.echo(
-        f"label-free accuracy {acc['value']:.3f} [{acc['low']:.3f}, {acc['high']:.3f}] "
-        f"(expected on {est['reference']['sample']}: {expected['value']:.3f})"
-    )
+    if est.get("valid", True):
+        typer.echo(
+            f"label-free accuracy {acc['value']:.3f} [{acc['low']:.3f}, {acc['high']:.3f}] "
+            f"(expected on {est['reference']['sample']}: {expected['value']:.3f})"
+        )
+    else:
+        typer.echo(f"label-free accuracy: NOT VALID here, {est['invalid_reason']}")
     if "labels" in result:
         real = result["labels"]["accuracy"]
         typer.echo(

@@ -30,6 +30,10 @@ def test_values_only_once_enough_images_and_a_shift_shows():
     assert same.values()["images"] == 300
     assert max(same.values()["psi"].values()) < 0.25 < min(shifted.values()["psi"].values())
     assert 0.5 <= same.values()["expected_accuracy"] <= 1
+    assert same.values()["estimate_valid"] is True
+    # under input drift the label-free estimate is invalid, not a reassuring number (#31)
+    assert shifted.values()["estimate_valid"] is False
+    assert np.isnan(shifted.values()["expected_accuracy"])
 
 
 def test_raw_tensors_give_class_and_accuracy_gauges_without_feature_psi():

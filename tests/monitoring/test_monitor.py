@@ -2,6 +2,7 @@
 and without a scanner contrast change; the report opened by an HTML parser; refusals."""
 
 import json
+import math
 import shutil
 from html.parser import HTMLParser
 from pathlib import Path
@@ -81,6 +82,13 @@ def test_the_same_scanner_passes_and_a_contrast_change_is_flagged(
     assert (tmp_path / "shifted" / evidently["inputs"]["file"]).is_file()
     assert any(a.startswith("input drift: the model's embedding") for a in shifted["alerts"])
     assert report.ids == SECTIONS and report.images == 3
+    # under drift the label-free estimate does not stand as reassurance (#31)
+    assert same["performance_estimate"]["valid"] is True
+    est = shifted["performance_estimate"]
+    assert est["valid"] is False and "input drift (mean" in est["invalid_reason"]
+    assert "label-free accuracy: NOT VALID here, input drift" in proc.stdout
+    page = (tmp_path / "shifted" / "report.html").read_text()
+    assert 'id="estimate-invalid"' in page and "Within the expectation" not in page
 
 
 @pytest.mark.heavy  # ~1.5 min; make test keeps the folder path, CI runs this too
@@ -168,7 +176,9 @@ def test_live_traffic_from_the_audit_log_in_time_windows(
         gauges = _gauges(httpx.get(f"{url}/metrics").text)
     assert gauges["medclf_drift_window_images"] == 80  # the /metrics drift gauges
     assert gauges['medclf_drift_psi{feature="std"}'] > 0.25
-    assert 0 < gauges["medclf_expected_accuracy"] <= 1
+    # the window drifted: the label-free estimate is marked invalid, not a reassuring number
+    assert gauges["medclf_expected_accuracy_valid"] == 0
+    assert math.isnan(gauges["medclf_expected_accuracy"])
     proc, summary, report = _monitored(onnx, None, tmp_path / "out", f"audit={audit}", "window=1s")
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert summary["images"] == 80  # most of them shifted: some intensity feature drifts

@@ -21,6 +21,9 @@ from medclf.monitoring.profile import ReferenceProfile
 
 LIVE_WINDOW = 500  # images: a few minutes of a busy service, enough for PSI's noise floor
 MIN_LIVE = 30  # fewer: no values (PSI of a handful of images is noise)
+# A feature PSI above this (monitor.psi_alert's default) marks the label-free estimate invalid:
+# the noise floor of 500 images against a reference of 100 is about 0.11.
+INVALID_PSI = 0.25
 
 
 class LiveWindow:
@@ -56,4 +59,9 @@ class LiveWindow:
                 name: psi(self.reference.intensity[:, j], recorded[:, j])
                 for j, name in enumerate(INTENSITY_FEATURES)
             }
+        # a confidence-based estimate holds only while inputs look like the reference: under
+        # input drift it is reported as invalid (NaN), not as a reassuring number
+        out["estimate_valid"] = all(v <= INVALID_PSI for v in out["psi"].values())
+        if not out["estimate_valid"]:
+            out["expected_accuracy"] = float("nan")
         return out

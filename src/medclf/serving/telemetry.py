@@ -100,6 +100,13 @@ class Telemetry:
             registry=r,
             multiprocess_mode="liveall",
         )
+        self.estimate_valid = Gauge(
+            "medclf_expected_accuracy_valid",
+            "1 while no intensity feature drifts (PSI <= 0.25); 0: the expected accuracy is "
+            "NaN, since a confidence-based estimate does not hold under input drift",
+            registry=r,
+            multiprocess_mode="liveall",
+        )
         self.drift_images = Gauge(
             "medclf_drift_window_images",
             "Images the drift gauges were computed on (0: too few yet, or no reference)",
@@ -114,6 +121,7 @@ class Telemetry:
             return
         self.drift_class_psi.set(values["class_psi"])
         self.expected_accuracy.set(values["expected_accuracy"])
+        self.estimate_valid.set(1 if values.get("estimate_valid", True) else 0)
         for feature, value in values["psi"].items():
             self.drift_psi.labels(feature).set(value)
 
