@@ -16,10 +16,12 @@ the README's "Default recipe" section and ``benchmarks/recipes.py``):
   ``wanted_epochs``. A floor at 128 px (epochs giving way before pixels) was measured and
   dropped: on chest_ct, 32-bit on 2 cores, 128 px x 29 epochs reached test accuracy 0.689
   and macro AUC 0.911 where 64 px x 60 epochs is the recipe that reached 0.91 and 0.99.
-- Thumbnails (short side under 64 px, MedMNIST's 28 px) train at their own size rounded up to
-  8 px, never trimmed, with ``model.stem=small`` (3x3 stride-1 first convolution, no max-pool)
-  when training from scratch: upsampling 28 px to 64 px and trimming its "frame" threw away
-  what a thumbnail has.
+- Thumbnails (short side under 64 px, MedMNIST's 28 px) train at 64 px and are never
+  trimmed (trimming a 28 px "frame" cut into the image). Their own size with a small ResNet
+  stem (``model.stem=small``, still a setting) was measured and not made the default: on
+  chest_ct reduced to 28 px, 3-minute budget, 32 px with the small stem costs 34 s an epoch
+  (5 epochs) and reached test accuracy 0.302 / macro AUC 0.742, where 64 px with the standard
+  stem (14 epochs) reached 0.797 / 0.937 (``benchmarks/thumbnails.py``).
 - The timing that sizes the run is measured once per kind of hardware and reused
   (``probe.json`` in the data cache folder): the same data, budget and hardware give the same
   recipe line, whatever the machine's load of the hour.
@@ -61,7 +63,7 @@ MIN_EPOCHS, MAX_EPOCHS = 5, 200
 # many image presentations as the 122 epochs of chest-CT's 613 training images that won, and
 # at least MIN_EPOCHS.
 WANT_EPOCHS, WANT_PRESENTATIONS, SMALLEST_SIZE = 100, 75_000, 64
-# Short side below which images are thumbnails: their own size, never trimmed, a small stem.
+# Short side below which images are thumbnails: 64 px and never trimmed.
 THUMBNAIL = 64
 # Share of the budget the epochs are planned to fill; validation and logging take the rest.
 BUDGET_FILL = 0.9
@@ -188,8 +190,7 @@ def plan(profile: DataProfile, on_gpu: bool, pretrained: bool) -> Recipe:
     r = Recipe()
     v = r.values
     v["model"] = "resnet18"
-    v["model.stem"] = "small" if profile.thumbnail and not pretrained else "standard"
-    v["data.image_size"] = input_size(profile, pretrained)
+    v["data.image_size"] = input_size(profile)
     v["data.channels"] = 3 if (pretrained or not profile.grayscale) else 1
     v["data.normalize"] = "model" if pretrained else "dataset"
     v["data.trim"] = "foreground" if profile.framed and not profile.thumbnail else "none"
@@ -218,7 +219,6 @@ def plan(profile: DataProfile, on_gpu: bool, pretrained: bool) -> Recipe:
     if profile.thumbnail:
         r.notes.append(
             f"{profile.short_side} px thumbnails: trained at {v['data.image_size']} px, not trimmed"
-            + (", small stem" if v["model.stem"] == "small" else "")
         )
     elif profile.short_side and profile.short_side < BASE_SIZE:
         r.notes.append(f"input capped at the images' typical short side ({profile.short_side} px)")
@@ -228,15 +228,12 @@ def plan(profile: DataProfile, on_gpu: bool, pretrained: bool) -> Recipe:
 BASE_SIZE = 224  # lowered by fit_budget while the budget affords too few epochs
 
 
-def input_size(profile: DataProfile, pretrained: bool) -> int:
-    """The size the images' own resolution asks for: 224 px capped at their short side
-    (in 32 px steps); thumbnails their own size rounded up to 8 px (64 px with ImageNet
-    weights, whose filters expect larger objects and keep the standard stem)."""
+def input_size(profile: DataProfile) -> int:
+    """The size the images' own resolution asks for: 224 px capped at their short side (in
+    32 px steps), not under 64 px (thumbnails too: see the module docstring)."""
     short = profile.short_side
     if short <= 0:
         return BASE_SIZE
-    if profile.thumbnail:
-        return SMALLEST_SIZE if pretrained else max(8, -(-short // 8) * 8)
     return min(BASE_SIZE, max(SMALLEST_SIZE, short // 32 * 32))
 
 
@@ -394,7 +391,6 @@ def choose(
     """Plan, time and apply the recipe to ``cfg`` (in place); returns it for the log line."""
     import torch
 
-    from medclf.models.factory import has_resnet_stem
     from medclf.training.hardware import cpu_has_bf16
 
     keep = tuple(keep)
@@ -403,10 +399,6 @@ def choose(
         table, scanned, _sample_images(table, cfg.data.window, int(cfg.data.max_pixels))
     )
     recipe = plan(profile, on_gpu=on_gpu, pretrained=cfg.model.pretrained is True)
-    if not has_resnet_stem(str(cfg.model.name)):  # a model the user chose keeps its own stem
-        recipe.values.pop("model.stem")
-        if profile.thumbnail:
-            recipe.notes[:] = [n.replace(", small stem", "") for n in recipe.notes]
     apply(cfg, recipe, keep)
     timed: dict[tuple[int, str, bool], float] = {}
 
