@@ -143,14 +143,6 @@ def build_model(
     return model
 
 
-def has_resnet_stem(name: str) -> bool:
-    """timm's ResNet family (``conv1`` then ``maxpool``): the models ``small_stem`` adapts."""
-    return timm_name(name).split(".")[0].startswith(RESNET_PREFIXES)
-
-
-RESNET_PREFIXES = ("resnet", "resnext", "seresnet", "seresnext", "wide_resnet")
-
-
 def small_stem(model: nn.Module, name: str, in_chans: int) -> None:
     """``model.stem=small``: a 3x3 stride-1 first convolution and no max-pool (4x less
     downsampling), for thumbnails such as MedMNIST's 28 px images. timm's ResNet has no such
