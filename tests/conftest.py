@@ -71,19 +71,22 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_server(cmd: list[str], url: str, timeout: float, cwd: Path | None = None):
+def running_server(
+    cmd: list[str], url: str, timeout: float, cwd: Path | None = None, log: Path | None = None
+):
     """Start ``cmd`` (a server on ``url``), wait until ``url/health`` answers 200, yield,
-    then stop it. A server that exits or stays unhealthy fails the test with its output."""
+    then stop it. A server that exits or stays unhealthy fails the test with its output
+    (kept in ``log`` when given)."""
     import httpx
 
-    proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=cwd
-    )
+    out = open(log, "w") if log else subprocess.PIPE  # noqa: SIM115 (closed below)
+    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, text=True, cwd=cwd)
     try:
         deadline = time.monotonic() + timeout
         while True:
             if proc.poll() is not None:
-                raise AssertionError(f"server exited: {proc.stdout.read()[-3000:]}")
+                said = Path(log).read_text() if log else proc.stdout.read()
+                raise AssertionError(f"server exited: {said[-3000:]}")
             try:
                 if httpx.get(f"{url}/health", timeout=1).status_code == 200:
                     break
@@ -96,21 +99,28 @@ def running_server(cmd: list[str], url: str, timeout: float, cwd: Path | None = 
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+        if log:
+            out.close()
 
 
 @contextlib.contextmanager
 def served(
-    model: Path | str, timeout: float = 90, extra: tuple[str, ...] = (), cwd: Path | None = None
+    model: Path | str,
+    timeout: float = 90,
+    extra: tuple[str, ...] = (),
+    cwd: Path | None = None,
+    log: Path | None = None,
 ) -> Iterator[str]:
     """A real ``medclf serve`` process on a free 127.0.0.1 port; yields its base URL. Without
-    ``cwd`` it runs in a new temporary folder (its audit log and keys go there)."""
+    ``cwd`` it runs in a new temporary folder (its audit log and keys go there); with ``log``
+    its output goes to that file."""
     port = _free_port()
     cmd = [sys.executable, "-m", "medclf", "serve", f"model={model}", "host=127.0.0.1", *extra]
     url = f"http://127.0.0.1:{port}"
     with contextlib.ExitStack() as stack:
         if cwd is None:
             cwd = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="served-")))
-        stack.enter_context(running_server([*cmd, f"port={port}"], url, timeout, cwd))
+        stack.enter_context(running_server([*cmd, f"port={port}"], url, timeout, cwd, log))
         yield url
 
 

@@ -347,6 +347,8 @@ class Serve(Section):
     max_files: integer(lo=1, hi=1000)
     max_concurrent_uploads: integer(lo=1)
     upload_wait_s: number(gt=0)
+    body_timeout: number(gt=0, le=3600)
+    body_min_rate: number(gt=0, le=1_048_576)
     api_key: OptText
     cors_origins: list[str]
     docs: bool

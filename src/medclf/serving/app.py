@@ -8,13 +8,15 @@ multipart form -> decode and preprocess in a thread (``serve.decode_threads``, o
 model) -> the slot is released -> ``MicroBatcher`` (one model call for up to
 ``serve.max_batch`` concurrent images) -> the prediction record. Every error is a JSON 4xx
 with ``detail`` and ``request_id``, never a 500: an undecodable file 400, a body or image over
-its limit 413, a missing or wrong key 401, no free upload slot in time 503.
+its limit 413, a body sent too slowly 408, a missing or wrong key 401, no free upload slot in
+time 503. Each route's OpenAPI entry declares these (``serving.metadata``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import time
 from collections.abc import AsyncIterator
@@ -29,7 +31,14 @@ from medclf import __version__
 from medclf.errors import MedclfError
 from medclf.serving import explain, oip
 from medclf.serving.limits import KeyAndTiming, RequestGuard, json_error
-from medclf.serving.metadata import metadata, upload_body
+from medclf.serving.metadata import (
+    NOT_READY,
+    PLAIN_TEXT,
+    UPLOAD_ERRORS,
+    answers,
+    metadata,
+    upload_body,
+)
 from medclf.serving.predictor import Predictor
 from medclf.serving.service import Prepared, Service, refusal
 from medclf.serving.settings import ServeSettings
@@ -51,6 +60,8 @@ def create_app(predictor: Predictor, settings: ServeSettings) -> FastAPI:
         warming.cancel()
         await service.stop()
 
+    # python-multipart logs a malformed body (already answered 400) as a bare line on stderr
+    logging.getLogger("python_multipart").setLevel(logging.ERROR)
     docs = {} if settings.docs else {"docs_url": None, "redoc_url": None, "openapi_url": None}
     app = FastAPI(
         title="medclf prediction service",
@@ -79,9 +90,11 @@ def create_app(predictor: Predictor, settings: ServeSettings) -> FastAPI:
     # outermost: every response, refusals included, carries the request id
     app.add_middleware(
         RequestGuard,
-        max_body_bytes=settings.max_upload_bytes,
+        body=settings.body_limits(),
         too_large=settings.too_large,
-        on_refused=lambda scope: service.telemetry.refused(scope["path"], 413, "too_large"),
+        on_refused=lambda scope, status, kind: service.telemetry.refused(
+            scope["path"], status, kind
+        ),
     )
     return app
 
@@ -90,7 +103,9 @@ def _handlers(app: FastAPI, service: Service) -> None:
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
         service.telemetry.errors.labels(f"http_{exc.status_code}").inc()
-        return _error(request, exc.status_code, str(exc.detail))
+        answer = _error(request, exc.status_code, str(exc.detail))
+        answer.headers.update(exc.headers or {})  # a 405's Allow (RFC 9110)
+        return answer
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -112,24 +127,28 @@ def _routes(app: FastAPI, service: Service) -> None:
         """Liveness: the process answers (no model work)."""
         return {"status": "ok", "model": predictor.info(), "classes": list(predictor.class_names)}
 
-    @app.get("/ready")
+    @app.get("/ready", responses=NOT_READY)
     async def ready() -> JSONResponse:
         """Readiness: the model is loaded and has answered its warm-up batch."""
         if not service.ready:
             return JSONResponse({"ready": False, "detail": "warming up"}, status_code=503)
         return JSONResponse({"ready": True})
 
-    @app.get("/metadata")
+    @app.get("/metadata", responses=answers(401))
     def model_metadata() -> dict:
         """Classes, input, preprocessing, decision record, model and release, limits."""
         return metadata(predictor, settings)
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=Response, responses={**PLAIN_TEXT, **answers(401)})
     def prometheus() -> Response:
         service.update_drift()
         return Response(service.telemetry.render(), media_type=CONTENT_TYPE)
 
-    @app.post("/predict", openapi_extra=upload_body("file", many=False))
+    @app.post(
+        "/predict",
+        openapi_extra=upload_body("file"),
+        responses=answers(*UPLOAD_ERRORS),
+    )
     async def predict(request: Request) -> dict:
         """One image (PNG, JPEG, TIFF, BMP, GIF, WEBP, DICOM) -> its prediction record. A
         study id sent as ``X-Study-ID`` is kept in the audit log as a keyed pseudonym."""
@@ -145,7 +164,11 @@ def _routes(app: FastAPI, service: Service) -> None:
         await service.record(request, [(0, prepared, record)], started)
         return service.answer(request, record, started)
 
-    @app.post("/predict/batch", openapi_extra=upload_body("files", many=True))
+    @app.post(
+        "/predict/batch",
+        openapi_extra=upload_body("files", most=settings.max_files),
+        responses=answers(*UPLOAD_ERRORS),
+    )
     async def predict_batch(request: Request) -> dict:
         """Several images -> one result per file, in order: a prediction or its own error."""
         started = time.perf_counter()

@@ -17,7 +17,7 @@ from fastapi import FastAPI, Request
 from starlette.exceptions import HTTPException
 
 from medclf.errors import MedclfError
-from medclf.serving.metadata import upload_body
+from medclf.serving.metadata import UPLOAD_ERRORS, answers, upload_body
 from medclf.serving.service import Prepared, refusal, sha256_of
 
 WHY_NOT = (
@@ -50,7 +50,11 @@ def _png_base64(image_chw: np.ndarray, heat: np.ndarray) -> str:
 def add_routes(app: FastAPI, service: Any) -> None:
     predictor = service.predictor
 
-    @app.post("/explain", openapi_extra=upload_body("file", many=False))
+    @app.post(
+        "/explain",
+        openapi_extra=upload_body("file"),
+        responses=answers(*UPLOAD_ERRORS, 409),
+    )
     async def explain(request: Request) -> dict:
         """One image -> its prediction and a Grad-CAM overlay of a class (PyTorch only)."""
         started = time.perf_counter()

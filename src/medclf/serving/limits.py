@@ -7,6 +7,11 @@ every response, refusals included. It also enforces ``serve.max_upload_mb``: a d
 in and refused at the limit (Starlette would otherwise spool a whole multipart upload to a
 temporary file before a route could look at its size). Not FastAPI's ``max_body_size``: its
 Starlette limiter answers in plain text, outside the app's handlers, without the request id.
+The body must also arrive in time (``serve.body_timeout``, extended by one second for every
+``serve.body_min_rate`` KiB received, as Apache's mod_reqtimeout does): a client that trickles
+its upload is answered 408 and its upload slot freed, instead of holding it for as long as it
+likes (uvicorn bounds only the time between requests). A client that goes away mid-upload is
+one log line, not a traceback.
 ``UploadSlots`` bounds how many uploads are held and decoded at once, so memory stays within
 a stated budget.
 """
@@ -15,14 +20,16 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import logging
 import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 
 _SANE_ID = re.compile(r"^[A-Za-z0-9._\-]{1,64}$")
@@ -30,6 +37,7 @@ Scope = dict[str, Any]
 # probes answer without the API key
 OPEN_ROUTES = ("/health", "/ready", "/v2/health/live", "/v2/health/ready")
 Message = dict[str, Any]
+log = logging.getLogger("medclf")
 
 
 def request_id_of(scope: Scope) -> str:
@@ -43,18 +51,37 @@ def json_error(scope: Scope, status: int, detail: str) -> JSONResponse:
     )
 
 
+@dataclass(frozen=True)
+class BodyLimits:
+    """What a request body may be: at most ``max_bytes``, arriving within ``timeout_s``
+    seconds, extended by one second for every ``min_rate`` bytes received."""
+
+    max_bytes: int
+    timeout_s: float
+    min_rate: float  # bytes a second
+
+    def deadline(self, started: float, received: int) -> float:
+        return started + self.timeout_s + received / self.min_rate
+
+    def too_slow(self) -> str:
+        return (
+            f"the request body did not arrive in time (serve.body_timeout={self.timeout_s:g} s, "
+            f"then at least serve.body_min_rate={self.min_rate / 1024:g} KiB/s): send it at once"
+        )
+
+
 class RequestGuard:
     def __init__(
         self,
         app: Callable,
-        max_body_bytes: int,
+        body: BodyLimits,
         too_large: Callable[[], str],
-        on_refused: Callable[[Scope], None] = lambda scope: None,
+        on_refused: Callable[[Scope, int, str], None] = lambda scope, status, kind: None,
     ) -> None:
         self.app = app
-        self.max_body_bytes = max_body_bytes
+        self.body = body
         self.too_large = too_large  # the message, shared with the streamed-body refusal
-        # a declared-too-large body is answered here, outside the metrics middleware
+        # a refusal made here (outside the metrics middleware, or of a client already gone)
         self.on_refused = on_refused
 
     async def __call__(
@@ -69,33 +96,65 @@ class RequestGuard:
         text = given.decode("latin-1")
         request_id = text if _SANE_ID.match(text) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
+        # an answer given before the whole body came in (a refusal) closes the connection:
+        # the rest of a trickled or refused body is not waited for
+        chunked = any(k.lower() == b"transfer-encoding" for k, _ in scope["headers"])
+        declared = next((v for k, v in scope["headers"] if k.lower() == b"content-length"), b"")
+        pending = [chunked or (declared.isdigit() and int(declared) > 0)]
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [
-                    *message.get("headers", []),
-                    (b"x-request-id", request_id.encode()),
-                ]
+                extra = [(b"x-request-id", request_id.encode())]
+                if pending[0]:
+                    extra.append((b"connection", b"close"))
+                message["headers"] = [*message.get("headers", []), *extra]
             await send(message)
 
-        declared = next((v for k, v in scope["headers"] if k.lower() == b"content-length"), b"")
-        if declared.isdigit() and int(declared) > self.max_body_bytes:
-            self.on_refused(scope)
+        if declared.isdigit() and int(declared) > self.body.max_bytes:
+            self.on_refused(scope, 413, "too_large")
             response = json_error(scope, 413, self.too_large())
-            response.headers["connection"] = "close"  # the unread body is not waited for
             return await response(scope, receive, send_with_id)
-        seen = 0
+        try:
+            await self.app(scope, self._bounded(receive, pending), send_with_id)
+        except ClientDisconnect:
+            # gone mid-upload (or its bytes broke HTTP framing, which uvicorn answered 400):
+            # nobody is left to answer
+            self.on_refused(scope, 499, "client_disconnected")
+            log.warning(
+                "%s %s: the client went away before its upload was complete (request %s)",
+                scope.get("method", ""),
+                scope.get("path", "")[:64],
+                request_id,
+            )
 
-        async def counting_receive() -> Message:
-            nonlocal seen
-            message = await receive()
+    def _bounded(
+        self, receive: Callable[[], Awaitable[Message]], pending: list[bool]
+    ) -> Callable[[], Awaitable[Message]]:
+        """``receive`` counting the body's bytes against its size and its time; a refusal is
+        raised as the HTTPException the route's handler answers (413, 408). ``pending`` is
+        cleared once the whole body has come in."""
+        seen, started = 0, None
+        loop = asyncio.get_running_loop()
+
+        async def bounded_receive() -> Message:
+            nonlocal seen, started
+            if not pending[0]:  # the whole body is in (or there is none): nothing to time
+                return await receive()
+            if started is None:  # the clock starts when the app first asks for the body
+                started = loop.time()
+            left = self.body.deadline(started, seen) - loop.time()
+            try:
+                message = await asyncio.wait_for(receive(), max(left, 0.0))
+            except TimeoutError:
+                raise HTTPException(408, self.body.too_slow()) from None
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_body_bytes:  # the route's handler answers 413
+                if seen > self.body.max_bytes:
                     raise HTTPException(413, self.too_large())
+                pending[0] = pending[0] and message.get("more_body", False)
             return message
 
-        await self.app(scope, counting_receive, send_with_id)
+        return bounded_receive
 
 
 class UploadSlots:

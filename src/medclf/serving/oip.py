@@ -17,25 +17,27 @@ import time
 from typing import Any
 
 import numpy as np
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Path, Request
 from fastapi.responses import JSONResponse
 
 from medclf import __version__
 from medclf.serving.limits import request_id_of
+from medclf.serving.metadata import NOT_READY, answers
 
 INPUT = "input"
 OUTPUTS = ("probabilities",)
 
 
-# the protocol's JSON request, for the OpenAPI document (the route reads the body itself)
+# the protocol's JSON request, for the OpenAPI document (the route reads the body itself). It
+# cannot say that ``data`` holds N x C x H x W numbers: a schema-valid body can still be 400.
 _TENSOR = {
     "type": "object",
     "required": ["name", "shape", "datatype", "data"],
     "properties": {
-        "name": {"type": "string"},
-        "shape": {"type": "array", "items": {"type": "integer"}},
-        "datatype": {"type": "string"},
-        "data": {"type": "array", "items": {"type": "number"}},
+        "name": {"type": "string", "enum": [INPUT]},
+        "shape": {"type": "array", "items": {"type": "integer"}, "minItems": 4, "maxItems": 4},
+        "datatype": {"type": "string", "enum": ["FP32"]},
+        "data": {"type": "array", "items": {"type": "number"}, "minItems": 1},
     },
 }
 INFER_BODY = {
@@ -48,7 +50,7 @@ INFER_BODY = {
                     "required": ["inputs"],
                     "properties": {
                         "id": {"type": "string"},
-                        "inputs": {"type": "array", "items": _TENSOR},
+                        "inputs": {"type": "array", "items": _TENSOR, "minItems": 1, "maxItems": 1},
                     },
                 }
             }
@@ -100,6 +102,9 @@ def add_routes(app: FastAPI, service: Any) -> None:
     predictor = service.predictor
     name = model_name(predictor)
 
+    def served_name() -> Any:  # the {model} path parameter: the one name served (else 404)
+        return Path(description="the served model's name", json_schema_extra={"enum": [name]})
+
     def described() -> dict[str, Any]:
         prep = predictor.prep
         classes = len(predictor.class_names)
@@ -112,7 +117,7 @@ def add_routes(app: FastAPI, service: Any) -> None:
             "outputs": [{"name": o, "datatype": "FP32", "shape": [-1, classes]} for o in OUTPUTS],
         }
 
-    @app.get("/v2")
+    @app.get("/v2", responses=answers(401))
     def server_metadata() -> dict:
         return {"name": "medclf", "version": __version__, "extensions": []}
 
@@ -120,22 +125,26 @@ def add_routes(app: FastAPI, service: Any) -> None:
     def live() -> dict:
         return {"live": True}
 
-    @app.get("/v2/health/ready")
+    @app.get("/v2/health/ready", responses=NOT_READY)
     def ready() -> JSONResponse:
         return JSONResponse({"ready": service.ready}, 200 if service.ready else 503)
 
-    @app.get("/v2/models/{model}")
-    def metadata(model: str, request: Request):
+    @app.get("/v2/models/{model}", responses=answers(401, 422, oip=(404,)))
+    def metadata(request: Request, model: str = served_name()):
         return described() if model == name else _error(request, 404, f"no model '{model}'")
 
-    @app.get("/v2/models/{model}/ready")
-    def model_ready(model: str, request: Request):
+    @app.get("/v2/models/{model}/ready", responses={**answers(401, 422, oip=(404,)), **NOT_READY})
+    def model_ready(request: Request, model: str = served_name()):
         if model != name:
             return _error(request, 404, f"no model '{model}'")
         return JSONResponse({"name": name, "ready": service.ready}, 200 if service.ready else 503)
 
-    @app.post("/v2/models/{model}/infer", openapi_extra=INFER_BODY)
-    async def infer(model: str, request: Request):
+    @app.post(
+        "/v2/models/{model}/infer",
+        openapi_extra=INFER_BODY,
+        responses=answers(401, 408, 413, 422, 503, oip=(400, 404)),
+    )
+    async def infer(request: Request, model: str = served_name()):
         if model != name:
             return _error(request, 404, f"no model '{model}'")
         try:

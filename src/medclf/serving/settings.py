@@ -8,6 +8,8 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from medclf.serving.limits import BodyLimits
+
 API_KEY_ENV = "MEDCLF_API_KEY"
 
 
@@ -26,6 +28,8 @@ class ServeSettings:
     max_files: int
     max_concurrent_uploads: int
     upload_wait_s: float
+    body_timeout: float
+    body_min_rate: float  # KiB/s
     api_key: str | None = field(repr=False)  # never printed
     cors_origins: tuple[str, ...]
     docs: bool
@@ -57,6 +61,9 @@ class ServeSettings:
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 2**20)
 
+    def body_limits(self) -> BodyLimits:
+        return BodyLimits(self.max_upload_bytes, self.body_timeout, self.body_min_rate * 1024)
+
     def too_large(self) -> str:
         return (
             f"request body larger than serve.max_upload_mb ({self.max_upload_mb:g} MiB): send "
@@ -71,4 +78,6 @@ class ServeSettings:
             "max_batch": self.max_batch,
             "max_wait_ms": self.max_wait_ms,
             "max_concurrent_uploads": self.max_concurrent_uploads,
+            "body_timeout": self.body_timeout,
+            "body_min_rate": self.body_min_rate,
         }

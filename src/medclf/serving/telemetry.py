@@ -133,7 +133,8 @@ class Telemetry:
         self.request_seconds.labels(route).observe(seconds)
 
     def refused(self, path: str, status: int, kind: str) -> None:
-        """A request answered before it reached the app (a declared body over the limit)."""
+        """A request answered before it reached the app (a declared body over the limit), or
+        whose client went away mid-upload (status 499, as nginx logs it)."""
         self.errors.labels(kind).inc()
         self.requests.labels(path if path in self.paths else "unmatched", str(status)).inc()
 
