@@ -148,7 +148,7 @@ def test_the_openapi_document_says_what_each_route_answers(run_server: str):
     assert r.json()["request_id"] == r.headers["x-request-id"]
 
 
-def test_schemathesis_conformance(run_server: str):
+def test_schemathesis_conformance(run_server: str, tmp_path: Path):
     """Property-based requests from the service's own OpenAPI document, with every check
     schemathesis has (server errors, undeclared statuses and media types, response bodies
     against their schemas, methods not allowed, ...): any finding fails. Bounded: a fixed
@@ -178,6 +178,7 @@ def test_schemathesis_conformance(run_server: str):
         capture_output=True,
         text=True,
         timeout=600,
+        cwd=tmp_path,  # its cache folder (.schemathesis/) goes there, not into the checkout
     )
     summary = proc.stdout[-3000:]
     assert proc.returncode == 0, summary
