@@ -56,3 +56,45 @@ def test_chest_ct_test_split_and_normal_sizes_are_reported(tmp_path):
     assert {"height", "mean intensity"} <= features
     assert shift["size_reveals_class"]["flagged"]
     assert shift["size_reveals_class"]["median_size"]["normal"] == "581x475"
+
+
+def _patients(rng, n_patients: int, per_patient: int) -> pd.DataFrame:
+    """Images clustered in patients: each patient's intensity is its own (ICC about 0.9),
+    patients assigned to splits at random, so the splits are exchangeable."""
+    level = rng.normal(0.3, 0.05, n_patients)
+    rows = []
+    for p in range(n_patients):
+        split = rng.choice(["train", "train", "train", "val", "test"])
+        for _ in range(per_patient):
+            rows.append(
+                {
+                    "split": split,
+                    "label": "ab"[p % 2],
+                    "patient_id": f"P{p}",
+                    "width": 256,
+                    "height": 256,
+                    "intensity_mean": level[p] + rng.normal(0, 0.015),
+                    "intensity_std": 0.2 + level[p] / 3 + rng.normal(0, 0.005),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def test_exchangeable_patient_splits_are_not_flagged_for_their_clustering():
+    """Eight images a patient, random patient splits: counted as independent images the check
+    flags most splits; at their effective size, with Holm over its tests, almost none."""
+    flagged, naive = 0, 0
+    for seed in range(12):
+        df = _patients(np.random.default_rng(seed), 50, 8)
+        result = split_shift(df)
+        flagged += bool(result["findings"])
+        assert result["intraclass_correlation"]["mean intensity"] > 0.7
+        naive += bool(split_shift(df.assign(patient_id=""))["findings"])
+    assert flagged <= 1 and naive >= 8, (flagged, naive)
+
+
+def test_holm_adjusts_in_order_and_never_decreases():
+    from medclf.data.shift import holm
+
+    assert holm([0.01, 0.04, 0.03, 0.5]) == pytest.approx([0.04, 0.09, 0.09, 0.5])
+    assert holm([0.3, 0.3]) == [0.6, 0.6] and holm([]) == []

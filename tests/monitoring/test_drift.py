@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 from scipy.stats import ks_2samp
 
+from medclf.clustered import design_effect, ks
 from medclf.data.synth import _patient, render_slice
-from medclf.monitoring.drift import categorical_psi, design_effect, ks, mmd, psi
+from medclf.monitoring.drift import categorical_psi, mmd, psi
 from medclf.monitoring.features import INTENSITY_FEATURES, intensity_features
 
 PSI_SHIFTED = 0.25  # the rule of thumb's "shifted"

@@ -195,7 +195,7 @@ def check_dataset(
         "patients_in_several_splits": leaked[:_MAX_LISTED],
         "patients_in_several_splits_count": len(leaked),
         "imbalance": _imbalance(readable, splits),
-        "split_shift": split_shift(readable) if len(splits) > 1 else None,
+        "split_shift": split_shift(readable, near_pairs) if len(splits) > 1 else None,
         "leakage": leakage,
         "passed": not leakage and not conflicts,
     }

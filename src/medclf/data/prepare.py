@@ -26,10 +26,10 @@ from medclf.data.split import (
     NAME_GROUP,
     NEAR_GROUP,
     check_splits,
-    connected_groups,
     group_keys,
     load_split,
     make_splits,
+    with_near_groups,
 )
 from medclf.errors import MedclfError
 from medclf.preprocessing import Preprocessing
@@ -72,14 +72,6 @@ class PreparedData:
         """Remember this scan (see ``medclf.data.scan``) for the next command."""
         if self.memo is not None and self.fresh_scan is not None:
             update_memo(self.memo, self.fresh_scan)
-
-
-def _with_near_groups(table: pd.DataFrame, pairs: list[tuple[int, int, int]]) -> pd.DataFrame:
-    """Label near-duplicate clusters so the split keeps each cluster in one split, as it does
-    for patients and identical files."""
-    keys = connected_groups(len(table), [(i, j) for i, j, _ in pairs])
-    sizes = pd.Series(keys).value_counts()
-    return table.assign(**{NEAR_GROUP: [f"n{k}" if sizes[k] > 1 else "" for k in keys]})
 
 
 def _with_name_groups(table: pd.DataFrame, mode: Any) -> tuple[pd.DataFrame, bool]:
@@ -190,9 +182,9 @@ def _split(
     guessed-patient group columns, aligned with the table)."""
     if saved:
         check_splits(readable, sorted(readable["label"].unique()))
-        return readable, False, _with_near_groups(readable, near_pairs)[[NEAR_GROUP]]
+        return readable, False, with_near_groups(readable, near_pairs)[[NEAR_GROUP]]
     grouped, names_kept = _with_name_groups(
-        _with_near_groups(readable, near_pairs), data.patient_pattern
+        with_near_groups(readable, near_pairs), data.patient_pattern
     )
     table = make_splits(
         grouped,

@@ -10,6 +10,13 @@ test delivers. This check says so in plain words.
   statistic D as the effect size (the largest gap between the two distributions, 0..1) and
   its p-value. A finding needs both: D >= ``MIN_EFFECT`` and p < ``MAX_P`` (a p-value alone
   flags trivial gaps on large sets; an effect alone flags noise on tiny ones).
+- Those p-values hold on exchangeable splits: several images of one patient (or copies and
+  near-duplicates of one image: the groups a split keeps together) count as fewer
+  independent ones (``medclf.clustered``: each sample at its effective size, with the
+  feature's intraclass correlation within train's groups once class means are removed), and
+  the check runs many tests (splits x classes x features), so p is Holm-adjusted over all of
+  them (family-wise error below ``MAX_P``). Before both corrections, ``make demo``'s random
+  patient split was flagged on most seeds (``benchmarks/split_shift_alarms.py``).
 - Categorical features (file kind, mode, bit depth): total-variation distance between the
   two splits' shares, finding at >= ``MIN_TV``.
 - Size reveals class: within train, the share of the variance of log(image area) explained
@@ -22,7 +29,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+
+from medclf.clustered import intraclass_correlation, ks, mean_cluster_size
+from medclf.data.split import group_keys, with_near_groups
 
 NUMERIC = {
     "width": "width",
@@ -36,25 +45,58 @@ MIN_EFFECT, MAX_P, MIN_TV, MIN_ETA2 = 0.3, 0.01, 0.2, 0.3
 MIN_IMAGES = 8  # fewer images in a group than this: nothing is concluded
 
 
-def _numeric(df: pd.DataFrame) -> pd.DataFrame:
+def numeric_features(df: pd.DataFrame) -> pd.DataFrame:
     out = df[["split", "label"]].copy()
     for col in ("width", "height", "intensity_mean", "intensity_std"):
         out[col] = pd.to_numeric(df.get(col), errors="coerce") if col in df else np.nan
     out["aspect"] = out["width"] / out["height"].where(out["height"] > 0)
+    # each image's cluster: what a split keeps together (its patient, identical files,
+    # near-duplicates, a patient guessed from names); an image of its own where none is known
+    known = df if "patient_id" in df else df.assign(patient_id="")
+    out["cluster"] = group_keys(known).to_numpy()
     return out
 
 
-def _compare(a: pd.Series, b: pd.Series) -> dict[str, float] | None:
-    a, b = a.dropna().to_numpy(float), b.dropna().to_numpy(float)
+def feature_correlations(num: pd.DataFrame) -> dict[str, float]:
+    """Per numeric feature, the intraclass correlation of train's images within patients,
+    after each class's mean is removed (a patient has one class: class differences are not
+    patient similarity). 0 for every feature when no image shares a patient."""
+    train = num[num["split"] == "train"]
+    if train["cluster"].nunique() == len(train):
+        return dict.fromkeys(NUMERIC, 0.0)
+    out = {}
+    for col in NUMERIC:
+        rows = train[["label", "cluster", col]].dropna()
+        if len(rows) < MIN_IMAGES:
+            out[col] = 0.0
+            continue
+        residual = rows[col] - rows.groupby("label")[col].transform("mean")
+        out[col] = intraclass_correlation(residual.to_numpy(), rows["cluster"].to_numpy())
+    return out
+
+
+def _compare(a: pd.DataFrame, b: pd.DataFrame, col: str, icc: float) -> dict[str, float] | None:
+    a, b = a[[col, "cluster"]].dropna(), b[[col, "cluster"]].dropna()
     if len(a) < MIN_IMAGES or len(b) < MIN_IMAGES:
         return None
-    res = stats.ks_2samp(a, b)
+    effects = [1.0 + (mean_cluster_size(x["cluster"].to_numpy()) - 1.0) * icc for x in (a, b)]
+    res = ks(a[col].to_numpy(float), b[col].to_numpy(float), *effects)
     return {
-        "ks_d": round(float(res.statistic), 3),
-        "p": float(res.pvalue),
-        "median_train": round(float(np.median(a)), 3),
-        "median_other": round(float(np.median(b)), 3),
+        "ks_d": round(res.statistic, 3),
+        "p": res.p_value,
+        "median_train": round(float(np.median(a[col])), 3),
+        "median_other": round(float(np.median(b[col])), 3),
     }
+
+
+def holm(p_values: list[float]) -> list[float]:
+    """Holm's step-down adjusted p-values (family-wise error), in the input's order."""
+    order = np.argsort(p_values)
+    m, adjusted, running = len(p_values), np.empty(len(p_values)), 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p_values[i]))
+        adjusted[i] = running
+    return adjusted.tolist()
 
 
 def _tv(a: pd.Series, b: pd.Series) -> float:
@@ -83,12 +125,11 @@ def size_reveals_class(num: pd.DataFrame) -> dict[str, Any] | None:
     }
 
 
-def split_shift(df: pd.DataFrame) -> dict[str, Any]:
-    """Findings for a table with split, label and the scan's columns (readable rows)."""
-    num = _numeric(df)
-    findings: list[dict[str, Any]] = []
+def numeric_tests(num: pd.DataFrame, others: list[str]) -> list[dict[str, Any]]:
+    """Every (split, class group, feature) KS test against train, before any threshold."""
     train = num[num["split"] == "train"]
-    others = [s for s in ("val", "test") if s in set(num["split"])]
+    correlations = feature_correlations(num)
+    tests = []
     for split in others:
         part = num[num["split"] == split]
         groups = [("all classes", train, part)] + [
@@ -97,9 +138,28 @@ def split_shift(df: pd.DataFrame) -> dict[str, Any]:
         ]
         for group, a, b in groups:
             for col, label in NUMERIC.items():
-                res = _compare(a[col], b[col])
-                if res and res["ks_d"] >= MIN_EFFECT and res["p"] < MAX_P:
-                    findings.append({"split": split, "class": group, "feature": label, **res})
+                res = _compare(a, b, col, correlations[col])
+                if res:
+                    tests.append({"split": split, "class": group, "feature": label, **res})
+    return tests
+
+
+def split_shift(
+    df: pd.DataFrame, near_pairs: list[tuple[int, int, int]] | None = None
+) -> dict[str, Any]:
+    """Findings for a table with split, label, patient_id and sha256 (optional) and the
+    scan's columns (readable rows); ``near_pairs`` (row positions) join near-duplicates into
+    one cluster, as the split does."""
+    df = df.reset_index(drop=True)
+    if near_pairs:
+        df = with_near_groups(df, near_pairs)
+    num = numeric_features(df)
+    others = [s for s in ("val", "test") if s in set(num["split"])]
+    tests = numeric_tests(num, others)
+    for test, adjusted in zip(tests, holm([t["p"] for t in tests]), strict=True):
+        test["p_adjusted"] = adjusted
+    findings = [t for t in tests if t["ks_d"] >= MIN_EFFECT and t["p_adjusted"] < MAX_P]
+    for split in others:
         for col in CATEGORICAL:
             if col in df:
                 tv = _tv(df.loc[df["split"] == "train", col], df.loc[df["split"] == split, col])
@@ -109,6 +169,10 @@ def split_shift(df: pd.DataFrame) -> dict[str, Any]:
                     )
     return {
         "thresholds": {"ks_d": MIN_EFFECT, "p": MAX_P, "tv": MIN_TV, "eta_squared": MIN_ETA2},
+        "tests": len(tests),
+        "intraclass_correlation": {
+            NUMERIC[k]: round(v, 3) for k, v in feature_correlations(num).items()
+        },
         "findings": findings,
         "size_reveals_class": size_reveals_class(num),
     }

@@ -53,6 +53,14 @@ def group_keys(df: pd.DataFrame) -> pd.Series:
     return pd.Series([f"g{k}" for k in labels], index=df.index)
 
 
+def with_near_groups(table: pd.DataFrame, pairs: list[tuple[int, int, int]]) -> pd.DataFrame:
+    """Label near-duplicate clusters (``pairs`` of row positions) so the split keeps each
+    cluster in one split, as it does for patients and identical files."""
+    keys = connected_groups(len(table), [(i, j) for i, j, _ in pairs])
+    sizes = pd.Series(keys).value_counts()
+    return table.assign(**{NEAR_GROUP: [f"n{k}" if sizes[k] > 1 else "" for k in keys]})
+
+
 def assign_splits(
     df: pd.DataFrame, ratios: dict[str, float], seed: int, classes: list[str]
 ) -> pd.Series:

@@ -1,7 +1,8 @@
 """Drift statistics between a reference sample (the training-time profile) and a current one
 (live traffic, a folder of new images).
 
-PSI and the kernel MMD are short formulas computed here on numpy; the KS test is scipy's.
+PSI and the kernel MMD are short formulas computed here on numpy; the KS test, corrected for
+images clustered in patients, is ``medclf.clustered``'s (scipy's, at effective sizes).
 Evidently computes similar statistics but is a heavy dependency for three formulas (it is
 meant as an optional report renderer), and alibi-detect's MMD detector is not open source for
 production use (Business Source Licence), so neither is imported here.
@@ -9,10 +10,9 @@ production use (Business Source Licence), so neither is imported here.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
-from scipy.stats import ks_2samp, kstwobign
+
+from medclf.clustered import TestResult
 
 # an empty bin's share is floored here so PSI stays finite while an empty bin still weighs
 # heavily (a bin that held 10% and now holds nothing adds 0.1 * ln(0.1 / 1e-4) = 0.69)
@@ -51,46 +51,6 @@ def categorical_psi(reference_counts: np.ndarray, current_counts: np.ndarray) ->
     if ref.shape != cur.shape or ref.sum() <= 0 or cur.sum() <= 0:
         raise ValueError("categorical_psi needs two non-empty count vectors of one length")
     return _psi_of_shares(ref / ref.sum(), cur / cur.sum())
-
-
-@dataclass(frozen=True)
-class TestResult:
-    statistic: float
-    p_value: float
-
-
-def ks(reference: np.ndarray, current: np.ndarray, design_effect: float = 1.0) -> TestResult:
-    """Two-sample Kolmogorov-Smirnov test of a numeric feature. With a ``design_effect``
-    above 1 (images clustered in patients), both samples count as ``n / design_effect``
-    independent images and the p-value is the asymptotic Kolmogorov distribution's at those
-    sizes: scipy's p-value assumes independent rows, and on clustered images rejects far
-    more often than its level."""
-    result = ks_2samp(np.ravel(reference), np.ravel(current))
-    if design_effect <= 1.0:
-        return TestResult(float(result.statistic), float(result.pvalue))
-    n = np.size(reference) / design_effect
-    m = np.size(current) / design_effect
-    scale = np.sqrt(n * m / (n + m))
-    return TestResult(float(result.statistic), float(kstwobign.sf(result.statistic * scale)))
-
-
-def design_effect(values: np.ndarray, groups: np.ndarray) -> float:
-    """How many times larger the variance of a mean is for rows clustered in ``groups``
-    (patients) than for independent rows: ``1 + (m - 1) * ICC``, with ``m`` the
-    size-weighted mean cluster size and the intraclass correlation from one-way ANOVA
-    (clipped to [0, 1]). 1 when every row is its own group."""
-    y = np.asarray(values, np.float64).ravel()
-    _, index, sizes = np.unique(np.asarray(groups), return_inverse=True, return_counts=True)
-    n, k = y.size, sizes.size
-    if k in (0, 1, n):
-        return 1.0
-    means = np.bincount(index, weights=y) / sizes
-    between = float(np.sum(sizes * (means - y.mean()) ** 2) / (k - 1))
-    within = float(np.sum((y - means[index]) ** 2) / (n - k))
-    n0 = (n - np.sum(sizes**2) / n) / (k - 1)
-    denominator = between + (n0 - 1) * within
-    icc = 0.0 if denominator <= 0 else float(np.clip((between - within) / denominator, 0, 1))
-    return float(1.0 + (np.sum(sizes**2) / n - 1.0) * icc)
 
 
 def _squared_distances(z: np.ndarray) -> np.ndarray:

@@ -11,7 +11,7 @@ It holds, for a seeded sample of at most ``MAX_ROWS`` held-out images each:
 - the monitoring embeddings (``monitoring.embedding``) of at most ``MAX_EMBEDDING_ROWS``
   validation images: input drift in the model's own features (MMD) is measured against them;
 - the design effect of each intensity feature and of the predicted class among these images
-  (``drift.design_effect``: several slices of one patient are not independent images). The
+  (``clustered.design_effect``: several slices of one patient are not independent images). The
   tests count both samples as that many times fewer images, assuming new traffic comes in
   patients of similar size; without it, the KS test on the demo model's phantoms (1.7
   slices per patient) false-alarmed on 4 of 20 unshifted sets.
@@ -206,7 +206,7 @@ def _measured_design_effects(
 ) -> dict[str, float]:
     """Per intensity feature, and for the predicted class (the mean over classes of its
     indicator's), among the profiled images grouped by patient."""
-    from medclf.monitoring.drift import design_effect
+    from medclf.clustered import design_effect
 
     if not patients or len(patients) != len(features) or len(probabilities) != len(features):
         return {}
