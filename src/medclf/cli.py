@@ -8,11 +8,11 @@ from typing import Any
 
 import typer
 
+from medclf.artifacts import local_model, local_run
 from medclf.cli_audit import audit_app
 from medclf.cli_common import (
     OVERRIDES_HELP,
     artifact,
-    expand_images,
     handles_errors,
     only_section,
     require,
@@ -21,13 +21,7 @@ from medclf.cli_common import (
 from medclf.cli_data import data_app
 from medclf.cli_monitor import monitor
 from medclf.cli_pipeline import init_pipeline
-from medclf.cli_registry import (
-    local_model,
-    local_run,
-    register,
-    registry_app,
-    registry_settings,
-)
+from medclf.cli_registry import register, registry_app, registry_settings
 from medclf.cli_tune import tune
 from medclf.errors import MedclfError
 
@@ -151,10 +145,9 @@ def train(
     else:
         # Compose (and so refuse a bad key or value) before the seconds of torch imports.
         cfg = compose_for_training(rest)
-        from medclf.training.run import plan_recipe
-        from medclf.training.run import train as run_training
-
         if dry_run:
+            from medclf.training.run import plan_recipe
+
             line = plan_recipe(cfg, override_keys(rest))
             typer.echo(OmegaConf.to_yaml(cfg, resolve=True), nl=False)
             typer.echo(line or "recipe: none (the packaged defaults and the command line)")
@@ -162,10 +155,13 @@ def train(
         if int(cfg.cv):
             _cross_validate(cfg, override_keys(rest))
             return
-        result = run_training(cfg, override_keys(rest))
+        from medclf.api import train_words
+
+        result = train_words(rest, cfg)  # what medclf.train() runs
     if ddp.rank() != 0:  # rank 0 reports (torchrun, srun)
         return
-    typer.echo(f"run: {result.run.root}")
+    root = result.root if hasattr(result, "root") else result.run.root
+    typer.echo(f"run: {root}")
     from medclf.formatting import metrics_line
 
     typer.echo("best epoch: " + metrics_line(result.best_metrics))
@@ -204,25 +200,15 @@ def evaluate(
     """Clinical evaluation of a run's best checkpoint: metrics with 95% CIs, calibration,
     operating thresholds, quality gates, figures, report.html and model_card.md. A registered
     version (models:/...) is evaluated as deployed: its ONNX file with its embedded decision."""
-    from medclf.evaluation.evaluate import evaluate as run_eval
+    from medclf.api import evaluate_words
     from medclf.evaluation.summary import print_summary
-    from medclf.registry.names import is_registry_ref
     from medclf.words import split_words
 
     found, rest, _ = split_words(args, {"model", "run", "split", "backend"})
     spec = artifact(found, "medclf evaluate model=RUN [split=test | data.path=OTHER]")
-    backend = found.get("backend", "torch")
-    if is_registry_ref(spec):  # a registered version holds its ONNX file: evaluated as deployed
-        if backend != "onnx" and "backend" in found:
-            raise MedclfError(
-                f"backend={backend}: {spec} holds its ONNX file, not its PyTorch weights; drop "
-                "backend= or evaluate the run folder it came from"
-            )
-        backend = "onnx"
-    target, rest = local_run(spec, rest)
-    result = run_eval(target, split=found.get("split"), overrides=rest, backend=backend)
-    print_summary(result)
-    if fail_on_gate and not result.gates["passed"]:
+    report = evaluate_words(spec, found.get("split"), found.get("backend"), rest)
+    print_summary(report)
+    if fail_on_gate and not report.gates.passed:
         raise typer.Exit(1)
 
 
@@ -304,22 +290,14 @@ def export(
 ) -> None:
     """Export the best checkpoint to ONNX and verify it against PyTorch on test images; with
     quantize=int8 also an INT8 file, kept only if its test accuracy and AUC hold."""
-    from medclf.config import compose
-    from medclf.export.onnx import export_onnx
+    from medclf.api import export_run
     from medclf.formatting import number
     from medclf.words import split_words
 
     found, rest, _ = split_words(args, {"model", "run", "format", "quantize"})
     only_section(rest, "export", "export")
-    fmt = found.get("format", "onnx")
-    if fmt != "onnx":
-        raise MedclfError(f"format={fmt} is not supported; use format=onnx")
-    quantize = found.get("quantize")
-    if quantize not in (None, "int8", "none"):
-        raise MedclfError(f"quantize={quantize} is not supported; use quantize=int8")
-    settings = compose(rest).export  # checked before any file is read
     target = artifact(found, "medclf export model=RUN format=onnx")
-    result = export_onnx(target, quantize=quantize, settings=settings)
+    result = export_run(target, found.get("format", "onnx"), found.get("quantize"), rest).result
     p = result.parity
     typer.echo(f"exported: {result.onnx_path}")
     typer.echo(
@@ -348,6 +326,7 @@ def predict(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """Classify image files or folders with a run or an exported ONNX model."""
+    from medclf.api import Model
     from medclf.serving.predictor import load_predictor
     from medclf.words import split_words
 
@@ -356,20 +335,14 @@ def predict(
     spec = require(found, "model", usage)
     if not items:
         raise MedclfError(f"no images given; usage: {usage}")
-    predictor = load_predictor(*local_model(spec, rest, "predict"))
-    paths = expand_images(items)
-    results: list[dict[str, Any]] = []
-    for path in paths:
-        try:
-            results.append({"path": str(path), **predictor.predict_one(path)})
-        except MedclfError as exc:
-            results.append({"path": str(path), "error": str(exc)})
+    model = Model(load_predictor(*local_model(spec, rest, "predict")))
+    results = model.predict_records(items)  # what medclf.load(...).predict() reads
     if as_json:
         from medclf.atomic import dumps_json
 
-        typer.echo(dumps_json({"model": predictor.info(), "results": results}))
+        typer.echo(dumps_json({"model": model.info, "results": results}))
     else:
-        _print_predictions(results, predictor.class_names)
+        _print_predictions(results, model.classes)
     for r in results:
         for warning in r.get("warnings", []):
             typer.echo(f"warning: {warning}", err=True)

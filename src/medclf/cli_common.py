@@ -7,7 +7,6 @@ import functools
 import logging
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
@@ -117,22 +116,3 @@ def artifact(found: dict[str, str], usage: str) -> str:
     if model and run and model != run:
         raise MedclfError("give the model once: model=RUN (run= is its older spelling)")
     return require({"model": model or run}, "model", usage)
-
-
-def expand_images(items: list[str]) -> list[Path]:
-    from medclf.data.io import is_image_file
-
-    """Image files named, and the image files under folders named (sorted, recursive)."""
-    paths: list[Path] = []
-    for item in items:
-        p = Path(item).expanduser()
-        if p.is_dir():
-            found = sorted(q for q in p.rglob("*") if q.is_file() and is_image_file(q))
-            if not found:
-                raise MedclfError(f"{p}: folder contains no images")
-            paths += found
-        elif p.exists():
-            paths.append(p)
-        else:
-            raise MedclfError(f"{p}: no such file or folder")
-    return paths

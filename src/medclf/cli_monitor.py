@@ -8,7 +8,7 @@ from typing import Any
 
 import typer
 
-from medclf.cli_common import expand_images, handles_errors, require
+from medclf.cli_common import handles_errors, require
 from medclf.errors import MedclfError
 
 USAGE = (
@@ -31,7 +31,7 @@ def monitor(
     model's reference profile (written by its test evaluation): input drift, prediction
     drift and a label-free accuracy estimate, over time windows for the audit log; writes
     monitor.json and report.html and exits 1 when a monitor.* threshold is crossed."""
-    from medclf.cli_registry import local_model
+    from medclf.artifacts import local_model
     from medclf.config import compose
     from medclf.monitoring.evidently_report import wanted
     from medclf.monitoring.monitor import compare, reference_of
@@ -68,7 +68,9 @@ def monitor(
 
 
 def _image_paths(folder: str, settings: Any) -> list[Path]:
-    paths = expand_images([folder])
+    from medclf.data.discover import image_files
+
+    paths = image_files([folder])
     if len(paths) > int(settings.max_images):
         raise MedclfError(
             f"{folder}: {len(paths)} images, more than monitor.max_images="

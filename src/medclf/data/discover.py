@@ -414,3 +414,21 @@ def discover(path: str | Path | None, options: DiscoverOptions | None = None) ->
             "a classifier needs at least two class folders"
         )
     return df.reset_index(drop=True)
+
+
+def image_files(items: list[str]) -> list[Path]:
+    """Image files named, and the image files under folders named (sorted, recursive): what
+    ``predict`` and ``monitor`` take."""
+    paths: list[Path] = []
+    for item in items:
+        p = Path(item).expanduser()
+        if p.is_dir():
+            found = sorted(q for q in p.rglob("*") if q.is_file() and is_image_file(q))
+            if not found:
+                raise MedclfError(f"{p}: folder contains no images")
+            paths += found
+        elif p.exists():
+            paths.append(p)
+        else:
+            raise MedclfError(f"{p}: no such file or folder")
+    return paths

@@ -20,8 +20,9 @@ HEADLINE = (
 
 
 # Long on purpose: the console summary, printed line by line in the order users read it.
-def print_summary(result) -> None:
-    m = result.metrics
+def print_summary(report) -> None:
+    """``report``: the ``medclf.api.Report`` of one evaluation."""
+    m = report.record
     ev = m["evaluated"]
     ci = m["confidence_intervals"]
     echo = typer.echo
@@ -98,8 +99,8 @@ def print_summary(result) -> None:
                 "differ from them (see the data check's SPLIT SHIFT) and the sets' promise does "
                 "not carry over"
             )
-    gates = result.gates
-    verdict = "passed" if gates["passed"] else f"FAILED: {', '.join(gates['failed'])}"
+    gates = report.gates
+    verdict = "passed" if gates.passed else f"FAILED: {', '.join(g.gate for g in gates.failed)}"
     echo(f"gates: {verdict}")
-    echo(f"report: {result.out_dir / 'report.html'}")
-    echo(f"results: {result.out_dir}")
+    echo(f"report: {report.html}")
+    echo(f"results: {report.folder}")
