@@ -49,6 +49,18 @@ def test_specificity_rule_keeps_the_target_with_the_best_sensitivity() -> None:
     assert sens == pytest.approx(max(se for se, sp in others if sp >= 0.9))
 
 
+def test_the_threshold_sits_in_the_middle_of_the_gap_not_on_a_validation_score() -> None:
+    """Separable validation scores: every threshold between 0.2 and 0.8 gives sensitivity
+    and specificity 1; the edge (0.8, the hardest positive's own score) would miss any test
+    positive a little harder, the middle (0.5 on the logit scale) does not."""
+    y = np.array([0, 0, 0, 1, 1, 1], bool)
+    score = np.array([0.05, 0.1, 0.2, 0.8, 0.9, 0.95])
+    for rule in ("youden", "sensitivity>=0.9", "specificity>=0.9"):
+        point = choose_threshold(y, score, parse_rule(rule))
+        assert point.threshold == pytest.approx(0.5)
+        assert (point.sensitivity, point.specificity) == (1.0, 1.0)
+
+
 def test_rules_parse_with_synonyms_and_reject_nonsense() -> None:
     assert str(parse_rule("recall>=0.9")) == "sensitivity>=0.9"
     assert str(parse_rule("TNR>=0.8")) == "specificity>=0.8"
