@@ -257,10 +257,11 @@ class Run:
     def name(self) -> str:
         return self.root.name
 
-    def evaluate(self, split: str | None = "test", **overrides: Any) -> Report:
+    def evaluate(self, split: str | None = None, **overrides: Any) -> Report:
         """Clinical evaluation (``medclf evaluate``): metrics with 95% intervals, calibration,
         operating thresholds, gates, report.html and model_card.md under ``RUN/eval/SPLIT``.
-        ``data="OTHER"`` (``data.path``) evaluates an external labelled set instead."""
+        ``split``: None is the test split; ``data="OTHER"`` (``data.path``) evaluates an
+        external labelled set instead (all of it, or its ``split``)."""
         return evaluate(self.root, split=split, **overrides)
 
     def export(self, format: str = "onnx", quantize: str | None = None, **overrides: Any) -> Path:
@@ -309,7 +310,7 @@ def train(data: str | Path | None = None, model: str | None = None, **overrides:
 
 
 def evaluate(
-    model: str | Path, split: str | None = "test", backend: str | None = None, **overrides: Any
+    model: str | Path, split: str | None = None, backend: str | None = None, **overrides: Any
 ) -> Report:
     """``medclf evaluate model=...``: a run folder (``backend`` torch, or onnx for its
     exported file), or a registered version (evaluated as deployed, from its ONNX file)."""
