@@ -69,7 +69,7 @@ def test_train_evaluate_export_and_predict_from_python(tiny_synth: Path, tmp_pat
         model="custom_cnn",
         **{
             "data.image_size": 32,
-            "train.max_epochs": 2,
+            "train.max_epochs": 1,
             "train.progress_bar": False,
             "runs_root": str(tmp_path / "runs"),
         },

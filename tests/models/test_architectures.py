@@ -15,6 +15,7 @@ from medclf.training.stages import apply_trainable, resolve_stages
 # each to export on 2 CPU cores: their export runs under the `heavy` marker (.ci/run runs it;
 # `make test` does not), while every one of them still trains a step in `make test`.
 HEAVY = {
+    "regnety_006",  # regnety_004 exports the same family in make test
     "resnet50",
     "tf_efficientnetv2_s",
     "convnextv2_tiny",
