@@ -140,3 +140,32 @@ def test_the_command_refuses_bad_words_in_one_line(tmp_path: Path):
         assert proc.returncode == 2 and proc.stderr.startswith("error: "), proc.stderr
         assert message in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_worker_that_saw_fewer_finished_trials_keeps_the_fuller_summary(tmp_path: Path):
+    """Two workers share a study: the one that finished first must not overwrite best.json
+    with its older view once the other has written the complete one."""
+    import optuna
+
+    from medclf.tune import summarize
+
+    def add(opened, n: int) -> None:
+        x = optuna.distributions.FloatDistribution(0, 10)
+        for i in range(n):
+            trial = optuna.trial.create_trial(
+                params={"x": float(i)}, distributions={"x": x}, value=float(i),
+                user_attrs={"run": f"r{i}"},
+            )  # fmt: skip
+            opened.add_trial(trial)
+
+    study = Study("s", str(tmp_path / "journal.log"), tmp_path / "study")
+    study.folder.mkdir(parents=True)
+    best = study.folder / "best.json"
+    best.write_text(json.dumps({"complete": 3, "pruned": 1, "failed": 0}))
+    opened = optuna.create_study()
+    add(opened, 2)
+    assert summarize(study, opened)["complete"] == 2
+    assert json.loads(best.read_text())["complete"] == 3  # the fuller one stays
+    add(opened, 3)
+    summarize(study, opened)
+    assert json.loads(best.read_text())["complete"] == 5
