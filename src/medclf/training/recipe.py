@@ -257,7 +257,7 @@ def scale_to_epochs(r: Recipe, epochs: int) -> None:
     still warms up for 5 epochs and is not stopped after 5 flat ones)."""
     r.values["train.scheduler.warmup_epochs"] = max(1, round(0.05 * epochs))
     r.values["train.early_stopping.patience"] = max(5, epochs // 4)
-    r.values["train.min_epochs"] = epochs // 2
+    r.values["train.min_epochs"] = max(1, epochs // 2)  # the schema: at least 1 (or null)
 
 
 def apply(cfg: DictConfig, recipe: Recipe, keep: Iterable[str]) -> list[str]:
