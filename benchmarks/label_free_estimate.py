@@ -19,23 +19,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from monitor_false_alarms import _contrast  # pixel values scaled: one copy
 
 from medclf.config import compose
 from medclf.data.synth import generate
 from medclf.monitoring.monitor import compare, read_current, reference_of
 from medclf.serving.predictor import load_predictor
-
-
-def _scaled(folder: Path, factor: float) -> None:
-    for path in folder.rglob("*.png"):
-        pixels = np.asarray(Image.open(path)).astype(np.float64) * factor
-        Image.fromarray(np.round(pixels).astype(np.uint16)).save(path)
 
 
 def one_set(predictor: Any, reference: Any, folder: Path, settings: Any) -> dict[str, Any]:
@@ -73,7 +70,7 @@ def main() -> None:
                 folder = Path(tmp) / f"{seed}-{factor:g}"
                 generate(folder, per_class=args.per_class, size=args.size, seed=seed)
                 if factor != 1.0:
-                    _scaled(folder, factor)
+                    _contrast(folder, factor)
                 rows.append(
                     {
                         "seed": seed,

@@ -27,7 +27,14 @@ from scipy.stats import binomtest
 from medclf.config import compose
 from medclf.data.check import near_duplicate_pairs
 from medclf.data.prepare import prepare_data
-from medclf.data.shift import MAX_P, MIN_EFFECT, numeric_features, numeric_tests, split_shift
+from medclf.data.shift import (
+    MAX_P,
+    MIN_EFFECT,
+    NUMERIC,
+    numeric_features,
+    numeric_tests,
+    split_shift,
+)
 from medclf.data.split import NAME_GROUP, NEAR_GROUP, assign_splits, with_near_groups
 from medclf.data.synth import generate
 
@@ -67,7 +74,7 @@ def flags(df: pd.DataFrame, pairs: list[tuple[int, int, int]]) -> dict[str, bool
     alone = df.assign(patient_id="").drop(
         columns=["sha256", NEAR_GROUP, NAME_GROUP], errors="ignore"
     )
-    naive = numeric_tests(numeric_features(alone), others)
+    naive = numeric_tests(numeric_features(alone), others, dict.fromkeys(NUMERIC, 0.0))
     return {
         "corrected": bool(split_shift(df, pairs)["findings"]),
         "uncorrected": any(t["ks_d"] >= MIN_EFFECT and t["p"] < MAX_P for t in naive),

@@ -17,7 +17,6 @@ needs it: ``import medclf`` stays light.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -341,7 +340,7 @@ def report_of(folder: Path, metrics: Mapping[str, Any], gates: Mapping[str, Any]
         Gate(str(g.get("gate")), g.get("value"), bool(g.get("passed")))
         for g in gates.get("gates", [])
     )
-    record = json.loads(json.dumps(dict(metrics)))  # a plain copy the caller may keep
+    record = dict(metrics)
     return Report(
         Path(folder), Metrics.from_record(record), Gates(bool(gates["passed"]), judged), record
     )

@@ -139,9 +139,11 @@ def train(
         return
     found, rest, _ = split_words(overrides, {"resume"})
     if "resume" in found:
+        from medclf.api import Run
         from medclf.training.run import resume
 
-        result = resume(require(found, "resume", "medclf train resume=RUN"), rest)
+        resumed = resume(require(found, "resume", "medclf train resume=RUN"), rest)
+        result = Run(resumed.run.root, resumed.best_metrics)
     else:
         # Compose (and so refuse a bad key or value) before the seconds of torch imports.
         cfg = compose_for_training(rest)
@@ -160,8 +162,7 @@ def train(
         result = train_words(rest, cfg)  # what medclf.train() runs
     if ddp.rank() != 0:  # rank 0 reports (torchrun, srun)
         return
-    root = result.root if hasattr(result, "root") else result.run.root
-    typer.echo(f"run: {root}")
+    typer.echo(f"run: {result.root}")
     from medclf.formatting import metrics_line
 
     typer.echo("best epoch: " + metrics_line(result.best_metrics))

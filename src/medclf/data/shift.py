@@ -125,10 +125,12 @@ def size_reveals_class(num: pd.DataFrame) -> dict[str, Any] | None:
     }
 
 
-def numeric_tests(num: pd.DataFrame, others: list[str]) -> list[dict[str, Any]]:
-    """Every (split, class group, feature) KS test against train, before any threshold."""
+def numeric_tests(
+    num: pd.DataFrame, others: list[str], correlations: dict[str, float]
+) -> list[dict[str, Any]]:
+    """Every (split, class group, feature) KS test against train, before any threshold;
+    ``correlations``: each feature's ICC (``feature_correlations``)."""
     train = num[num["split"] == "train"]
-    correlations = feature_correlations(num)
     tests = []
     for split in others:
         part = num[num["split"] == split]
@@ -155,7 +157,8 @@ def split_shift(
         df = with_near_groups(df, near_pairs)
     num = numeric_features(df)
     others = [s for s in ("val", "test") if s in set(num["split"])]
-    tests = numeric_tests(num, others)
+    correlations = feature_correlations(num)
+    tests = numeric_tests(num, others, correlations)
     for test, adjusted in zip(tests, holm([t["p"] for t in tests]), strict=True):
         test["p_adjusted"] = adjusted
     findings = [t for t in tests if t["ks_d"] >= MIN_EFFECT and t["p_adjusted"] < MAX_P]
@@ -170,9 +173,7 @@ def split_shift(
     return {
         "thresholds": {"ks_d": MIN_EFFECT, "p": MAX_P, "tv": MIN_TV, "eta_squared": MIN_ETA2},
         "tests": len(tests),
-        "intraclass_correlation": {
-            NUMERIC[k]: round(v, 3) for k, v in feature_correlations(num).items()
-        },
+        "intraclass_correlation": {NUMERIC[k]: round(v, 3) for k, v in correlations.items()},
         "findings": findings,
         "size_reveals_class": size_reveals_class(num),
     }
