@@ -9,8 +9,11 @@ RUNTIME_STAMP := $(VENV)/.installed-runtime
 DEV_STAMP := $(VENV)/.installed-dev
 # Tests never touch the network.
 TEST_ENV := HF_HUB_OFFLINE=1 NO_ALBUMENTATIONS_UPDATE=1 DVC_NO_ANALYTICS=1 DO_NOT_TRACK=1
+# The documentation site (mkdocs.yml); --strict fails on a broken link or reference.
+MKDOCS := NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+LINTED := src tests benchmarks docs/hooks
 
-.PHONY: demo test test-heavy loadtest lint format install clean
+.PHONY: demo test test-heavy docs loadtest lint format install clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or run make PYTHON=/path/to/python3.11"; exit 2; }
@@ -31,8 +34,10 @@ demo: $(RUNTIME_STAMP)
 	$(BIN)/medclf demo
 
 test: $(DEV_STAMP)
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
+	$(BIN)/lint-imports --no-cache --no-logo
+	$(TEST_ENV) $(MKDOCS)
 	$(TEST_ENV) $(BIN)/pytest
 
 # The exports of the largest architectures, minute-long end-to-end tests, whole INT8 exports,
@@ -47,9 +52,14 @@ test-heavy: $(DEV_STAMP)
 loadtest: $(DEV_STAMP)
 	$(TEST_ENV) $(BIN)/python benchmarks/loadtest.py $(LOADTEST_ARGS)
 
+# The documentation site into site/ (open site/index.html, or serve it: .venv/bin/mkdocs serve).
+docs: $(DEV_STAMP)
+	$(TEST_ENV) $(MKDOCS)
+	@echo "documentation site: site/index.html"
+
 format: $(DEV_STAMP)
-	$(BIN)/ruff format src tests benchmarks
-	$(BIN)/ruff check --fix src tests benchmarks
+	$(BIN)/ruff format $(LINTED)
+	$(BIN)/ruff check --fix $(LINTED)
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache .ruff_cache
+	rm -rf $(VENV) runs site .pytest_cache .ruff_cache

@@ -91,7 +91,7 @@ def measure(run: Path, threads: int, single_runs: int, repeats: int) -> None:
     import torch
 
     from medclf.data.transform import model_input
-    from medclf.serving.predictor import TorchPredictor
+    from medclf.inference.predictor import TorchPredictor
 
     torch.set_num_threads(threads)
     reference = TorchPredictor(run)

@@ -31,8 +31,8 @@ from monitor_false_alarms import _contrast  # pixel values scaled: one copy
 
 from medclf.config import compose
 from medclf.data.synth import generate
+from medclf.inference.predictor import load_predictor
 from medclf.monitoring.monitor import compare, read_current, reference_of
-from medclf.serving.predictor import load_predictor
 
 
 def one_set(predictor: Any, reference: Any, folder: Path, settings: Any) -> dict[str, Any]:

@@ -26,8 +26,8 @@ from scipy.stats import binomtest
 
 from medclf.config import compose
 from medclf.data.synth import generate
+from medclf.inference.predictor import load_predictor
 from medclf.monitoring.monitor import compare, read_current, reference_of
-from medclf.serving.predictor import load_predictor
 
 
 def _kinds(alerts: list[str]) -> set[str]:

@@ -38,7 +38,7 @@ def raw_onnxruntime(onnx: Path, images: list[Path], threads: int) -> dict[str, f
     """batch-1 p50 (ms) and batch-32 images/s of the session alone, on preprocessed images."""
     import numpy as np
 
-    from medclf.serving.predictor import OnnxPredictor
+    from medclf.inference.predictor import OnnxPredictor
 
     predictor = OnnxPredictor(onnx, threads=threads)
     x = np.stack([predictor.prepare(p)[0] for p in (images * 32)[:32]])

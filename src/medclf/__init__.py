@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
-__version__ = "0.1.0"
+from medclf.version import __version__ as __version__
+
 __all__ = [
     "Gate",
     "Gates",
@@ -21,11 +22,14 @@ __all__ = [
     "Metrics",
     "Model",
     "Prediction",
+    "Registered",
     "Report",
     "Run",
     "evaluate",
     "export",
     "load",
+    "register",
+    "synth",
     "train",
 ]
 

@@ -237,7 +237,7 @@ def load(spec: str | Path, **registry: Any) -> Model:
     fetched from the registry that ``mlflow.tracking_uri`` names (a keyword, as
     ``**{"mlflow.tracking_uri": URI}``)."""
     from medclf.artifacts import local_model
-    from medclf.serving.predictor import load_predictor
+    from medclf.inference.predictor import load_predictor
 
     return Model(load_predictor(*local_model(str(spec), words(registry), "predict")))
 
@@ -267,6 +267,11 @@ class Run:
         """ONNX export verified against PyTorch (``medclf export``); the file's path. With
         ``quantize="int8"`` the INT8 file's path, when it kept its accuracy and AUC."""
         return export(self.root, format=format, quantize=quantize, **overrides)
+
+    def register(self, name: str, alias: str | None = None, **options: Any) -> Registered:
+        """Register this run's exported ONNX file as a new version of ``name`` (``medclf
+        register``); ``alias`` (e.g. "production") is set only if its gates passed."""
+        return register(self.root, name, alias=alias, **options)
 
     def load(self) -> Model:
         return load(self.root)
@@ -355,6 +360,76 @@ def export(
 
 
 @dataclass(frozen=True)
+class Registered:
+    """A registered model version: ``uri`` (``models:/NAME/VERSION``) loads it anywhere the
+    same registry (``tracking_uri``) is reachable; ``alias`` is None when none was set."""
+
+    name: str
+    version: int
+    alias: str | None
+    tracking_uri: str
+    tags: Mapping[str, str]
+
+    @property
+    def uri(self) -> str:
+        return f"models:/{self.name}/{self.version}"
+
+    @property
+    def gates_passed(self) -> bool:
+        return self.tags.get("medclf.gates.passed") == "true"
+
+
+# The registry's own options, as keywords; everything else is a registry setting
+# (mlflow.tracking_uri, runs_root).
+_REGISTER_OPTIONS = ("description", "tags", "force", "reason")
+
+
+def register(model: str | Path, name: str, alias: str | None = None, **options: Any) -> Registered:
+    """``medclf register RUN name=NAME``: the run's current ONNX export becomes a new version
+    of ``name``, with its test metrics, gates and model card; ``alias`` is set only when the
+    gates passed (``force=True`` with a ``reason`` overrides, and is recorded). Keywords:
+    ``description``, ``tags`` (a dict), ``force``, ``reason``, and the registry's settings
+    (``**{"mlflow.tracking_uri": URI}``, ``runs_root``)."""
+    own = {k: options.pop(k) for k in _REGISTER_OPTIONS if k in options}
+    return register_words(str(model), name, alias, own, words(options))
+
+
+def register_words(
+    spec: str, name: str, alias: str | None, own: Mapping[str, Any], settings: list[str]
+) -> Registered:
+    """The registration the CLI and ``register()`` share (``settings``: registry words)."""
+    from medclf.artifacts import registry_settings
+    from medclf.registry.register import register as do_register
+
+    if not spec:
+        raise MedclfError("register needs the run folder: medclf register RUN name=NAME")
+    if not name:
+        raise MedclfError("register needs name=NAME (the registered model's name)")
+    uri, runs_root = registry_settings(settings)
+    done = do_register(
+        spec,
+        name,
+        uri,
+        runs_root,
+        alias=alias,
+        description=own.get("description"),
+        tags={str(k): str(v) for k, v in dict(own.get("tags") or {}).items()},
+        force=bool(own.get("force", False)),
+        reason=own.get("reason"),
+    )
+    return Registered(done.name, int(done.version), done.alias, uri, dict(done.tags))
+
+
+def synth(out: str | Path, per_class: int = 150, size: int = 128, seed: int = 0) -> Path:
+    """Write synthetic chest-CT phantoms (4 classes, 16-bit PNG + manifest.csv) to ``out``
+    (``medclf synth``); the same seed writes the same files. Returns ``out``."""
+    from medclf.data.synth import generate
+
+    generate(Path(out), per_class=per_class, size=size, seed=seed)
+    return Path(out)
+
+
+@dataclass(frozen=True)
 class Exported:
     path: Path  # the file a caller serves: the INT8 one when asked for and kept
     result: Any  # export.onnx.ExportResult: parity and the INT8 comparison
@@ -364,7 +439,7 @@ def export_run(spec: str, format: str, quantize: str | None, settings: list[str]
     """The export the CLI and ``export()`` share: ``settings`` are ``export.*`` words."""
     from medclf.config import compose
     from medclf.export.onnx import export_onnx
-    from medclf.export.records import INT8_FILE
+    from medclf.inference.records import INT8_FILE
 
     if format != "onnx":
         raise MedclfError(f"format={format} is not supported; use format=onnx")

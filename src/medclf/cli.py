@@ -217,7 +217,7 @@ def _multirun(overrides: list[str], dry_run: bool, metric: str) -> None:
     """``medclf train -m``: every combination composed (checked) first, then trained and
     evaluated one after another, then compared (``medclf.multirun``)."""
     from medclf.config import compose_for_training
-    from medclf.evaluation.metrics import resolve_metric
+    from medclf.metric_names import resolve_metric
     from medclf.multirun import combinations, run_all, swept
     from medclf.training.ddp import launched_together
 
@@ -328,7 +328,7 @@ def predict(
 ) -> None:
     """Classify image files or folders with a run or an exported ONNX model."""
     from medclf.api import Model
-    from medclf.serving.predictor import load_predictor
+    from medclf.inference.predictor import load_predictor
     from medclf.words import split_words
 
     found, rest, items = split_words(args, {"model"}, plain=True)
@@ -433,8 +433,8 @@ def _shown(url: str | None) -> str:
 def _serve(spec: str, rest: list[str], settings: Any) -> None:
     import uvicorn
 
+    from medclf.inference.predictor import load_predictor
     from medclf.serving.app import create_app
-    from medclf.serving.predictor import load_predictor
 
     path, registered = local_model(spec, rest, "serve")
     predictor = load_predictor(path, registered, threads=settings.threads)  # checked here

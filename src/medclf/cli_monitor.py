@@ -33,11 +33,11 @@ def monitor(
     monitor.json and report.html and exits 1 when a monitor.* threshold is crossed."""
     from medclf.artifacts import local_model
     from medclf.config import compose
+    from medclf.inference.predictor import load_predictor
     from medclf.monitoring.evidently_report import wanted
     from medclf.monitoring.monitor import compare, reference_of
     from medclf.monitoring.report import write_outputs
     from medclf.schema_kinds import parse_duration
-    from medclf.serving.predictor import load_predictor
     from medclf.words import keys, split_words
 
     found, rest, _ = split_words(

@@ -46,7 +46,7 @@ def register(
     ),
 ) -> None:
     """Register a run's exported ONNX model as a new version (alias only if its gates pass)."""
-    from medclf.registry.register import register as do_register
+    from medclf.api import register_words
 
     found, tags, settings, plain = _split(
         args, {"model", "run", "name", "alias", "description", "reason"}
@@ -54,20 +54,16 @@ def register(
     run = found.get("model") or found.get("run") or (plain[0] if plain else "")
     reject_extra(plain[1:], "register")
     usage = "medclf register RUN name=NAME"
-    uri, runs_root = registry_settings(settings)
-    done = do_register(
+    own = {"description": found.get("description"), "tags": tags, "force": force}
+    done = register_words(
         require({"run": run}, "run", usage),
         require(found, "name", usage),
-        uri,
-        runs_root,
-        alias=found.get("alias"),
-        description=found.get("description"),
-        tags=tags,
-        force=force,
-        reason=found.get("reason"),
+        found.get("alias"),
+        {**own, "reason": found.get("reason")},
+        settings,
     )
     where = f", alias {done.alias}" if done.alias else ""
-    typer.echo(f"registered: models:/{done.name}/{done.version}{where} ({uri})")
+    typer.echo(f"registered: {done.uri}{where} ({done.tracking_uri})")
     typer.echo(
         f"gates: {done.tags.get('medclf.gates.passed')}; test accuracy "
         f"{done.tags.get('test.accuracy', 'n/a')} ({done.tags.get('test.accuracy.ci', '')})"

@@ -42,9 +42,9 @@ def check_values(cfg: DictConfig, sections: Sequence[str] | None = None) -> None
         _validate(Config, plain, "")
         model = plain["model"]
         _validate_model(model)
-        from medclf.training.monitor import resolve_monitor
+        from medclf.metric_names import best_epoch_metric
 
-        resolve_monitor(str(cfg.train.monitor), str(cfg.train.monitor_mode))
+        best_epoch_metric(str(cfg.train.monitor), str(cfg.train.monitor_mode))
         return
     for name in sections:
         if name in plain:

@@ -10,6 +10,7 @@ refuses bad values at compose (``medclf.schema``).
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
@@ -96,18 +97,36 @@ def _nearest(helps: dict[str, str], key: str) -> str:
     return ""
 
 
-def describe(cfg: DictConfig) -> list[str]:
-    """``key = value  [allowed values]`` and an indented help line, for every leaf key of the
-    composed ``cfg`` (a composed config, so a chosen model or preset shows its own keys)."""
+@dataclass(frozen=True)
+class KeyRow:
+    """One leaf key of a composed config: its value there, what it accepts, its comment."""
+
+    key: str
+    value: str
+    allowed: str
+    help: str
+
+
+def key_rows(cfg: DictConfig) -> list[KeyRow]:
+    """Every leaf key of the composed ``cfg`` (a composed config, so a chosen model or preset
+    shows its own keys), for ``config show --keys`` and the documentation's config reference."""
     from medclf.models.architectures import is_custom
 
     helps = key_help("custom_cnn.yaml" if is_custom(str(cfg.model.name)) else "timm.yaml")
+    return [
+        KeyRow(
+            key, _shown(value), allowed_values(key, str(cfg.model.name)) or "", _nearest(helps, key)
+        )
+        for key, value in _leaves(cfg)
+    ]
+
+
+def describe(cfg: DictConfig) -> list[str]:
+    """``key = value  [allowed values]`` and an indented one-line help, for every leaf key."""
     lines: list[str] = []
-    for key, value in _leaves(cfg):
-        accepts = allowed_values(key, str(cfg.model.name))
-        allowed = f"  [{accepts}]" if accepts else ""
-        lines.append(f"{key} = {_shown(value)}{allowed}")
-        text = _nearest(helps, key)
-        if text:
-            lines.append(f"    {_one_line(text)}")
+    for row in key_rows(cfg):
+        allowed = f"  [{row.allowed}]" if row.allowed else ""
+        lines.append(f"{row.key} = {row.value}{allowed}")
+        if row.help:
+            lines.append(f"    {_one_line(row.help)}")
     return lines

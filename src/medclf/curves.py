@@ -7,6 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from medclf.atomic import atomic_path
+from medclf.plotting import pyplot
 
 
 def plot_training_curves(metrics_csv: Path, out: Path) -> Path | None:
@@ -16,11 +17,9 @@ def plot_training_curves(metrics_csv: Path, out: Path) -> Path | None:
     df = pd.read_csv(metrics_csv)
     if df.empty:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
+
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4), constrained_layout=True)
     x = df["epoch"] + 1

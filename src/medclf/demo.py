@@ -53,7 +53,7 @@ def run_demo(overrides: list[str]) -> None:
     from medclf.config import compose
     from medclf.evaluation.evaluate import evaluate
     from medclf.export.onnx import export_onnx
-    from medclf.serving.predictor import OnnxPredictor
+    from medclf.inference.predictor import OnnxPredictor
     from medclf.training.run import train
 
     t0 = time.perf_counter()

@@ -47,3 +47,22 @@ def window_key(spec: Any) -> str | list[float]:
     """The JSON form of a window spec, for records and cache keys."""
     norm = normalize_window(spec)
     return list(norm) if isinstance(norm, tuple) else norm
+
+
+class ImageTooLargeError(MedclfError):
+    """The header claims more pixels than ``data.max_pixels`` (the server answers 413)."""
+
+
+def check_pixel_budget(
+    label: str, width: int, height: int, frames: int, samples: int, max_pixels: int | None
+) -> None:
+    """Refuse, from header facts alone, an image whose decoded size exceeds the budget."""
+    budget = DEFAULT_MAX_PIXELS if max_pixels is None else int(max_pixels)
+    total = max(width, 0) * max(height, 0) * max(frames, 1) * max(samples, 1)
+    if total > budget:
+        shape = f"{width}x{height}" + (f"x{frames} frames" if frames > 1 else "")
+        raise ImageTooLargeError(
+            f"{label}: image too large to decode ({shape}, {samples} sample(s) per pixel = "
+            f"{total / 1e6:,.0f} million values > data.max_pixels={budget:,}); raise "
+            "data.max_pixels if the image is genuine"
+        )

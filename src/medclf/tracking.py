@@ -77,8 +77,6 @@ def open_parent(cfg: Any, name: str, tags: dict[str, str]) -> str | None:
     """A parent MLflow run for the runs of a study or a sweep (they log under it as children,
     ``mlflow.parent_run``), in the experiment they log to; None when MLflow is not among the
     loggers, or fails (the runs then log on their own, as any tracker failure is handled)."""
-    from medclf.training.loggers import logger_names
-
     if "mlflow" not in logger_names(cfg.logger):
         return None
     uri = str(cfg.mlflow.tracking_uri)
@@ -113,3 +111,12 @@ def close_parent(
         tracker.set_terminated(run_id, "FAILED" if failed else "FINISHED")
     except Exception as exc:  # as above
         logging.getLogger("medclf").warning("mlflow: parent run not closed (%s)", str(exc)[:200])
+
+
+def logger_names(value: Any) -> list[str]:
+    """``logger`` as a list of names (a single name or null are accepted; the names were
+    checked at compose)."""
+    if value is None or value is False:
+        return []
+    names = [value] if isinstance(value, str) else [str(v) for v in value]
+    return list(dict.fromkeys(names))

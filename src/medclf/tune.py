@@ -239,7 +239,7 @@ def run_trial(
     import optuna
 
     from medclf.config import compose
-    from medclf.training.monitor import resolve_monitor
+    from medclf.metric_names import best_epoch_metric
     from medclf.training.run import train
 
     words = [override(p.key, p.suggest(trial)) for p in search.params]
@@ -248,7 +248,7 @@ def run_trial(
     tracked = [f"mlflow.parent_run={parent}"] if parent else []
     cfg = compose([*base, *words, f"train.monitor={objective}", f"run_group={group}",
                    f"run_name={name}", *tracked])  # fmt: skip
-    key, _ = resolve_monitor(objective, "auto")
+    key, _ = best_epoch_metric(objective, "auto")
     callback = _pruning_callback(trial, key)
     log.info("trial %d: %s", trial.number, " ".join(_short(w) for w in words))
     with _quiet_training(first):
@@ -281,12 +281,12 @@ def work(
     import optuna
 
     from medclf.config import compose
+    from medclf.metric_names import best_epoch_metric
     from medclf.tracking import close_parent, open_parent
-    from medclf.training.monitor import resolve_monitor
 
     group_cfg = compose([*base, f"run_group=tune-{study.name}"])  # where the trials log
     objective = search.objective or str(group_cfg.train.monitor)
-    _, direction = resolve_monitor(objective, "auto")
+    _, direction = best_epoch_metric(objective, "auto")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     opened = study.open(seed, direction, pruner, epochs=int(group_cfg.train.max_epochs))
     parent = opened.user_attrs.get("mlflow_parent_run")  # made by the study's first worker
@@ -414,9 +414,9 @@ def _plots(opened: Any, folder: Path, complete: int) -> list[str]:
 
     from optuna.visualization import matplotlib as ov
 
-    from medclf.evaluation.plots import _plt
+    from medclf.plotting import pyplot
 
-    plt = _plt()
+    plt = pyplot()
     made = []
     wanted = [("history.png", ov.plot_optimization_history)]
     if complete >= 2:

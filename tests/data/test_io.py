@@ -55,7 +55,8 @@ def test_truncated_png_is_reported(tmp_path: Path):
 
 
 def test_png_bomb_is_refused_from_its_header(tmp_path: Path):
-    from medclf.data.io import ImageTooLargeError, decode
+    from medclf.data.io import decode
+    from medclf.image_settings import ImageTooLargeError
     from tests.badinput import bomb_png
 
     bomb = bomb_png(tmp_path / "bomb.png", 30000, 30000)
@@ -70,7 +71,8 @@ def test_png_bomb_is_refused_from_its_header(tmp_path: Path):
 
 
 def test_dicom_budget_counts_rows_columns_frames_and_samples(tmp_path: Path):
-    from medclf.data.io import ImageTooLargeError, decode
+    from medclf.data.io import decode
+    from medclf.image_settings import ImageTooLargeError
     from tests.badinput import bomb_dicom
 
     dcm = bomb_dicom(tmp_path / "b.dcm", 1200, 1000)
@@ -80,7 +82,8 @@ def test_dicom_budget_counts_rows_columns_frames_and_samples(tmp_path: Path):
 
 
 def test_npz_images_are_bounded_too(tmp_path: Path):
-    from medclf.data.io import ImageTooLargeError, decode, npz_ref
+    from medclf.data.io import decode, npz_ref
+    from medclf.image_settings import ImageTooLargeError
 
     np.savez(tmp_path / "d.npz", train_images=np.zeros((2, 40, 30), np.uint8))
     ref = npz_ref(tmp_path / "d.npz", "train_images", 1)

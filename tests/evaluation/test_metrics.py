@@ -8,13 +8,8 @@ from sklearn import metrics as skm
 
 from medclf.errors import MedclfError
 from medclf.evaluation.calibration import brier_score
-from medclf.evaluation.metrics import (
-    METRICS,
-    MetricSuite,
-    average_precision,
-    resolve_metric,
-    roc_auc_ovr,
-)
+from medclf.evaluation.metrics import MetricSuite, average_precision, roc_auc_ovr
+from medclf.metric_names import METRICS, resolve_metric
 
 
 def _fixture(n: int, k: int, seed: int, ties: bool = False):

@@ -16,7 +16,7 @@ from medclf.data.transform import model_input
 from medclf.errors import MedclfError
 from medclf.export import int8 as int8_export
 from medclf.export.onnx import export_onnx
-from medclf.serving.predictor import load_predictor
+from medclf.inference.predictor import load_predictor
 from tests.conftest import medclf
 
 pytestmark = pytest.mark.slow

@@ -54,7 +54,7 @@ class _Shifted:
 
 
 def test_parity_rejects_a_two_percent_logit_error(trained_run: Path):
-    from medclf.serving.predictor import TorchPredictor
+    from medclf.inference.predictor import TorchPredictor
 
     reference = TorchPredictor(trained_run)
     paths = onnx_export._parity_images(onnx_export.RunDir(trained_run), 8)
@@ -69,7 +69,7 @@ def test_parity_rejects_a_two_percent_logit_error(trained_run: Path):
 
 
 def test_the_export_embeds_like_the_checkpoint(trained_run: Path):
-    from medclf.serving.predictor import OnnxPredictor, TorchPredictor
+    from medclf.inference.predictor import OnnxPredictor, TorchPredictor
 
     parity = json.loads((trained_run / "export" / "parity.json").read_text())
     assert parity["passed"] and parity["embedding_max_rel_diff"] <= 1e-4

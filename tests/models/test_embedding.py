@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from medclf.config import compose
+from medclf.embedding import SIZE, projection
 from medclf.models import build_model
 from medclf.models.embedding import WithEmbedding
-from medclf.monitoring.embedding import SIZE, projection
 
 
 @pytest.mark.parametrize("overrides", [["model=resnet18"], ["model=resnet18", "model.head=mlp"]])

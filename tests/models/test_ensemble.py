@@ -82,7 +82,7 @@ def test_the_embedding_is_the_first_folds_and_the_checkpoint_round_trips(tmp_pat
 
 
 def test_grad_cam_explains_the_ensemble_through_every_fold():
-    from medclf.evaluation.explain import gradcam_maps
+    from medclf.inference.explain import gradcam_maps
 
     model, _ = _ensemble()
     maps = gradcam_maps(model, torch.rand(2, 2, 32, 32).numpy(), [0, 2])

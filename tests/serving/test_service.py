@@ -216,7 +216,7 @@ def test_key_request_id_and_cors(server: str, trained_run: Path):
 
 
 def test_open_inference_protocol_v2_with_its_documented_json(server: str, trained_run: Path):
-    from medclf.serving.predictor import load_predictor
+    from medclf.inference.predictor import load_predictor
 
     onnx = load_predictor(trained_run / "export" / "model.onnx")
     name = trained_run.name
@@ -462,7 +462,7 @@ print(json.dumps({"inputs": meta["inputs"], "probabilities": probs}))
 def test_the_official_triton_client_works_unchanged(server: str, trained_run: Path, tmp_path):
     """tritonclient.http (KServe/Triton's own client) against the v2 routes, in its own
     process (it brings gevent)."""
-    from medclf.serving.predictor import load_predictor
+    from medclf.inference.predictor import load_predictor
 
     images = _images(trained_run, 2)
     onnx = load_predictor(trained_run / "export" / "model.onnx")

@@ -86,7 +86,7 @@ def _check_out_of_fold(run: Path, ensemble: pd.DataFrame, preds: pd.DataFrame, t
     """A fold-2 image's validation probabilities are fold 2's network alone."""
     from scipy.special import softmax
 
-    from medclf.serving.predictor import TorchPredictor
+    from medclf.inference.predictor import TorchPredictor
 
     classes = [c.removeprefix("prob_") for c in preds.columns if c.startswith("prob_")]
     second = set(ensemble.loc[ensemble["cv_fold"] == "2", "path"])

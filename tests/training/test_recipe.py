@@ -281,12 +281,13 @@ def test_28_px_thumbnails_train_at_64_px_untrimmed():
     for pretrained in (False, True):
         v = plan(thumbs, on_gpu=False, pretrained=pretrained).values
         assert (v["data.image_size"], v["data.trim"]) == (64, "none")
-        assert "model.stem" not in v  # the small stem lost on 28 px chest_ct (README)
+        assert "model.stem" not in v  # it lost on 28 px chest_ct (docs/guides/training.md)
 
 
 def test_224_px_xrays_trade_pixels_for_epochs_down_to_64_px():
     """5000 X-rays on a slow machine: the input shrinks until the budget affords the epochs
-    such a set wants (15). A 128 px floor was measured on chest_ct and lost (README)."""
+    such a set wants (15). A 128 px floor was measured on chest_ct and lost
+    (docs/benchmarks.md)."""
     cfg = compose(["data.path=x"])
     xrays = _profile(
         n_train=5000,
@@ -332,7 +333,7 @@ def test_512_px_mri_and_rgb_microscopy():
 
 
 def test_the_small_stem_keeps_a_4x4_map_at_32_px_and_only_fits_resnets(tmp_path: Path):
-    """model.stem=small (a setting; the recipe does not choose it, see README)."""
+    """model.stem=small (a setting; the recipe does not choose it, see docs/guides/training.md)."""
     from medclf.models.factory import build_model
 
     small = compose(["data.path=x", "model=resnet18", "model.stem=small"]).model

@@ -98,7 +98,7 @@ def test_deterministic_twins_and_sigkill_resume_match(synth40: Path, tmp_path: P
 
 @pytest.mark.slow
 def test_the_best_checkpoint_is_what_evaluate_export_and_serve_use(synth40: Path, tmp_path: Path):
-    from medclf.serving.predictor import OnnxPredictor, TorchPredictor
+    from medclf.inference.predictor import OnnxPredictor, TorchPredictor
 
     # A monitor whose best epoch is known in advance: the one-cycle learning rate peaks
     # mid-run, so "max lr" selects neither the first nor the last epoch.

@@ -12,7 +12,7 @@ become Hounsfield units). The window is chosen by ``data.window``:
 - ``minmax``: the slice's own minimum and maximum.
 
 MONOCHROME1 images (white = low values) are inverted after windowing so that every image has
-the MONOCHROME2 sense. Multi-frame files use the middle frame, documented in the README: a
+the MONOCHROME2 sense. Multi-frame files use the middle frame, documented in docs/guides/data.md: a
 classifier of single images needs one plane, and the middle frame of a series is the one
 most likely to show the organ, and only that frame is decoded. PHI never leaves this module:
 only the pixel array and a keyed pseudonym of PatientID (``medclf.data.pseudonym``) are
@@ -148,7 +148,7 @@ def read_dicom(
 ) -> DicomImage:
     from pydicom.pixels import apply_modality_lut, get_decoder
 
-    from medclf.data.io import check_pixel_budget
+    from medclf.image_settings import check_pixel_budget
 
     spec = normalize_window(window)
     ds = _open(source, label)

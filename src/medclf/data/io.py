@@ -25,7 +25,11 @@ from PIL import Image, UnidentifiedImageError
 
 from medclf.data.dicom import has_dicm_preamble, looks_like_dicom, minmax
 from medclf.errors import MedclfError
-from medclf.image_settings import DEFAULT_MAX_PIXELS, FILE_WINDOW, normalize_window
+from medclf.image_settings import (
+    FILE_WINDOW,
+    check_pixel_budget,
+    normalize_window,
+)
 
 # medclf checks every raster header against ``max_pixels`` itself, before decoding, so Pillow's
 # own process-wide bomb limit (89 Mpx warning, 179 Mpx error) is switched off: it would
@@ -52,25 +56,6 @@ _INT_MODE_MAX = {
     "I": 65535.0,
 }
 _MODE_BITS = {"1": 1, "F": 32, **{m: 16 for m in _INT_MODE_MAX}}
-
-
-class ImageTooLargeError(MedclfError):
-    """The header claims more pixels than ``data.max_pixels`` (the server answers 413)."""
-
-
-def check_pixel_budget(
-    label: str, width: int, height: int, frames: int, samples: int, max_pixels: int | None
-) -> None:
-    """Refuse, from header facts alone, an image whose decoded size exceeds the budget."""
-    budget = DEFAULT_MAX_PIXELS if max_pixels is None else int(max_pixels)
-    total = max(width, 0) * max(height, 0) * max(frames, 1) * max(samples, 1)
-    if total > budget:
-        shape = f"{width}x{height}" + (f"x{frames} frames" if frames > 1 else "")
-        raise ImageTooLargeError(
-            f"{label}: image too large to decode ({shape}, {samples} sample(s) per pixel = "
-            f"{total / 1e6:,.0f} million values > data.max_pixels={budget:,}); raise "
-            "data.max_pixels if the image is genuine"
-        )
 
 
 def tiny_image_warning(label: str, width: int, height: int) -> str | None:

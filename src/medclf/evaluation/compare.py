@@ -14,8 +14,8 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 from medclf.atomic import atomic_path
 from medclf.errors import MedclfError
-from medclf.evaluation.metrics import resolve_metric
 from medclf.formatting import estimate as fmt
+from medclf.metric_names import resolve_metric
 from medclf.run_config import load_run_config
 from medclf.rundir import RunDir
 
@@ -33,7 +33,7 @@ def _model_size(run: RunDir) -> tuple[float, float]:
     if not run.best_ckpt.is_file():
         import onnx
 
-        from medclf.export import records
+        from medclf.inference import records
 
         onnx_file = run.export_dir / records.FP32_FILE
         graph = onnx.load(onnx_file).graph

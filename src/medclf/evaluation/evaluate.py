@@ -205,8 +205,9 @@ def _patients(table: pd.DataFrame) -> list[str]:
 def _load(run_dir: str | Path, split: str | None, overrides: list[str], backend: str) -> Job:
     """The run, its settings with the overrides, the images to evaluate and the predictor."""
     from medclf.evaluation.settings import evaluation_config
+    from medclf.inference.predictor import OnnxPredictor, TorchPredictor
+    from medclf.inference.records import recorded_file_sha256
     from medclf.registry.fetch import registered_of
-    from medclf.serving.predictor import OnnxPredictor, TorchPredictor, recorded_file_sha256
 
     if backend not in BACKENDS:
         raise MedclfError(f"backend={backend} is not valid: expected one of {', '.join(BACKENDS)}")

@@ -1,6 +1,6 @@
 """Quality gates: named limits on metrics, judged on the point value or the confidence bound.
 
-``eval.gates`` maps a metric name (any alias in ``metrics.METRICS``, ``operating_<metric>`` for
+``eval.gates`` maps a metric name (any alias in ``metric_names.METRICS``, ``operating_<metric>`` for
 the per-class value at the stored threshold, or one of ``MEASURES``) to ``min`` and/or ``max``;
 per-class metrics take ``classes: all`` or a list. With ``eval.gates_on: ci`` a minimum is
 judged on the interval's lower bound and a maximum on its upper bound, so a gate passes only
@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from medclf.errors import MedclfError
-from medclf.evaluation.metrics import OPERATING_KEYS, resolve_metric
+from medclf.metric_names import OPERATING_KEYS, resolve_metric
 
 # Values measured outside the predictions (no confidence interval).
 MEASURES = {

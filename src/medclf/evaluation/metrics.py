@@ -1,15 +1,16 @@
 """Clinical classification metrics, named once, computed fast enough to bootstrap.
 
-``METRICS`` is the one table of metric names: every report, gate and ``--metric`` option
-resolves names through it, so ``recall``, ``TPR`` and ``sensitivity`` are the same number.
+Metric names and their aliases are ``medclf.metric_names.METRICS`` (re-exported here): every
+report, gate and ``compare`` metric resolves names through it, so ``recall``, ``TPR`` and
+``sensitivity`` are the same number.
 
 Why not call scikit-learn per metric: a 95% interval takes 1000 bootstrap resamples (plus a
 jackknife for BCa) of every metric, and sklearn's per-call input validation costs more than
 the metric itself: 45 intervals on 315 images take 10-42x longer that way, depending on the
-machine (``benchmarks/bootstrap_metrics.py``; the README lists the machines). Every value is derived
-from one confusion matrix (``np.bincount``) or one ranking of the scores, with sklearn's
-exact conventions (``zero_division=0``, averaged tie ranks, step-wise average precision,
-mergesort top-k); ``tests/evaluation/test_metrics.py`` checks each against sklearn.
+machine (``benchmarks/bootstrap_metrics.py``; docs/benchmarks.md lists the machines). Every
+value is derived from one confusion matrix (``np.bincount``) or one ranking of the scores,
+with sklearn's exact conventions (``zero_division=0``, averaged tie ranks, step-wise average
+precision, mergesort top-k); ``tests/evaluation/test_metrics.py`` checks each against sklearn.
 """
 
 from __future__ import annotations
@@ -21,110 +22,8 @@ from typing import Any
 import numpy as np
 from scipy.stats import rankdata
 
-from medclf.errors import MedclfError
 from medclf.evaluation.calibration import brier_score, calibration_errors
-
-
-@dataclass(frozen=True)
-class Metric:
-    name: str
-    aliases: tuple[str, ...]
-    scope: str  # "overall" | "per_class" | "operating" (per class at the stored threshold)
-    higher_is_better: bool
-    description: str
-
-
-METRICS: tuple[Metric, ...] = (
-    Metric("accuracy", ("acc",), "overall", True, "fraction of images classified correctly"),
-    Metric(
-        "balanced_accuracy",
-        ("balanced_acc", "bacc"),
-        "overall",
-        True,
-        "mean sensitivity over classes",
-    ),
-    Metric("macro_precision", ("macro_ppv",), "overall", True, "unweighted mean PPV"),
-    Metric(
-        "macro_recall",
-        ("macro_sensitivity", "macro_tpr"),
-        "overall",
-        True,
-        "unweighted mean sensitivity",
-    ),
-    Metric("macro_f1", ("f1_macro",), "overall", True, "unweighted mean F1"),
-    Metric("weighted_precision", ("weighted_ppv",), "overall", True, "support-weighted PPV"),
-    Metric(
-        "weighted_recall",
-        ("weighted_sensitivity",),
-        "overall",
-        True,
-        "support-weighted sensitivity (equals accuracy)",
-    ),
-    Metric("weighted_f1", ("f1_weighted",), "overall", True, "support-weighted F1"),
-    Metric("cohen_kappa", ("kappa",), "overall", True, "agreement beyond chance"),
-    Metric("mcc", ("matthews_corrcoef",), "overall", True, "Matthews correlation coefficient"),
-    Metric(
-        "macro_auc",
-        ("macro_roc_auc", "auc"),
-        "overall",
-        True,
-        "mean one-vs-rest ROC-AUC (binary: ROC-AUC of the positive class)",
-    ),
-    Metric("macro_pr_auc", ("macro_average_precision",), "overall", True, "mean PR-AUC"),
-    Metric("top2_accuracy", ("top_2_accuracy",), "overall", True, "true class among top 2"),
-    Metric("top3_accuracy", ("top_3_accuracy",), "overall", True, "true class among top 3"),
-    Metric(
-        "quadratic_kappa",
-        ("qwk", "quadratic_weighted_kappa"),
-        "overall",
-        True,
-        "Cohen's kappa with quadratic weights (ordered grades only)",
-    ),
-    Metric(
-        "mean_absolute_error",
-        ("mae", "grade_mae"),
-        "overall",
-        False,
-        "mean |predicted - true grade| in grades (ordered grades only)",
-    ),
-    Metric("ece", ("expected_calibration_error",), "overall", False, "binned |conf - acc|"),
-    Metric("mce", ("max_calibration_error",), "overall", False, "worst bin |conf - acc|"),
-    Metric("brier", ("brier_score",), "overall", False, "mean squared probability error"),
-    Metric(
-        "sensitivity",
-        ("recall", "tpr", "true_positive_rate", "hit_rate"),
-        "per_class",
-        True,
-        "TP / (TP + FN), one-vs-rest",
-    ),
-    Metric(
-        "specificity",
-        ("tnr", "true_negative_rate", "selectivity"),
-        "per_class",
-        True,
-        "TN / (TN + FP), one-vs-rest",
-    ),
-    Metric("ppv", ("precision", "positive_predictive_value"), "per_class", True, "TP / (TP+FP)"),
-    Metric("npv", ("negative_predictive_value",), "per_class", True, "TN / (TN + FN)"),
-    Metric("f1", ("f1_score", "dice"), "per_class", True, "2TP / (2TP + FP + FN)"),
-    Metric("roc_auc", ("auroc",), "per_class", True, "one-vs-rest ROC-AUC"),
-    Metric("pr_auc", ("average_precision", "auprc"), "per_class", True, "average precision"),
-    Metric("support", ("n",), "per_class", True, "images of the class"),
-)
-_BY_NAME = {m.name: m for m in METRICS}
-_ALIASES = {alias: m.name for m in METRICS for alias in (m.name, *m.aliases)}
-assert len(_ALIASES) == sum(1 + len(m.aliases) for m in METRICS), "an alias names two metrics"
-PER_CLASS_KEYS = ("sensitivity", "specificity", "ppv", "npv", "f1", "roc_auc", "pr_auc")
-OPERATING_KEYS = ("sensitivity", "specificity", "ppv", "npv", "f1")
-
-
-def resolve_metric(name: str) -> Metric:
-    """The table entry for a name or alias (case-insensitive, '-' = '_')."""
-    key = str(name).strip().lower().replace("-", "_").replace(" ", "_")
-    if key not in _ALIASES:
-        known = ", ".join(m.name for m in METRICS)
-        raise MedclfError(f"unknown metric '{name}' (known: {known}; aliases such as recall, tpr)")
-    return _BY_NAME[_ALIASES[key]]
+from medclf.metric_names import METRICS, OPERATING_KEYS, PER_CLASS_KEYS
 
 
 def _div(num: np.ndarray, den: np.ndarray) -> np.ndarray:

@@ -56,7 +56,7 @@ def _top_losses(ev, probs, classes, limit: int) -> list[tuple[np.ndarray, str]]:
 
 
 def _gradcam_tiles(ev, probs, predictor, classes, per_class: int):
-    from medclf.evaluation.explain import gradcam_maps, overlay
+    from medclf.inference.explain import gradcam_maps, overlay
 
     y_pred = probs.argmax(axis=1)
     chosen: list[int] = []

@@ -8,27 +8,19 @@ from typing import Any
 import numpy as np
 
 from medclf.atomic import atomic_path
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+from medclf.plotting import pyplot
 
 
 def _save(fig, path: Path) -> Path:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
-    _plt().close(fig)
+    pyplot().close(fig)
     return path
 
 
 def plot_confusion_matrix(cm: np.ndarray, class_names: tuple[str, ...], path: Path, title: str):
     """Counts and row-normalized (per true class: sensitivity on the diagonal), side by side."""
-    plt = _plt()
+    plt = pyplot()
     cm = np.asarray(cm)
     n = len(class_names)
     rows = cm.sum(axis=1, keepdims=True)
@@ -59,7 +51,7 @@ def plot_roc_pr(y: np.ndarray, probs: np.ndarray, classes: tuple[str, ...], path
     """One-vs-rest ROC and precision-recall curves per class (sklearn's curve points)."""
     from sklearn.metrics import precision_recall_curve, roc_curve
 
-    plt = _plt()
+    plt = pyplot()
     fig, (roc_ax, pr_ax) = plt.subplots(1, 2, figsize=(12, 5), dpi=110)
     for i, c in enumerate(classes):
         truth = y == i
@@ -85,7 +77,7 @@ def plot_roc_pr(y: np.ndarray, probs: np.ndarray, classes: tuple[str, ...], path
 
 def plot_reliability(calibration: dict[str, Any], path: Path):
     """Accuracy against confidence per bin, before and after temperature scaling."""
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.8), dpi=110, sharey=True)
     for ax, key in zip(axes, ("before", "after"), strict=True):
         part = calibration[key]
@@ -130,7 +122,7 @@ def plot_reliability(calibration: dict[str, Any], path: Path):
 
 def plot_per_class_bars(values: dict[str, dict[str, Any]], classes: tuple[str, ...], path: Path):
     """Sensitivity, specificity, PPV, NPV and F1 per class with their CI whiskers."""
-    plt = _plt()
+    plt = pyplot()
     metrics = ("sensitivity", "specificity", "ppv", "npv", "f1")
     fig, ax = plt.subplots(figsize=(max(7, 2.2 * len(classes) + 3), 4.5), dpi=110)
     width = 0.8 / len(metrics)
@@ -161,7 +153,7 @@ def _show(ax, image: np.ndarray) -> None:
 
 def plot_gallery(tiles: list[tuple[np.ndarray, str]], path: Path, title: str, cols: int = 6):
     """Images with captions in a grid (top losses, Grad-CAM overlays)."""
-    plt = _plt()
+    plt = pyplot()
     rows = max(1, -(-len(tiles) // cols))
     fig, axes = plt.subplots(rows, cols, figsize=(2.3 * cols, 2.9 * rows), dpi=100, squeeze=False)
     for ax in axes.flat:

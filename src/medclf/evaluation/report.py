@@ -10,10 +10,10 @@ from pathlib import Path
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 from markupsafe import Markup
 
-from medclf import __version__
 from medclf.atomic import atomic_path
 from medclf.evaluation.model_card import limitations
 from medclf.formatting import interval, number
+from medclf.version import __version__
 
 SECTIONS = [
     ("summary", "Summary"),

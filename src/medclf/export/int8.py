@@ -34,10 +34,10 @@ from medclf.atomic import atomic_path, dumps_json, write_json
 from medclf.data.folds import training_rows
 from medclf.data.transform import model_input
 from medclf.errors import MedclfError
-from medclf.export import records
+from medclf.inference import records
+from medclf.inference.predictor import OnnxPredictor
 from medclf.preprocessing import Preprocessing
 from medclf.rundir import RunDir
-from medclf.serving.predictor import OnnxPredictor
 
 log = logging.getLogger("medclf")
 CALIBRATION_BATCH = 16

@@ -20,14 +20,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from medclf import __version__
 from medclf.atomic import atomic_path, dumps_json, write_json
 from medclf.data.transform import model_input
 from medclf.errors import MedclfError
-from medclf.export import records
-from medclf.export.release import release_record
+from medclf.inference import records
+from medclf.inference.predictor import OnnxPredictor, TorchPredictor
+from medclf.inference.release import release_record
 from medclf.rundir import RunDir
-from medclf.serving.predictor import OnnxPredictor, TorchPredictor
+from medclf.version import __version__
 
 log = logging.getLogger("medclf")
 PARITY_TOLERANCE = 1e-4

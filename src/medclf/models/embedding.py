@@ -1,4 +1,4 @@
-"""A network that also returns its monitoring embedding (``monitoring.embedding``).
+"""A network that also returns its monitoring embedding (``medclf.embedding``).
 
 The embedding is taken where the classifier head starts (``factory.head_module``), so it is
 the same layer for every timm architecture, the MLP head and medclf's own CNN, and the
@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from medclf.embedding import projection
 from medclf.models.factory import head_module
-from medclf.monitoring.embedding import projection
 
 
 class WithEmbedding(nn.Module):

@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
+from medclf import embedding
 from medclf.clustered import ks
 from medclf.errors import MedclfError
-from medclf.monitoring import embedding
 from medclf.monitoring.drift import categorical_psi, mmd, psi
 from medclf.monitoring.estimate import label_free
 from medclf.monitoring.features import INTENSITY_FEATURES, intensity_features

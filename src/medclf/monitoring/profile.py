@@ -8,7 +8,7 @@ It holds, for a seeded sample of at most ``MAX_ROWS`` held-out images each:
 - the calibrated probabilities on validation and on test: prediction drift (class shares,
   confidence) and the label-free estimate's baseline;
 - the share of "refer" decisions (a conformal set of more than one class) on each;
-- the monitoring embeddings (``monitoring.embedding``) of at most ``MAX_EMBEDDING_ROWS``
+- the monitoring embeddings (``medclf.embedding``) of at most ``MAX_EMBEDDING_ROWS``
   validation images: input drift in the model's own features (MMD) is measured against them;
 - the design effect of each intensity feature and of the predicted class among these images
   (``clustered.design_effect``: several slices of one patient are not independent images). The
@@ -29,8 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from medclf import embedding
 from medclf.errors import MedclfError
-from medclf.monitoring import embedding
 from medclf.monitoring.features import INTENSITY_FEATURES
 
 PROFILE_VERSION = 1

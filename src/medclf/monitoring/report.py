@@ -11,13 +11,13 @@ from typing import Any
 import numpy as np
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
-from medclf import __version__
+from medclf import embedding
 from medclf.atomic import atomic_dir, write_json, write_text
-from medclf.evaluation.plots import _plt  # headless matplotlib, set up once
 from medclf.formatting import number
-from medclf.monitoring import embedding
 from medclf.monitoring.features import INTENSITY_FEATURES
 from medclf.monitoring.profile import ReferenceProfile
+from medclf.plotting import pyplot
+from medclf.version import __version__
 
 SECTIONS = [
     ("alerts", "Alerts"),
@@ -32,7 +32,7 @@ SECTIONS = [
 def _png(fig: Any) -> str:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
-    _plt().close(fig)
+    pyplot().close(fig)
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
@@ -50,7 +50,7 @@ def _figures(reference: ReferenceProfile, current: Any, result: dict) -> dict:
 
 
 def _intensity_figure(reference: ReferenceProfile, current: np.ndarray, drift: dict) -> str:
-    plt = _plt()
+    plt = pyplot()
     n = len(INTENSITY_FEATURES)
     fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 3), dpi=100)
     for j, (ax, name) in enumerate(zip(axes, INTENSITY_FEATURES, strict=True)):
@@ -66,7 +66,7 @@ def _intensity_figure(reference: ReferenceProfile, current: np.ndarray, drift: d
 
 def _embedding_figure(reference: np.ndarray, current: np.ndarray) -> str:
     """Both samples on the first two principal axes of the reference embeddings."""
-    plt = _plt()
+    plt = pyplot()
     center = reference.mean(axis=0)
     axes = np.linalg.svd(reference - center, full_matrices=False)[2][:2].T
     fig, ax = plt.subplots(figsize=(5, 4), dpi=100)
@@ -80,7 +80,7 @@ def _embedding_figure(reference: np.ndarray, current: np.ndarray) -> str:
 
 
 def _confidence_figure(drift: dict) -> str:
-    plt = _plt()
+    plt = pyplot()
     hist = drift["confidence_histogram"]
     fig, ax = plt.subplots(figsize=(6, 3), dpi=100)
     edges = np.asarray(hist["edges"])
@@ -94,7 +94,7 @@ def _confidence_figure(drift: dict) -> str:
 
 
 def _windows_figure(windows: list[dict]) -> str:
-    plt = _plt()
+    plt = pyplot()
     x = np.arange(len(windows))
     acc = np.array([[w["accuracy"][k] for k in ("value", "low", "high")] for w in windows])
     fig, axes = plt.subplots(1, 3, figsize=(14, 3.2), dpi=100)

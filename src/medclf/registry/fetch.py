@@ -24,7 +24,7 @@ from typing import Any
 from medclf import tracking
 from medclf.atomic import atomic_dir, write_json
 from medclf.errors import MedclfError
-from medclf.export import records
+from medclf.inference import records
 from medclf.registry import aliases
 from medclf.registry.names import ModelRef, parse_ref
 from medclf.rundir import RunDir

@@ -14,16 +14,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from medclf import __version__, tracking
+from medclf import tracking
 from medclf.errors import MedclfError
-from medclf.export import records
-from medclf.export.release import test_evaluation, training_data
 from medclf.formatting import interval, number
+from medclf.inference import records
+from medclf.inference.release import test_evaluation, training_data
 from medclf.models.checkpoint import model_version, verified_best_digest
 from medclf.registry import aliases
 from medclf.registry.fetch import RUN_ARTIFACTS
 from medclf.registry.names import TAG_GATES_FAILED, TAG_GATES_PASSED, check_alias, check_name
 from medclf.rundir import RunDir
+from medclf.version import __version__
 
 EXPERIMENT = "medclf-registry"
 ARTIFACTS = ("report.html", "model_card.md", "metrics.json", "gates.json")

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from medclf.errors import MedclfError
-from medclf.export.release import HEADLINE
+from medclf.inference.release import HEADLINE
 from medclf.registry.names import TAG_GATES_FAILED, TAG_GATES_PASSED
 
 

@@ -27,8 +27,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
-from medclf import __version__
 from medclf.errors import MedclfError
+from medclf.inference.predictor import Predictor
 from medclf.serving import explain, oip
 from medclf.serving.limits import KeyAndTiming, RequestGuard, json_error
 from medclf.serving.metadata import (
@@ -39,10 +39,10 @@ from medclf.serving.metadata import (
     metadata,
     upload_body,
 )
-from medclf.serving.predictor import Predictor
 from medclf.serving.service import Prepared, Service, refusal
 from medclf.serving.settings import ServeSettings
 from medclf.serving.telemetry import CONTENT_TYPE
+from medclf.version import __version__
 
 
 def _error(request: Request, status: int, detail: str) -> JSONResponse:
@@ -210,7 +210,7 @@ def from_environment() -> FastAPI:
     settings ``medclf serve`` checked and handed over in the environment."""
     import json
 
-    from medclf.serving.predictor import load_predictor
+    from medclf.inference.predictor import load_predictor
 
     spec = json.loads(os.environ[WORKER_ENV])
     settings = ServeSettings.from_json(spec["settings"])

@@ -62,7 +62,7 @@ PREDICTIONS = Table(
     # JSON list: the image's intensity features (monitoring.features), for input drift; null
     # for a raw tensor (/v2) and in rows written before medclf recorded them
     Column("features", Text),
-    # the model's monitoring embedding (monitoring.embedding: 32 float32, base64), for MMD
+    # the model's monitoring embedding (medclf.embedding: 32 float32, base64), for MMD
     # drift; null for a model exported without one and in older rows
     Column("embedding", Text),
 )

@@ -39,7 +39,7 @@ def _class_index(asked: str | None, classes: tuple[str, ...], predicted: int) ->
 def _png_base64(image_chw: np.ndarray, heat: np.ndarray) -> str:
     from PIL import Image
 
-    from medclf.evaluation.explain import overlay
+    from medclf.inference.explain import overlay
 
     rgb = (np.clip(overlay(image_chw, heat), 0, 1) * 255).round().astype(np.uint8)
     buffer = io.BytesIO()

@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from medclf.data.io import RASTER_FORMATS
-from medclf.serving.predictor import Predictor
+from medclf.inference.predictor import Predictor
 from medclf.serving.settings import ServeSettings
 
 ACCEPTED = (*RASTER_FORMATS, "DICOM (with or without the 128-byte preamble)")

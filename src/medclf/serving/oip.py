@@ -20,9 +20,9 @@ import numpy as np
 from fastapi import FastAPI, Path, Request
 from fastapi.responses import JSONResponse
 
-from medclf import __version__
 from medclf.serving.limits import request_id_of
 from medclf.serving.metadata import NOT_READY, answers
+from medclf.version import __version__
 
 INPUT = "input"
 OUTPUTS = ("probabilities",)

@@ -19,16 +19,16 @@ from fastapi import Request
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
-from medclf.data.io import ImageTooLargeError
+from medclf import embedding
 from medclf.data.pseudonym import Pseudonymizer
 from medclf.errors import MedclfError
-from medclf.monitoring import embedding
+from medclf.image_settings import ImageTooLargeError
+from medclf.inference.predictor import Predictor
 from medclf.monitoring.features import intensity_features
 from medclf.monitoring.live import LiveWindow
 from medclf.serving.audit import AuditLog, AuditRow, row_for
 from medclf.serving.batcher import MicroBatcher
 from medclf.serving.limits import UploadSlots, request_id_of
-from medclf.serving.predictor import Predictor
 from medclf.serving.settings import ServeSettings
 from medclf.serving.telemetry import Telemetry
 

@@ -19,6 +19,7 @@ from lightning.pytorch.loggers import Logger
 from medclf.atomic import write_json
 from medclf.errors import MedclfError
 from medclf.rundir import RunDir
+from medclf.tracking import logger_names
 
 log = logging.getLogger("medclf")
 
@@ -161,15 +162,6 @@ BUILDERS: dict[str, Callable[[Any, RunDir], Logger]] = {
     "wandb": _wandb,
     "csv": _csv,
 }
-
-
-def logger_names(value: Any) -> list[str]:
-    """``logger`` as a list of names (a single name or null are accepted; the names were
-    checked at compose)."""
-    if value is None or value is False:
-        return []
-    names = [value] if isinstance(value, str) else [str(v) for v in value]
-    return list(dict.fromkeys(names))
 
 
 def build_loggers(cfg: Any, run: RunDir) -> list[FailSoftLogger]:

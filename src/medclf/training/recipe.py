@@ -7,7 +7,7 @@ them into the run's config as ordinary values: a key the user named on the comma
 never changed, and ``medclf train --dry-run`` prints the result without training.
 
 Why these choices (measured on the public chest-CT set's validation split, 2 CPU cores; see
-the README's "Default recipe" section and ``benchmarks/recipes.py``):
+docs/benchmarks.md (the default recipe's table) and ``benchmarks/recipes.py``):
 
 - resnet18 from timm: the smallest standard residual network that learned the small real
   sets from scratch; ImageNet weights when ``model.pretrained=auto`` finds them.

@@ -18,11 +18,11 @@ from medclf.data.check import summary_lines
 from medclf.data.prepare import PreparedData, prepare_data, provisional_preprocessing
 from medclf.data.split import save_split
 from medclf.errors import MedclfError
+from medclf.metric_names import best_epoch_metric
 from medclf.models.checkpoint import load_checkpoint
 from medclf.preprocessing import Preprocessing
 from medclf.run_config import load_run_config
 from medclf.rundir import RunDir
-from medclf.training.monitor import resolve_monitor
 from medclf.words import apply_overrides, keys
 
 log = logging.getLogger("medclf")
@@ -399,7 +399,7 @@ def _run_trainer(
     from medclf.training import trainer as build
     from medclf.training.loggers import build_loggers, log_run_files
 
-    monitor = resolve_monitor(str(cfg.train.monitor), str(cfg.train.monitor_mode))
+    monitor = best_epoch_metric(str(cfg.train.monitor), str(cfg.train.monitor_mode))
     table, prep = parts.prepared.table, parts.prep
     datamodule = build.build_datamodule(cfg, table, prep, parts.cache, parts.train_counts)
     module = build.build_module(

@@ -2,7 +2,7 @@ import pytest
 
 from medclf.config import compose
 from medclf.errors import MedclfError
-from medclf.training.monitor import resolve_monitor
+from medclf.metric_names import best_epoch_metric
 
 
 @pytest.mark.parametrize(
@@ -19,7 +19,7 @@ from medclf.training.monitor import resolve_monitor
     ],
 )
 def test_monitor_names_resolve_through_the_metric_alias_table(name, mode, resolved):
-    assert resolve_monitor(name, mode) == resolved
+    assert best_epoch_metric(name, mode) == resolved
 
 
 @pytest.mark.parametrize(

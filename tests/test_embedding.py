@@ -4,7 +4,7 @@ import base64
 
 import numpy as np
 
-from medclf.monitoring.embedding import SIZE, decode, encode, projection
+from medclf.embedding import SIZE, decode, encode, projection
 
 
 def test_an_embedding_round_trips_through_its_172_characters():

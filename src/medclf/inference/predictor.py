@@ -21,17 +21,16 @@ from medclf.data.io import tiny_image_warning
 from medclf.data.transform import decode_file, fit
 from medclf.decision import DecisionRecord
 from medclf.errors import MedclfError
-from medclf.export.records import (
-    EXPORT_METADATA,
+from medclf.inference.records import (
     MAX_ONNX_BYTES,
     ONNX_META_DECISION,
-    ONNX_META_GRAPH_SHA256,
     ONNX_META_MODEL_NAME,
     ONNX_META_MODEL_VERSION,
     ONNX_META_MONITOR_REFERENCE,
     ONNX_META_PREPROCESSING,
     ONNX_META_RELEASE,
-    graph_sha256,
+    recorded_file_sha256,
+    verified_metadata,
 )
 from medclf.preprocessing import Preprocessing
 from medclf.tta import averaged_logits
@@ -47,7 +46,7 @@ class Predictor(ABC):
     backend: str
     # the registered model version this is (name, version, alias), when it came from models:/
     registered: dict[str, Any] | None = None
-    # training data, test metrics with intervals and gates of these weights (export.release)
+    # training data, test metrics with intervals and gates of these weights (inference.release)
     release: dict[str, Any] | None = None
 
     @abstractmethod
@@ -70,7 +69,7 @@ class Predictor(ABC):
         return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
 
     def predict_embedded(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """``predict_batch`` and the N x ``monitoring.embedding.SIZE`` monitoring embeddings
+        """``predict_batch`` and the N x ``medclf.embedding.SIZE`` monitoring embeddings
         of the images as given (not of test-time augmentation views); None for a model that
         has no embedding output (exported by an earlier medclf)."""
         return self.predict_batch(x), None
@@ -200,7 +199,7 @@ class TorchPredictor(Predictor):
     def release(self) -> dict[str, Any] | None:
         """Read when asked (/metadata), not at load: predict need not import pandas."""
         if self._release is None and self.run.split.is_file():
-            from medclf.export.release import test_evaluation, training_data
+            from medclf.inference.release import test_evaluation, training_data
 
             self._release = {
                 "training_data": training_data(self.run),
@@ -234,7 +233,7 @@ class TorchPredictor(Predictor):
 
     def explain(self, chw: np.ndarray, class_index: int) -> np.ndarray:
         """The Grad-CAM heat map (H x W in [0, 1]) of one fitted image for one class."""
-        from medclf.evaluation.explain import gradcam_maps
+        from medclf.inference.explain import gradcam_maps
 
         x = self.prep.normalize_array(chw)[None]
         return gradcam_maps(self.model, x, [class_index])[0]
@@ -268,7 +267,7 @@ class OnnxPredictor(Predictor):
                 f"{expected_file_sha256[:12]}... recorded in metadata.json at export; the file "
                 "was changed or damaged. Export it again with 'medclf export model=RUN'"
             )
-        meta = self._verified_metadata(path, data)
+        meta = verified_metadata(path, data)
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -301,36 +300,6 @@ class OnnxPredictor(Predictor):
             )
         # exports before the monitoring embedding have no such output: monitored without it
         self.has_embedding = "embedding" in outputs
-
-    @staticmethod
-    def _verified_metadata(path: Path, data: bytes) -> dict[str, str]:
-        import onnx
-        from google.protobuf.message import DecodeError
-
-        try:
-            model = onnx.load_model_from_string(data)
-        except (DecodeError, ValueError, RuntimeError) as exc:
-            raise MedclfError(f"model={path}: not a readable ONNX file ({exc})") from exc
-        meta = {p.key: p.value for p in model.metadata_props}
-        if ONNX_META_PREPROCESSING not in meta:
-            raise MedclfError(
-                f"model={path}: ONNX file has no medclf preprocessing metadata; "
-                "export it with 'medclf export model=RUN'"
-            )
-        recorded = meta.get(ONNX_META_GRAPH_SHA256)
-        if not recorded:
-            raise MedclfError(
-                f"model={path}: ONNX file carries no graph digest, so its weights cannot be "
-                "verified; export it again with this medclf ('medclf export model=RUN')"
-            )
-        actual = graph_sha256(model)
-        if actual != recorded:
-            raise MedclfError(
-                f"model={path}: the graph and weights do not match the digest recorded at export "
-                f"({recorded[:12]}... vs {actual[:12]}...); the file was changed or damaged. "
-                "Export it again with 'medclf export model=RUN'"
-            )
-        return meta
 
     def _raw_logits(self, x: np.ndarray) -> np.ndarray:
         return self.session.run(["logits"], {self.input_name: x.astype(np.float32)})[0]
@@ -368,23 +337,6 @@ def load_run_decision(run: Any, version: str, class_names: tuple[str, ...]) -> D
         return DecisionRecord()
     record.check_classes(class_names, str(run.calibration))
     return record
-
-
-def recorded_file_sha256(onnx_path: Path) -> str | None:
-    """The sha256 that ``metadata.json`` beside ``onnx_path`` records for that file (the fp32
-    or the INT8 export), if any."""
-    sidecar = onnx_path.with_name(EXPORT_METADATA)
-    if not sidecar.is_file():
-        return None
-    try:
-        meta = json.loads(sidecar.read_text(encoding="utf-8"))
-        files = [meta.get("file") or {}, (meta.get("int8") or {}).get("file") or {}]
-    except (ValueError, AttributeError, UnicodeDecodeError) as exc:
-        raise MedclfError(f"{sidecar}: not readable JSON ({exc})") from exc
-    for record in files:  # model.onnx, and model.int8.onnx when one was exported
-        if isinstance(record, dict) and record.get("name") == onnx_path.name:
-            return record.get("sha256") or None
-    return None
 
 
 def load_predictor(

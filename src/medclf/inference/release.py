@@ -12,8 +12,8 @@ from typing import Any
 
 import pandas as pd
 
-from medclf import __version__
 from medclf.rundir import RunDir
+from medclf.version import __version__
 
 # the test metrics a release states, each with its interval
 HEADLINE = ("accuracy", "balanced_accuracy", "macro_f1", "macro_auc")
