@@ -22,6 +22,7 @@ BACKENDS = ("torch", "onnx")  # evaluate backend=: the PyTorch weights or the ON
 GLOBAL_POOLS = ("avg", "max", "avgmax", "catavgmax")  # custom_cnn model.global_pool
 CI_METHODS = ("bca", "percentile", "basic")  # eval.ci_method (scipy.stats.bootstrap)
 GATES_ON = ("point", "ci")  # eval.gates_on
+DECISIONS = ("auto", "thresholds", "argmax")  # eval.decision
 LOGGERS = ("tensorboard", "mlflow", "wandb", "csv")  # logger
 WANDB_MODES = ("online", "offline", "disabled")  # wandb.mode
 RECIPES = ("auto", "none")  # recipe

@@ -10,6 +10,8 @@ folder; ``export`` embeds it in the ONNX file. Probabilities everywhere are the 
 - ``label``: the most probable flagged class. Binary tasks threshold the positive class only,
   so the label is the negative class when the positive one is not flagged. In a multiclass
   task the label is null when no class reaches its threshold: the image needs a reader.
+  A record without thresholds decides by argmax (what ``eval.decision=auto`` keeps when the
+  thresholds did not beat argmax on cross-fitted validation).
 
 With ``conformal`` set (``eval.conformal_alpha``), the decision also carries the
 ``prediction_set``: every class the split-conformal rule keeps (``medclf.conformal``); more

@@ -321,6 +321,7 @@ class Eval(Section):
     conformal_alpha: number(gt=0, lt=1) | None
     temperature_scaling: choice(("auto", True, False))
     threshold: str
+    decision: choice(choices.DECISIONS)
     positive_class: OptText
     latency_runs: integer(lo=0)
     top_losses: integer(lo=0)

@@ -92,9 +92,9 @@ def test_cross_fitting_keeps_patients_in_one_fold() -> None:
     groups = np.repeat(np.arange(6), 10)
     fit = cross_fitted_temperature(logits, y, groups)
     assert fit.folds == 5
-    from medclf.evaluation.calibration import _fold_of
+    from medclf.evaluation.calibration import fold_of
 
-    fold = _fold_of(y, groups, 5, 0)
+    fold = fold_of(y, groups, 5, 0)
     for g in range(6):
         assert len(set(fold[groups == g])) == 1
 

@@ -75,16 +75,23 @@ def test_outputs_and_metrics_agree_with_predictions(trained_run: Path) -> None:
     assert sum(g["n"] for g in m["subgroups"]["sex"].values()) == len(preds)
     lat = m["latency"]
     assert 0 < lat["latency_p50_ms"] <= lat["latency_p95_ms"] and lat["throughput_images_per_s"] > 0
-    # the decision column follows the stored thresholds
+    # the decision column follows the rule that decides: the stored thresholds, or argmax
+    # where they did not beat it on cross-fitted validation (eval.decision=auto)
     record = json.loads((trained_run / "calibration.json").read_text())
-    assert set(record["thresholds"]) == set(CLASSES)
+    decided_by = record["fitted_on"]["decision_fit"]
+    assert decided_by["rule"] == "youden" and decided_by["reason"]
+    thresholds = record["thresholds"] if decided_by["thresholds_decide"] else {}
+    assert record["thresholds"] == thresholds
+    assert set(thresholds) in (set(CLASSES), set())
+    assert record["rule"] == ("youden" if thresholds else "argmax")
     # eval.temperature_scaling=auto: the fitted T only where cross-fitting kept it
     t_fit = record["fitted_on"]["temperature_fit"]
     assert t_fit["fitted"] != 1.0 and t_fit["reason"]
     assert record["temperature"] == (t_fit["fitted"] if t_fit["kept"] else 1.0)
     assert m["calibration"]["after"]["temperature"] == record["temperature"]
     for _, row in preds.iterrows():
-        flagged = [c for c in CLASSES if row[f"prob_{c}"] >= record["thresholds"][c]]
+        top = max(CLASSES, key=lambda c: row[f"prob_{c}"])
+        flagged = [c for c in CLASSES if row[f"prob_{c}"] >= thresholds[c]] if thresholds else [top]
         assert set(filter(None, row["flagged"].split("|"))) == set(flagged)
         expected = max(flagged, key=lambda c: row[f"prob_{c}"]) if flagged else ""
         assert row["decision"] == expected

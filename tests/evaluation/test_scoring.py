@@ -45,3 +45,8 @@ def test_predictive_values_at_each_splits_class_share() -> None:
     assert rows["val"]["ppv"] == pytest.approx(0.45 / (0.45 + 0.1))
     assert rows["test"]["npv"] == pytest.approx(0.5 / (0.5 + 0.0375))
     assert class_shares(split, "test", test_labels, ("a", "b", "c"), operating) is None
+    # where argmax decides (no thresholds), the headline per-class rates are the decision's
+    argmax = {"positive_class": "p", "thresholds": {}, "per_class": {}}
+    assert class_shares(split, "test", test_labels, ("n", "p"), argmax) is None
+    same = class_shares(split, "test", test_labels, ("n", "p"), argmax, operating["per_class"])
+    assert same["rows"] == out["rows"]

@@ -114,7 +114,7 @@ class TemperatureFit:
         return asdict(self)
 
 
-def _fold_of(y: np.ndarray, groups: np.ndarray | None, folds: int, seed: int) -> np.ndarray:
+def fold_of(y: np.ndarray, groups: np.ndarray | None, folds: int, seed: int) -> np.ndarray:
     """Each image's cross-fitting fold: patients (or images) dealt round-robin per class in a
     seeded order, so every fold sees every class and no patient straddles two folds."""
     keys = np.asarray(groups if groups is not None else np.arange(len(y))).astype(str)
@@ -153,7 +153,7 @@ def cross_fitted_temperature(
     if n < 2 * folds or k < 2:
         reason = f"too few validation images ({n}) to cross-fit a temperature; T = 1 kept"
         return TemperatureFit(1.0, fitted, False, None, None, None, 0, reason)
-    fold = _fold_of(y, groups, k, seed)
+    fold = fold_of(y, groups, k, seed)
     base = _per_image_nll(logits, y, 1.0)
     crossed = np.empty(n)
     for f in range(k):

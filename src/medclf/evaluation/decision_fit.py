@@ -12,6 +12,7 @@ import numpy as np
 from medclf.data.folds import FOLD_COLUMN
 from medclf.decision import DecisionRecord
 from medclf.errors import MedclfError
+from medclf.evaluation.calibration import CROSS_FIT_FOLDS
 
 log = logging.getLogger("medclf")
 # Class names that mean "no finding"; the other class of a binary task is the positive one.
@@ -39,7 +40,7 @@ def fit_decision(val: Any, classes: tuple[str, ...], ev_cfg: Any, version: str) 
     """Temperature (NLL on validation) then thresholds on the calibrated validation probs.
     ``val`` is the validation split run through the model (``evaluate.Evaluated``) or None."""
     from medclf.evaluation.calibration import apply_temperature
-    from medclf.evaluation.thresholds import choose_threshold, parse_rule
+    from medclf.evaluation.thresholds import parse_rule
 
     rule = parse_rule(ev_cfg.threshold)
     positive = positive_class(classes, ev_cfg.positive_class)
@@ -52,19 +53,15 @@ def fit_decision(val: Any, classes: tuple[str, ...], ev_cfg: Any, version: str) 
     probs = apply_temperature(val.logits, temperature)
     alpha = ev_cfg.get("conformal_alpha")
     conformal = fit_lac(probs, val.y, float(alpha)).to_dict() if alpha is not None else {}
-    thresholds: dict[str, float] = {}
-    for i in [positive] if positive is not None else range(len(classes)):
-        try:
-            point = choose_threshold(val.y == i, probs[:, i], rule)
-        except MedclfError:
-            log.warning(
-                "class %s: validation lacks positives or negatives; no threshold", classes[i]
-            )
-            continue
-        thresholds[classes[i]] = point.threshold
+    thresholds = _thresholds(probs, val.y, classes, positive, rule, warn=True)
+    groups = _groups(val)
+    rule_fit = choose_rule(probs, val.y, classes, positive, rule, ev_cfg.decision, groups)
+    if thresholds and not rule_fit["thresholds_decide"]:
+        log.info("decision: %s", rule_fit["reason"])
+        thresholds = {}
     return DecisionRecord(
         temperature=temperature,
-        rule=str(rule),
+        rule=str(rule) if thresholds else "argmax",
         thresholds=thresholds,
         positive_class=None if positive is None else classes[positive],
         fitted_on={
@@ -74,6 +71,7 @@ def fit_decision(val: Any, classes: tuple[str, ...], ev_cfg: Any, version: str) 
             # a fold ensemble's validation: each image predicted by the fold that left it out
             **({"out_of_fold": True} if FOLD_COLUMN in val.table else {}),
             **({"temperature_fit": t_fit} if t_fit else {}),
+            "decision_fit": {"rule": str(rule), **rule_fit},
         },
         tta=str(ev_cfg.tta),
         conformal=conformal,
@@ -88,11 +86,119 @@ def _temperature(val: Any, mode: Any) -> tuple[float, dict[str, Any]]:
         return 1.0, {}
     if mode is True:
         return fit_temperature(val.logits, val.y), {}
-    pid = val.table["patient_id"].astype(str).to_numpy() if "patient_id" in val.table else None
-    groups = None
-    if pid is not None and (pid != "").any():
-        # images without a patient id are their own group
-        groups = np.where(pid != "", pid, [f"image-{i}" for i in range(len(pid))])
-    fit = cross_fitted_temperature(val.logits, val.y, groups)
+    fit = cross_fitted_temperature(val.logits, val.y, _groups(val))
     log.info("temperature: %s", fit.reason)
     return fit.temperature, fit.to_dict()
+
+
+def _groups(val: Any) -> np.ndarray | None:
+    """The validation images' patients, for cross-fitting (an image without one is its own
+    group); None when no patient is known."""
+    pid = val.table["patient_id"].astype(str).to_numpy() if "patient_id" in val.table else None
+    if pid is None or not (pid != "").any():
+        return None
+    return np.where(pid != "", pid, [f"image-{i}" for i in range(len(pid))])
+
+
+def _thresholds(
+    probs: np.ndarray,
+    y: np.ndarray,
+    classes: tuple[str, ...],
+    positive: int | None,
+    rule: Any,
+    warn: bool = False,
+) -> dict[str, float]:
+    """The rule's threshold for the positive class (binary) or each class (one-vs-rest); a
+    class without positives or negatives among ``y`` gets none."""
+    from medclf.evaluation.thresholds import choose_threshold
+
+    out: dict[str, float] = {}
+    for i in [positive] if positive is not None else range(len(classes)):
+        try:
+            out[classes[i]] = choose_threshold(y == i, probs[:, i], rule).threshold
+        except MedclfError:
+            if warn:
+                log.warning(
+                    "class %s: validation lacks positives or negatives; no threshold", classes[i]
+                )
+    return out
+
+
+def choose_rule(
+    probs: np.ndarray,
+    y: np.ndarray,
+    classes: tuple[str, ...],
+    positive: int | None,
+    rule: Any,
+    mode: str,
+    groups: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """Whether the rule's thresholds or argmax decide (``eval.decision``), with the evidence.
+
+    auto with a youden rule: the thresholds decide only where they beat argmax out of sample
+    (``cross_fitted_gain``). Why: on an easy validation split a youden threshold sits at the
+    hardest validation positive and misses test positives (a chest_ct model: decision
+    accuracy 0.673 with thresholds against 0.698 at argmax, lowest class sensitivity 0.356
+    against 0.412). A sensitivity>=X or specificity>=X rule is a clinical constraint: it
+    decides whatever the comparison would say."""
+    if mode != "auto" or rule.kind != "youden":
+        decide = mode != "argmax"
+        why = f"eval.decision={mode}" if mode != "auto" else f"the rule {rule} is a constraint"
+        who = "the thresholds decide" if decide else "argmax decides"
+        return {"thresholds_decide": decide, "reason": f"{why}: {who}"}
+    n = len(y)
+    k = min(CROSS_FIT_FOLDS, len(np.unique(groups)) if groups is not None else n)
+    if n < 2 * CROSS_FIT_FOLDS or k < 2:
+        return {
+            "thresholds_decide": False,
+            "reason": f"too few validation images ({n}) to cross-fit thresholds; argmax decides",
+        }
+    with_thresholds, at_argmax, low = cross_fitted_gain(probs, y, classes, positive, rule, groups)
+    kept = low > 0
+    return {
+        "thresholds_decide": kept,
+        "balanced_accuracy_thresholds": with_thresholds,
+        "balanced_accuracy_argmax": at_argmax,
+        "gain_low": low,
+        "folds": k,
+        "reason": f"cross-fitted validation balanced accuracy {with_thresholds:.3f} with the "
+        f"{rule} thresholds vs {at_argmax:.3f} at argmax ({k} folds): "
+        + ("the thresholds decide" if kept else "argmax decides"),
+    }
+
+
+def cross_fitted_gain(
+    probs: np.ndarray,
+    y: np.ndarray,
+    classes: tuple[str, ...],
+    positive: int | None,
+    rule: Any,
+    groups: np.ndarray | None,
+    seed: int = 0,
+) -> tuple[float, float, float]:
+    """(balanced accuracy with thresholds, at argmax, the gain's one-sided 95% lower bound).
+
+    Thresholds fitted on the other folds of the validation patients decide each held-out
+    fold; argmax decides the same images. Balanced accuracy is a weighted sum of per-image
+    hits (weight 1 / (classes x the image's class count)), so the paired per-image
+    differences give the gain and its noise, as the temperature's cross-fitting does. An
+    image that no class is flagged for (a referral) counts as a miss."""
+    from medclf.evaluation.calibration import fold_of
+
+    y = np.asarray(y)
+    k = min(CROSS_FIT_FOLDS, len(np.unique(groups)) if groups is not None else len(y))
+    fold = fold_of(y, groups, k, seed)
+    name = None if positive is None else classes[positive]
+    hits = np.zeros(len(y), bool)
+    for f in range(k):
+        held = np.flatnonzero(fold == f)
+        fitted = _thresholds(probs[fold != f], y[fold != f], classes, positive, rule)
+        record = DecisionRecord(thresholds=fitted, positive_class=name)
+        for i in held:
+            hits[i] = record.decide(probs[i], classes)["label"] == classes[y[i]]
+    argmax_hits = probs.argmax(axis=1) == y
+    counts = np.bincount(y, minlength=len(classes))
+    weight = 1.0 / ((counts > 0).sum() * counts[y])
+    diff = weight * (hits.astype(float) - argmax_hits)
+    low = float(diff.sum() - 1.645 * np.sqrt(len(y)) * diff.std(ddof=1))
+    return float((weight * hits).sum()), float((weight * argmax_hits).sum()), low

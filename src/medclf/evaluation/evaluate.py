@@ -152,7 +152,12 @@ def evaluate(
     if val is not None and ev is not val:
         metrics["validation_gap"] = validation_gap(val, scores.values["accuracy"], job.name)
     shares = class_shares(
-        job.split_table, job.name, ev.table["label"], job.classes, metrics["operating_point"]
+        job.split_table,
+        job.name,
+        ev.table["label"],
+        job.classes,
+        metrics["operating_point"],
+        metrics["per_class"],
     )
     if shares:
         metrics["class_shares"] = shares

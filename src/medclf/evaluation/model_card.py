@@ -209,7 +209,8 @@ def _decision_section(metrics: dict[str, Any]) -> list[str]:
         ),
         *_temperature_note(cal),
         "## Operating point",
-        f"Rule `{op['rule']}` chosen on validation; thresholds on calibrated probabilities.",
+        f"Rule `{op['rule']}` chosen on validation; thresholds on calibrated probabilities."
+        + _decision_note(op),
         _table(
             ["class", "threshold", "sensitivity", "specificity", "PPV", "NPV"],
             [
@@ -239,6 +240,12 @@ def _shares_section(shares: dict[str, Any] | None) -> list[str]:
             ],
         ),
     ]
+
+
+def _decision_note(op: dict[str, Any]) -> str:
+    """Why thresholds or argmax decide (``eval.decision``), when evaluate recorded it."""
+    fit = (op.get("fitted_on") or {}).get("decision_fit")
+    return f" Which rule decides: {fit['reason']}." if fit else ""
 
 
 def _temperature_note(cal: dict[str, Any]) -> list[str]:

@@ -167,14 +167,22 @@ def validation_gap(val: Any, accuracy: dict[str, Any], name: str) -> dict[str, A
 
 
 def class_shares(
-    split_table: Any, name: str, labels: Any, classes: tuple[str, ...], operating: dict[str, Any]
+    split_table: Any,
+    name: str,
+    labels: Any,
+    classes: tuple[str, ...],
+    operating: dict[str, Any],
+    per_class: dict[str, Any] | None = None,
 ) -> dict[str, Any] | None:
-    """Binary tasks: the positive class's share in each split, and the operating point's PPV
+    """Binary tasks: the positive class's share in each split, and the deployed decision's PPV
     and NPV at each share (Bayes' rule on the evaluated sensitivity and specificity, which do
     not depend on the share). Answers "what if the class shares differ": a threshold chosen
-    where 90% are positive predicts differently where 40% are."""
+    where 90% are positive predicts differently where 40% are. The decision is the operating
+    point's, or argmax's (``per_class``, the headline rates) where argmax decides."""
     positive = operating.get("positive_class")
     rates = (operating.get("per_class") or {}).get(positive) or {}
+    if not operating.get("thresholds") and per_class:
+        rates = per_class.get(positive) or {}
     if positive is None or len(classes) != 2 or "sensitivity" not in rates:
         return None
     sens = float(rates["sensitivity"]["value"])

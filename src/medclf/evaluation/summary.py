@@ -60,10 +60,13 @@ def print_summary(report) -> None:
             for c, t in op["thresholds"].items()
         ]
         echo(f"operating point ({op['rule']}): " + "; ".join(parts))
+    decided = (op.get("fitted_on") or {}).get("decision_fit")
+    if decided and not op["thresholds"]:
+        echo(f"decision: {decided['reason']}")
     shares = m.get("class_shares")
     if shares:
         echo(
-            f"{shares['positive_class']} share -> PPV / NPV at this operating point: "
+            f"{shares['positive_class']} share -> PPV / NPV of this decision: "
             + "; ".join(
                 f"{r['split']} {number(r['share'], 2)} -> {number(r['ppv'], 2)} / "
                 f"{number(r['npv'], 2)}"
