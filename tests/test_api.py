@@ -23,6 +23,17 @@ def test_keywords_become_the_words_the_cli_takes():
     assert words({"model": "resnet18", "g": ""}) == ["model=resnet18", "g=''"]
 
 
+@pytest.mark.parametrize(
+    "text", [r"CONTRAST_(\d)", r"^(person\d+)_", "it's", "a\\'b", "end\\", "'", "x=y, z"]
+)
+def test_text_keywords_reach_the_config_unchanged(text: str):
+    """A regex keeps its backslashes through Hydra's quoting (which halves only those before
+    a quote), and quotes, commas and spaces survive too."""
+    from medclf.config import compose
+
+    assert compose(words({"mlflow.experiment": text})).mlflow.experiment == text
+
+
 def test_importing_medclf_loads_no_heavy_library():
     probe = (
         "import sys, medclf\n"

@@ -50,7 +50,12 @@ def _value(value: Any) -> str:
     text = str(value)
     if _PLAIN.match(text) and text not in ("", "true", "false", "null"):
         return text
-    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    # Hydra's quoted strings keep a backslash as it is, except a run of them right before a
+    # quote (or before the closing one): those are halved. So a regex keeps its \d, and only
+    # a quote and the backslashes before it (or at the end) are escaped.
+    text = re.sub(r"(\\*)'", lambda m: m.group(1) * 2 + "\\'", text)
+    text = re.sub(r"(\\+)$", lambda m: m.group(1) * 2, text)
+    return "'" + text + "'"
 
 
 @dataclass(frozen=True)
