@@ -43,7 +43,8 @@ test: $(DEV_STAMP)
 # The exports of the largest architectures, minute-long end-to-end tests, whole INT8 exports,
 # the whole release path, the registry refusals and a real mlflow server, the slim serving
 # install (from the package registry), a DVC pipeline, the monitor on a service's audit log
-# and on labels (about 24 minutes on 2 cores); CI runs them too.
+# and on labels, a hostile dataset through data check and training (about 36 minutes on 2
+# cores); CI runs them too.
 test-heavy: $(DEV_STAMP)
 	$(TEST_ENV) $(BIN)/pytest -m heavy
 

@@ -186,6 +186,7 @@ def _hostile_dataset(root: Path) -> dict[str, Path]:
     return bad
 
 
+@pytest.mark.heavy  # ~1 min (a data check and a training on hostile files); make test-heavy, CI
 def test_hostile_dataset_through_data_check_and_train(tmp_path: Path):
     data = tmp_path / "data"
     bad = _hostile_dataset(data)
