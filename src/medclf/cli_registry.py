@@ -54,12 +54,12 @@ def register(
     run = found.get("model") or found.get("run") or (plain[0] if plain else "")
     reject_extra(plain[1:], "register")
     usage = "medclf register RUN name=NAME"
-    own = {"description": found.get("description"), "tags": tags, "force": force}
+    own = {"description": found.get("description"), "reason": found.get("reason")}
     done = register_words(
         require({"run": run}, "run", usage),
         require(found, "name", usage),
         found.get("alias"),
-        {**own, "reason": found.get("reason")},
+        {**own, "tags": tags, "force": force},
         settings,
     )
     where = f", alias {done.alias}" if done.alias else ""

@@ -80,6 +80,8 @@ def test_outputs_and_metrics_agree_with_predictions(trained_run: Path) -> None:
     record = json.loads((trained_run / "calibration.json").read_text())
     decided_by = record["fitted_on"]["decision_fit"]
     assert decided_by["rule"] == "youden" and decided_by["reason"]
+    if "gain_low" in decided_by:  # cross-fitted: kept exactly when the gain's bound is above 0
+        assert decided_by["thresholds_decide"] == (decided_by["gain_low"] > 0)
     thresholds = record["thresholds"] if decided_by["thresholds_decide"] else {}
     assert record["thresholds"] == thresholds
     assert set(thresholds) in (set(CLASSES), set())

@@ -12,7 +12,7 @@ import numpy as np
 from medclf.data.folds import FOLD_COLUMN
 from medclf.decision import DecisionRecord
 from medclf.errors import MedclfError
-from medclf.evaluation.calibration import CROSS_FIT_FOLDS
+from medclf.evaluation.calibration import CROSS_FIT_FOLDS, fold_of
 
 log = logging.getLogger("medclf")
 # Class names that mean "no finding"; the other class of a binary task is the positive one.
@@ -49,12 +49,12 @@ def fit_decision(val: Any, classes: tuple[str, ...], ev_cfg: Any, version: str) 
         return DecisionRecord(positive_class=None if positive is None else classes[positive])
     from medclf.conformal import fit_lac
 
-    temperature, t_fit = _temperature(val, ev_cfg.temperature_scaling)
+    groups = _groups(val)
+    temperature, t_fit = _temperature(val, ev_cfg.temperature_scaling, groups)
     probs = apply_temperature(val.logits, temperature)
     alpha = ev_cfg.get("conformal_alpha")
     conformal = fit_lac(probs, val.y, float(alpha)).to_dict() if alpha is not None else {}
     thresholds = _thresholds(probs, val.y, classes, positive, rule, warn=True)
-    groups = _groups(val)
     rule_fit = choose_rule(probs, val.y, classes, positive, rule, ev_cfg.decision, groups)
     if thresholds and not rule_fit["thresholds_decide"]:
         log.info("decision: %s", rule_fit["reason"])
@@ -78,7 +78,7 @@ def fit_decision(val: Any, classes: tuple[str, ...], ev_cfg: Any, version: str) 
     )
 
 
-def _temperature(val: Any, mode: Any) -> tuple[float, dict[str, Any]]:
+def _temperature(val: Any, mode: Any, groups: np.ndarray | None) -> tuple[float, dict[str, Any]]:
     """(T, the cross-fitting evidence) for ``eval.temperature_scaling`` = auto | true | false."""
     from medclf.evaluation.calibration import cross_fitted_temperature, fit_temperature
 
@@ -86,7 +86,7 @@ def _temperature(val: Any, mode: Any) -> tuple[float, dict[str, Any]]:
         return 1.0, {}
     if mode is True:
         return fit_temperature(val.logits, val.y), {}
-    fit = cross_fitted_temperature(val.logits, val.y, _groups(val))
+    fit = cross_fitted_temperature(val.logits, val.y, groups)
     log.info("temperature: %s", fit.reason)
     return fit.temperature, fit.to_dict()
 
@@ -153,7 +153,9 @@ def choose_rule(
             "thresholds_decide": False,
             "reason": f"too few validation images ({n}) to cross-fit thresholds; argmax decides",
         }
-    with_thresholds, at_argmax, low = cross_fitted_gain(probs, y, classes, positive, rule, groups)
+    with_thresholds, at_argmax, low = cross_fitted_gain(
+        probs, y, classes, positive, rule, groups, k
+    )
     kept = low > 0
     return {
         "thresholds_decide": kept,
@@ -174,6 +176,7 @@ def cross_fitted_gain(
     positive: int | None,
     rule: Any,
     groups: np.ndarray | None,
+    folds: int,
     seed: int = 0,
 ) -> tuple[float, float, float]:
     """(balanced accuracy with thresholds, at argmax, the gain's one-sided 95% lower bound).
@@ -183,14 +186,11 @@ def cross_fitted_gain(
     hits (weight 1 / (classes x the image's class count)), so the paired per-image
     differences give the gain and its noise, as the temperature's cross-fitting does. An
     image that no class is flagged for (a referral) counts as a miss."""
-    from medclf.evaluation.calibration import fold_of
-
     y = np.asarray(y)
-    k = min(CROSS_FIT_FOLDS, len(np.unique(groups)) if groups is not None else len(y))
-    fold = fold_of(y, groups, k, seed)
+    fold = fold_of(y, groups, folds, seed)
     name = None if positive is None else classes[positive]
     hits = np.zeros(len(y), bool)
-    for f in range(k):
+    for f in range(folds):
         held = np.flatnonzero(fold == f)
         fitted = _thresholds(probs[fold != f], y[fold != f], classes, positive, rule)
         record = DecisionRecord(thresholds=fitted, positive_class=name)
